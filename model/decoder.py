@@ -1,0 +1,140 @@
+"""One config-driven Flax decoder for the Llama family (Llama 2/3, Mistral, Qwen2/2.5, Qwen3).
+
+A single forward serves prompt prefill, chunked catch-up and single-token decode:
+
+  hidden, cache = Decoder(cfg).apply(params, tokens, start, lengths, cache)
+
+tokens [B, C] are written at absolute positions start[b] .. start[b] + lengths[b] - 1 of the
+preallocated cache; tokens past a row's length are padding and never touch the cache. Every param
+carries logical axis names so configs/sharding_rules.py can place it on a mesh.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from model.config import DecoderConfig
+from model.kv_cache import KVCache, write_chunk
+from model.rope import apply_rope, inverse_frequencies
+
+_part = nn.with_logical_partitioning
+_init = nn.initializers.normal(stddev=0.02)
+
+
+class RMSNorm(nn.Module):
+  eps: float
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    w = self.param("scale", _part(nn.initializers.ones, ("norm",)), (x.shape[-1],), self.dtype)
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+    return w * xf.astype(self.dtype)
+
+
+def _dense(features: int, axes: tuple[str, str], bias: bool, dtype, name: str) -> nn.Dense:
+  return nn.Dense(features, use_bias=bias, dtype=dtype, param_dtype=dtype, name=name,
+                  kernel_init=_part(_init, axes), bias_init=_part(nn.initializers.zeros, axes[1:]))
+
+
+class Attention(nn.Module):
+  cfg: DecoderConfig
+  layer: int
+
+  @nn.compact
+  def __call__(self, x, positions, start, lengths, k_cache, v_cache):
+    """x [B, C, E]; positions [B, C]; caches [B, S, K, D] -> (out [B, C, E], k_cache, v_cache)."""
+    cfg, dt = self.cfg, self.cfg.jnp_dtype
+    B, C, _ = x.shape
+    N, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    q = _dense(N * D, ("embed", "heads"), cfg.qkv_bias, dt, "q_proj")(x).reshape(B, C, N, D)
+    k = _dense(K * D, ("embed", "kv_heads"), cfg.qkv_bias, dt, "k_proj")(x).reshape(B, C, K, D)
+    v = _dense(K * D, ("embed", "kv_heads"), cfg.qkv_bias, dt, "v_proj")(x).reshape(B, C, K, D)
+    if cfg.qk_norm:
+      q = RMSNorm(cfg.rms_norm_eps, dt, name="q_norm")(q)
+      k = RMSNorm(cfg.rms_norm_eps, dt, name="k_norm")(k)
+    inv_freq = inverse_frequencies(cfg.rope, D)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+
+    k_cache = write_chunk(k_cache, k, start, lengths)
+    v_cache = write_chunk(v_cache, v, start, lengths)
+
+    S = k_cache.shape[1]
+    key_pos = jnp.arange(S)[None, None, :]  # [1, 1, S]
+    q_pos = positions[:, :, None]  # [B, C, 1]
+    mask = key_pos <= q_pos  # [B, C, S] causal in absolute positions
+    window = cfg.window(self.layer)
+    if window:
+      mask &= key_pos > q_pos - window
+    out = jax.nn.dot_product_attention(q, k_cache, v_cache, mask=mask[:, None], scale=D ** -0.5)
+    out = out.reshape(B, C, N * D)
+    return _dense(cfg.hidden_size, ("heads", "embed"), cfg.o_bias, dt, "o_proj")(out), k_cache, v_cache
+
+
+class MLP(nn.Module):
+  cfg: DecoderConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg, dt = self.cfg, self.cfg.jnp_dtype
+    gate = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, dt, "gate_proj")(x)
+    up = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, dt, "up_proj")(x)
+    return _dense(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, dt, "down_proj")(nn.silu(gate) * up)
+
+
+class Block(nn.Module):
+  cfg: DecoderConfig
+  layer: int
+
+  @nn.compact
+  def __call__(self, x, positions, start, lengths, k_cache, v_cache):
+    cfg = self.cfg
+    h, k_cache, v_cache = Attention(cfg, self.layer, name="attn")(
+        RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="input_norm")(x), positions, start, lengths,
+        k_cache, v_cache)
+    x = x + h
+    x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="post_attn_norm")(x))
+    return x, k_cache, v_cache
+
+
+class Decoder(nn.Module):
+  """Returns final-norm hidden states [B, C, E] and the updated cache; `logits` maps them to [.., V]."""
+
+  cfg: DecoderConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_dtype,
+                          embedding_init=_part(_init, ("vocab", "embed")), name="embed_tokens")
+    self.blocks = [Block(cfg, i, name=f"layers_{i}") for i in range(cfg.num_layers)]
+    self.norm = RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="norm")
+    if not cfg.tie_word_embeddings:
+      self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_dtype,
+                              kernel_init=_part(_init, ("embed", "vocab")), name="lm_head")
+
+  def __call__(self, tokens, start, lengths, cache: KVCache):
+    """tokens [B, C] int32; start [B]; lengths [B] (valid tokens per row)."""
+    C = tokens.shape[1]
+    positions = start[:, None] + jnp.arange(C, dtype=start.dtype)[None, :]  # [B, C]
+    x = self.embed(tokens)
+    keys, values = [], []
+    for i, block in enumerate(self.blocks):
+      x, k, v = block(x, positions, start, lengths, cache.keys[i], cache.values[i])
+      keys.append(k)
+      values.append(v)
+    return self.norm(x), KVCache(keys=tuple(keys), values=tuple(values))
+
+  def logits(self, hidden):
+    """hidden [B, C, E] -> float32 logits [B, C, V]."""
+    if self.cfg.tie_word_embeddings:
+      out = self.embed.attend(hidden)
+    else:
+      out = self.lm_head(hidden)
+    return out.astype(jnp.float32)
+
+  def forward_logits(self, tokens, start, lengths, cache: KVCache):
+    hidden, cache = self(tokens, start, lengths, cache)
+    return self.logits(hidden), cache

@@ -1,0 +1,50 @@
+"""Preallocated per-layer key/value cache.
+
+The cache holds max_len positions per row. Which positions are valid is not stored here: callers
+keep a per-row "seen up to" pointer and the attention mask is causal in absolute positions, so
+truncating or rolling back a row is only a pointer move.
+"""
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from model.config import DecoderConfig
+
+# Logical axis names of one cache array (see configs/sharding_rules.py).
+CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
+
+
+@flax.struct.dataclass
+class KVCache:
+  keys: tuple[jax.Array, ...]    # L x [B, S, K, D]
+  values: tuple[jax.Array, ...]  # L x [B, S, K, D]
+
+  @property
+  def max_len(self) -> int:
+    return self.keys[0].shape[1]
+
+  @property
+  def batch_size(self) -> int:
+    return self.keys[0].shape[0]
+
+
+def init_cache(cfg: DecoderConfig, batch_size: int, max_len: int) -> KVCache:
+  shape = (batch_size, max_len, cfg.num_kv_heads, cfg.head_dim)
+  zeros = lambda: jnp.zeros(shape, cfg.jnp_dtype)
+  return KVCache(keys=tuple(zeros() for _ in range(cfg.num_layers)),
+                 values=tuple(zeros() for _ in range(cfg.num_layers)))
+
+
+def write_chunk(cache_arr: jax.Array, new: jax.Array, start: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Writes new [B, C, K, D] at per-row positions start[b] + c for c < lengths[b].
+
+  Positions past a row's length or past the cache end are dropped (never clamped, which would
+  silently overwrite valid history).
+  """
+  B, C = new.shape[:2]
+  c = jnp.arange(C)[None, :]  # [1, C]
+  pos = jnp.where(c < lengths[:, None], start[:, None] + c, cache_arr.shape[1])  # [B, C]
+  rows = jnp.broadcast_to(jnp.arange(B)[:, None], (B, C))
+  return cache_arr.at[rows, pos].set(new.astype(cache_arr.dtype), mode="drop")

@@ -1,0 +1,65 @@
+"""A loaded language model: config, Flax module, params and tokenizer travel together.
+
+There are always two of these (student and teacher), each with its own config and sharding.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from model.config import DecoderConfig
+from model.decoder import Decoder
+from model.kv_cache import KVCache, init_cache
+
+
+@dataclasses.dataclass
+class LanguageModel:
+  cfg: DecoderConfig
+  params: Any                 # pytree of (possibly sharded) arrays, {'params': ...}
+  tokenizer: Any = None       # transformers tokenizer (host side only)
+  name: str = "model"
+
+  @property
+  def module(self) -> Decoder:
+    return Decoder(self.cfg)
+
+  def init_cache(self, batch_size: int, max_len: int) -> KVCache:
+    return init_cache(self.cfg, batch_size, max_len)
+
+
+def forward(cfg: DecoderConfig, params, tokens, start, lengths, cache: KVCache, *, with_logits: bool = True):
+  """Pure function for use inside jit: logits [B, C, V] (or hidden [B, C, E]) and the new cache."""
+  method = Decoder.forward_logits if with_logits else Decoder.__call__
+  return Decoder(cfg).apply(params, tokens, start, lengths, cache, method=method)
+
+
+def _init_fn(cfg: DecoderConfig):
+  def init(rng):
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    zeros = jnp.zeros((1,), jnp.int32)
+    return Decoder(cfg).init(rng, tokens, zeros, zeros + 1, init_cache(cfg, 1, 1), method=Decoder.forward_logits)
+  return init
+
+
+def init_params(cfg: DecoderConfig, rng: jax.Array):
+  """Random params (unboxed), e.g. for training from scratch."""
+  return nn.unbox(_init_fn(cfg)(rng))
+
+
+def abstract_params(cfg: DecoderConfig):
+  """Shape/dtype tree with logical-axis metadata (nn.LogicallyPartitioned leaves)."""
+  return jax.eval_shape(_init_fn(cfg), jax.random.key(0))
+
+
+def logical_param_axes(cfg: DecoderConfig):
+  """PartitionSpecs of logical axis names, same tree as the params."""
+  return nn.get_partition_spec(abstract_params(cfg))
+
+
+def param_shapes(cfg: DecoderConfig):
+  """Unboxed ShapeDtypeStruct tree: what a checkpoint must provide."""
+  return nn.unbox(abstract_params(cfg))

@@ -1,0 +1,71 @@
+"""Tiny random Hugging Face models and tokenizers, made inside the tests (never downloaded).
+
+Models are built with transformers (PyTorch), saved with save_pretrained, and then loaded through
+the project's real import path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 .,:?=+-*#<>$\n")
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+
+
+def make_tokenizer(out_dir: str | Path, chat_template: str | None = None):
+  """Character-level tokenizer (each char one token, '\\n' its own token), HF layout."""
+  from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+
+  vocab = {t: i for i, t in enumerate(SPECIALS + CHARS)}
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+  tok.decoder = decoders.Fuse()
+  fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                 pad_token="<pad>", unk_token="<unk>")
+  if chat_template:
+    fast.chat_template = chat_template
+  fast.save_pretrained(str(out_dir))
+  return fast
+
+
+VOCAB = len(SPECIALS) + len(CHARS)
+EOS_ID = SPECIALS.index("<eos>")
+BOS_ID = SPECIALS.index("<bos>")
+PAD_ID = SPECIALS.index("<pad>")
+
+
+def hf_config(family: str, **overrides):
+  """A small config of the given family; the vocab is padded past the tokenizer (as real models are)."""
+  import transformers
+
+  base = dict(vocab_size=VOCAB + 6, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+              bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, rms_norm_eps=1e-6)
+  cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
+         "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}[family]
+  if family == "qwen3":
+    base["head_dim"] = 16  # explicit head_dim != hidden/heads
+  base.update(overrides)
+  return cls(**base)
+
+
+def make_hf_model(out_dir: str | Path, family: str = "llama", seed: int = 0, tokenizer: bool = True,
+                  init_std: float = 0.2, **overrides):
+  """Random model saved to out_dir; returns the torch model (eval mode, float32) for reference."""
+  import torch
+  import transformers
+
+  cfg = hf_config(family, **overrides)
+  cfg.initializer_range = init_std  # larger than default so greedy outputs are not degenerate
+  torch.manual_seed(seed)
+  model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+  with torch.no_grad():  # norms and biases default to 1/0; randomise so bugs there show
+    for name, p in model.named_parameters():
+      if name.endswith("norm.weight"):
+        p.copy_(1.0 + 0.1 * torch.randn_like(p))
+      elif name.endswith(".bias"):
+        p.copy_(0.1 * torch.randn_like(p))
+  model.save_pretrained(str(out_dir), safe_serialization=True)
+  if tokenizer:
+    make_tokenizer(out_dir)
+  return model
