@@ -278,7 +278,7 @@ def attach_baseline(d: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="base_loose")
 
 
-def _summarize_group(g: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+def _summarize_group(g: pd.DataFrame, n_boot: int, seed: int, has_text: bool) -> dict[str, Any]:
     correct = g["correct"].to_numpy(dtype=float)
     paired = g[g["base_correct"].notna()]
     pol = paired["correct"].to_numpy(dtype=float)
@@ -310,14 +310,15 @@ def _summarize_group(g: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
         "mean_switches": float(g["switches"].mean()),
         "rescue": int(((base == 0) & (pol == 1)).sum()),
         "harm": int(((base == 1) & (pol == 0)).sum()),
-        "leakage_rate": float(np.mean(leaks)),
+        "leakage_rate": float(np.mean(leaks)) if has_text else float("nan"),
     }
 
 
 def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """One row per (task, student, teacher, checkpoint, policy); see the module docstring for units.
 
-    Missing teacher/checkpoint labels come back as None. Rows are sorted for reading:
+    Missing teacher/checkpoint labels come back as None; leakage_rate is NaN when the rows
+    carry no teacher_text column (not measured, rather than "no leak"). Rows are sorted for reading:
     by task, student, teacher, checkpoint (natural order), then never, step:1..K, ..., always.
     """
     if len(df) == 0:
@@ -327,7 +328,7 @@ def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
     for key, g in d.groupby(GROUP_KEYS, sort=False):
         rec = dict(zip(GROUP_KEYS, key))
         rec["step_k"] = intervention_step(rec["policy"])
-        rec.update(_summarize_group(g, n_boot, seed))
+        rec.update(_summarize_group(g, n_boot, seed, has_text="teacher_text" in df.columns))
         records.append(rec)
     records.sort(key=lambda r: (r["task"], r["student"], natural_sort_key(r["teacher"]),
                                 natural_sort_key(r["checkpoint"]), policy_sort_key(r["policy"])))

@@ -14,7 +14,7 @@ import io
 import math
 import os
 import sys
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,9 +35,10 @@ PLOT_CHECKPOINTS = "accuracy_vs_step_by_checkpoint.png"
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same directory and os.replace, so readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # A fresh name opened with "xb" (not mkstemp) so the file gets the usual umask permissions.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -127,12 +128,17 @@ def _students(s: pd.DataFrame, task: str) -> list[str]:
     return sorted(set(s[s.task == task].student))
 
 
-def _grid(n: int, width: float = 5.6, height: float = 4.2) -> tuple[Figure, list[Any]]:
+def _grid(n: int, width: float = 7.5, height: float = 4.2) -> tuple[Figure, list[Any]]:
     ncols = min(3, max(1, n))
     nrows = math.ceil(max(1, n) / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows))
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(max(1, n))]
     return fig, axes
+
+
+def _jitter(i: int, n: int) -> float:
+    """Small x offset of line i of n, so coinciding points and error bars stay distinguishable."""
+    return 0.06 * (i - (n - 1) / 2)
 
 
 def _panel_title(task: str, teacher: str, extra: str = "") -> str:
@@ -141,7 +147,7 @@ def _panel_title(task: str, teacher: str, extra: str = "") -> str:
 
 
 def _step_curve(ax: Any, s: pd.DataFrame, task: str, student: str, teacher: str, checkpoint: str,
-                color: Any, label: str, references: bool) -> bool:
+                color: Any, label: str, references: bool, dx: float = 0.0) -> bool:
     """Accuracy vs K for one config, K=0 = student alone; error bars = 95% CI of the paired gain."""
     steps = s[(s.task == task) & (s.student == student) & (s.teacher == teacher)
               & (s.checkpoint == checkpoint) & s.step_k.notna()].sort_values("step_k")
@@ -158,7 +164,7 @@ def _step_curve(ax: Any, s: pd.DataFrame, task: str, student: str, teacher: str,
         lower, upper = np.r_[0.0, lower], np.r_[0.0, upper]
     if xs:
         yerr = np.vstack([np.nan_to_num(lower), np.nan_to_num(upper)])
-        ax.errorbar(xs, ys, yerr=yerr, color=color, marker="o", capsize=3, label=label)
+        ax.errorbar(np.asarray(xs) + dx, ys, yerr=yerr, color=color, marker="o", capsize=3, label=label)
     if references and base is not None:
         ax.axhline(100.0 * base.accuracy, color=color, linestyle="--", linewidth=1, alpha=0.7,
                    label=f"{label}: student only")
@@ -174,7 +180,7 @@ def _finish_step_axes(ax: Any, drew: bool) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     if drew:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     else:
         ax.text(0.5, 0.5, "no step:K or baseline rows", ha="center", va="center", transform=ax.transAxes)
 
@@ -188,10 +194,12 @@ def plot_accuracy_vs_step(summary: pd.DataFrame) -> bytes:
     fig, axes = _grid(len(panels))
     for ax, (task, teacher) in zip(axes, panels):
         drew = False
-        for i, student in enumerate(_students(s, task)):
+        students = _students(s, task)
+        for i, student in enumerate(students):
             ckpt = _main_checkpoint(s, task, student)
             label = student if ckpt == "" else f"{student} @ {ckpt}"
-            drew |= _step_curve(ax, s, task, student, teacher, ckpt, f"C{i}", label, references=True)
+            drew |= _step_curve(ax, s, task, student, teacher, ckpt, f"C{i}", label, references=True,
+                                dx=_jitter(i, len(students)))
         ax.set_title(_panel_title(task, teacher), fontsize=10)
         _finish_step_axes(ax, drew)
     fig.suptitle("Accuracy vs the step the teacher writes (error bars: 95% bootstrap CI of the gain)", fontsize=10)
@@ -220,7 +228,7 @@ def plot_accuracy_vs_teacher_fraction(summary: pd.DataFrame) -> bytes:
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Accuracy vs teacher-token fraction, one point per policy", fontsize=10)
     return _figure_png(fig)
 
@@ -236,8 +244,9 @@ def plot_accuracy_vs_step_by_checkpoint(summary: pd.DataFrame) -> bytes:
                        key=analysis.natural_sort_key)
         colors = [(0.15 + 0.7 * i / max(1, len(ckpts) - 1)) for i in range(len(ckpts))]
         drew = False
-        for ckpt, c in zip(ckpts, colors):
-            drew |= _step_curve(ax, s, task, student, teacher, ckpt, (1 - c, 0.35, c), ckpt, references=False)
+        for j, (ckpt, c) in enumerate(zip(ckpts, colors)):
+            drew |= _step_curve(ax, s, task, student, teacher, ckpt, (1 - c, 0.35, c), ckpt, references=False,
+                                dx=_jitter(j, len(ckpts)))
         ax.set_title(_panel_title(task, teacher, f"student {student}"), fontsize=10)
         _finish_step_axes(ax, drew)
     fig.suptitle("Accuracy vs teacher step K for each student checkpoint (K=0: student alone)", fontsize=10)
@@ -372,7 +381,7 @@ def _leakage_text(df: pd.DataFrame, s: pd.DataFrame) -> str:
     d = analysis.prepare(df)
     wrote = d[d.teacher_text.str.len() > 0]
     if wrote.empty:
-        return "The teacher wrote no text in any row, so there is nothing to leak."
+        return "No row records any teacher text (`teacher_text`), so leakage is not measured."
     leaked = [analysis.answer_leaked(t, a) for t, a in zip(wrote.teacher_text, wrote.answer)]
     n_leak = int(np.sum(leaked))
     partial = wrote[wrote.policy != "always"]
@@ -381,8 +390,10 @@ def _leakage_text(df: pd.DataFrame, s: pd.DataFrame) -> str:
              f"where the teacher wrote ({_pct(n_leak / len(wrote))})."]
     if len(partial):
         lines.append(f"Excluding `always` (where the teacher writes the final answer by design): "
-                     f"{n_partial} of {len(partial)} ({_pct(n_partial / len(partial))}). A gain from such rows "
-                     "may be the teacher handing over the answer rather than a better start.")
+                     f"{n_partial} of {len(partial)} ({_pct(n_partial / len(partial))}). "
+                     + ("Gains on these rows may partly be the teacher handing over the answer rather than "
+                        "a better start." if n_partial else
+                        "So the guided gains are not the teacher handing over the answer."))
     flagged = s[(s.leakage_rate > 0) & (s.policy != "always")]
     if not flagged.empty:
         lines += ["", markdown_table(["task", "student", "teacher", "checkpoint", "policy", "leakage rate"],

@@ -1,0 +1,106 @@
+"""CLI: guided generation from local Hugging Face model directories.
+
+  python -m decode.generate --student DIR [--teacher DIR] (--prompt TEXT | --prompts FILE.jsonl)
+      [--policy SPEC] [--max-new-tokens N] [--temperature T] [--seed S] [--step-delimiter STR]
+
+Prints one JSON object per prompt. All prompts go through one call of the compiled loop. Errors a
+user can fix print `error: ...` and exit with status 2 (no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import sys
+from pathlib import Path
+
+from decode.guided import DecodeInputError, GuidedDecoder
+from decode.policy import PolicyError, parse_policy
+from decode.vocab import TokenizerMismatchError
+from model.errors import ModelLoadError
+
+USER_ERRORS = (ModelLoadError, PolicyError, DecodeInputError, TokenizerMismatchError, ValueError, OSError)
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m decode.generate", description=__doc__.split("\n\n")[0])
+  p.add_argument("--student", required=True, help="student Hugging Face model directory")
+  p.add_argument("--teacher", help="teacher model directory (same tokenizer as the student)")
+  src = p.add_mutually_exclusive_group(required=True)
+  src.add_argument("--prompt", help="a single prompt text")
+  src.add_argument("--prompts", help="JSONL file, one {\"prompt\": ..., optional \"policy\": ...} per line")
+  p.add_argument("--policy", default="never", help="never | always | step:K[,n=N] | hint:K[,m=M] | "
+                 "entropy:T | maxprob:T | margin:T | random:P  (default: never)")
+  p.add_argument("--max-new-tokens", type=int, default=128)
+  p.add_argument("--max-steps", type=int, default=None, help="stop a row after this many steps")
+  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  p.add_argument("--top-k", type=int, default=0)
+  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--step-delimiter", default="\\n", help="text that ends a step; escapes like \\n allowed")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  return p
+
+
+def _read_prompts(args) -> tuple[list[str], list[str]]:
+  if args.prompt is not None:
+    return [args.prompt], [args.policy]
+  path = Path(args.prompts)
+  if not path.is_file():
+    raise DecodeInputError(f"--prompts file {path} does not exist")
+  texts, policies = [], []
+  for n, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      rec = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DecodeInputError(f"{path}:{n}: not valid JSON ({e.msg})")
+    if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
+      raise DecodeInputError(f"{path}:{n}: each line needs a string field \"prompt\"")
+    texts.append(rec["prompt"])
+    policies.append(rec.get("policy", args.policy))
+  if not texts:
+    raise DecodeInputError(f"{path} holds no prompts")
+  return texts, policies
+
+
+def run(args) -> list[dict]:
+  if args.max_new_tokens <= 0:
+    raise DecodeInputError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+  if args.max_steps is not None and args.max_steps <= 0:
+    raise DecodeInputError(f"--max-steps must be positive, got {args.max_steps}")
+  if args.temperature < 0:
+    raise DecodeInputError(f"--temperature must be >= 0, got {args.temperature}")
+  texts, specs = _read_prompts(args)
+  policies = [parse_policy(s) for s in specs]
+  if args.teacher is None and any(p.needs_teacher for p in policies):
+    bad = next(p.spec for p in policies if p.needs_teacher)
+    raise PolicyError(f"policy {bad!r} needs a teacher; pass --teacher DIR (or use --policy never)")
+  delimiter = codecs.decode(args.step_delimiter, "unicode_escape")
+
+  from model.hf_import import load_model  # heavy imports only after the arguments are known good
+  student = load_model(args.student, dtype=args.dtype, name="student")
+  teacher = load_model(args.teacher, dtype=args.dtype, name="teacher") if args.teacher else None
+  decoder = GuidedDecoder(student, teacher, step_delimiter=delimiter)
+  prompt_ids = decoder.encode(texts)
+  results = decoder.generate(prompt_ids, policies, max_new_tokens=args.max_new_tokens,
+                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                             seeds=[args.seed + i for i in range(len(texts))], max_steps=args.max_steps)
+  return [{"prompt": t, **r.to_json()} for t, r in zip(texts, results)]
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
+  try:
+    rows = run(args)
+  except USER_ERRORS as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  for row in rows:
+    print(json.dumps(row))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,216 @@
+"""Host-side driver of the guided loop: validation, fixed-shape batching, one compile per shape.
+
+    decoder = GuidedDecoder(student, teacher)
+    results = decoder.generate(prompt_ids, ["never", "step:1", "entropy:2.0"], max_new_tokens=128)
+
+Shapes are bucketed (prompt length, batch) so that a sweep over policies, thresholds, seeds and
+sampling parameters reuses one compiled program; `compiles` counts how often the loop was traced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from decode.loop import run_loop
+from decode.policy import Policy, PolicyArrays, PolicyError, parse_policy
+from decode.state import PROMPT, STUDENT, TEACHER, LoopConfig, LoopInputs
+from decode.vocab import VocabMasks, build_masks, check_same_tokenizer
+from model.lm import LanguageModel
+
+
+class DecodeInputError(ValueError):
+  """Bad arguments to generation (lengths, limits, policies)."""
+
+
+@dataclasses.dataclass
+class RowResult:
+  """One row's output; token lists cover generated tokens only (a forked prefix included)."""
+
+  token_ids: list[int]
+  authors: list[int]        # 0 student / 1 teacher per generated token
+  step_ids: list[int]       # 1-based step of each generated token
+  completion: str
+  policy: str
+  student_tokens: int
+  teacher_tokens: int
+  teacher_prefilled: int
+  switches: int
+  intervention_steps: list[int]
+  num_steps: int
+  teacher_text: str
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class LoopStats:
+  teacher_calls: int
+  iterations: int
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return max(multiple, int(math.ceil(n / multiple)) * multiple)
+
+
+class GuidedDecoder:
+  """Owns the compiled loop for one (student, teacher) pair."""
+
+  def __init__(self, student: LanguageModel, teacher: LanguageModel | None = None, *,
+               step_delimiter: str = "\n", teacher_chunk: int = 32, lockstep: bool = False,
+               length_bucket: int = 32, data_sharding=None):
+    self.student, self.teacher = student, teacher
+    tok = student.tokenizer
+    if tok is None:
+      raise DecodeInputError("the student needs a tokenizer (load it with with_tokenizer=True)")
+    if teacher is not None:
+      if teacher.tokenizer is None:
+        raise DecodeInputError("the teacher needs a tokenizer to check it matches the student's")
+      self.vocab_size = check_same_tokenizer(tok, teacher.tokenizer, student.cfg.vocab_size, teacher.cfg.vocab_size)
+    else:
+      self.vocab_size = len(tok)
+      if student.cfg.vocab_size < self.vocab_size:
+        raise DecodeInputError(f"the student's embedding has {student.cfg.vocab_size} rows but its tokenizer "
+                               f"{self.vocab_size} tokens")
+    self.masks: VocabMasks = build_masks(tok, step_delimiter)
+    self.teacher_chunk, self.lockstep, self.length_bucket = teacher_chunk, lockstep, length_bucket
+    self.data_sharding = data_sharding  # NamedSharding for [B, ...] row arrays (see decode.mesh)
+    self.compiles = 0
+    self.last_stats: LoopStats | None = None
+    self._jitted = jax.jit(self._traced, static_argnums=(0,))
+
+  # -- compiled part ---------------------------------------------------------------------------
+  def _traced(self, lc: LoopConfig, params_s, params_t, inp: LoopInputs):
+    self.compiles += 1  # runs at trace time only: counts compilations of the loop
+    t_cfg = self.teacher.cfg if lc.has_teacher else None
+    return run_loop(self.student.cfg, t_cfg, lc, params_s, params_t, inp)
+
+  # -- host part -------------------------------------------------------------------------------
+  def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    tok = self.student.tokenizer
+    return [tok(t, add_special_tokens=True)["input_ids"] for t in texts]
+
+  def max_context(self) -> int:
+    lens = [self.student.cfg.max_position_embeddings]
+    if self.teacher is not None:
+      lens.append(self.teacher.cfg.max_position_embeddings)
+    return min(lens)
+
+  def _policies(self, policies, n: int) -> list[Policy]:
+    if isinstance(policies, (str, Policy)):
+      policies = [policies] * n
+    if len(policies) != n:
+      raise DecodeInputError(f"{len(policies)} policies for {n} prompts; give one per prompt or a single one")
+    out = [p if isinstance(p, Policy) else parse_policy(p) for p in policies]
+    if self.teacher is None:
+      for p in out:
+        if p.needs_teacher:
+          raise PolicyError(f"policy {p.spec!r} needs a teacher, but none was given (pass --teacher DIR)")
+    return out
+
+  def generate(self, prompts: Sequence[Sequence[int]], policies, *, max_new_tokens: int,
+               temperature=0.0, top_k=0, top_p=1.0, seeds=0, max_steps: int | None = None,
+               prefixes: Sequence[Sequence[int]] | None = None, prefix_steps: Sequence[int] | None = None,
+               prompt_len: int | None = None, batch_size: int | None = None) -> list[RowResult]:
+    """Decodes all prompts in one call of the loop (padded to fixed shapes).
+
+    prefixes: student-written tokens to continue from (fork mode), with prefix_steps completed steps.
+    prompt_len / batch_size: fixed buckets, so a sweep keeps one compiled shape.
+    """
+    n = len(prompts)
+    if n == 0:
+      return []
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens <= 0:
+      raise DecodeInputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if max_steps is not None and max_steps <= 0:
+      raise DecodeInputError(f"max_steps must be positive, got {max_steps}")
+    pols = self._policies(policies, n)
+    prefixes = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in range(n)]
+    prefix_steps = list(prefix_steps) if prefix_steps is not None else [0] * n
+    full = [list(p) + q for p, q in zip(prompts, prefixes)]
+    if any(len(p) == 0 for p in prompts):
+      raise DecodeInputError("empty prompt: every prompt needs at least one token")
+    longest = max(len(f) for f in full)
+    P = prompt_len or _round_up(longest, self.length_bucket)
+    if longest > P:
+      raise DecodeInputError(f"a prompt has {longest} tokens, more than prompt_len={P}")
+    T = P + int(max_new_tokens)
+    if T > self.max_context():
+      raise DecodeInputError(
+          f"prompt ({longest} tokens, bucket {P}) + max_new_tokens ({max_new_tokens}) = {T} exceeds the "
+          f"models' context of {self.max_context()} positions; shorten the prompt or lower max_new_tokens")
+    B = batch_size or n
+    if B < n:
+      raise DecodeInputError(f"batch_size={B} is smaller than the {n} prompts given")
+
+    def col(values, dtype, fill):
+      arr = np.full((B,), fill, dtype)
+      arr[:n] = np.broadcast_to(np.asarray(values, dtype), (n,))
+      return arr
+
+    tokens = np.zeros((B, P), np.int32)
+    authors = np.full((B, P), PROMPT, np.int32)
+    step_ids = np.zeros((B, P), np.int32)
+    for i, (p, q) in enumerate(zip(prompts, prefixes)):
+      tokens[i, :len(p) + len(q)] = list(p) + q
+      authors[i, len(p):len(p) + len(q)] = STUDENT
+      step_ids[i, len(p):len(p) + len(q)] = self._prefix_step_ids(q)
+    pad_policy = [parse_policy("never")] * (B - n)
+    inp = LoopInputs(
+        tokens=tokens, lengths=col([len(f) for f in full], np.int32, 1), authors=authors, step_ids=step_ids,
+        start_steps=col(prefix_steps, np.int32, 0), gen_start=col([len(p) for p in prompts], np.int32, 0),
+        max_new=col(max_new_tokens, np.int32, 1),
+        max_steps=col(max_steps if max_steps is not None else 2 ** 30, np.int32, 1),
+        active=col(True, bool, False), seeds=col(seeds, np.int32, 0),
+        temperature=col(temperature, np.float32, 0.0), top_k=col(top_k, np.int32, 0),
+        top_p=col(top_p, np.float32, 1.0), policy=PolicyArrays.stack(pols + pad_policy),
+        delimiter_mask=self.masks.delimiter, content_mask=self.masks.content, eos_mask=self.masks.eos)
+    if np.any(inp.temperature < 0):
+      raise DecodeInputError("temperature must be >= 0 (0 = greedy)")
+    has_teacher = self.teacher is not None
+    lc = LoopConfig(prompt_len=P, max_len=T, vocab_size=self.vocab_size, teacher_chunk=self.teacher_chunk,
+                    has_teacher=has_teacher, lockstep=self.lockstep)
+    inp = self._place(inp)
+    state = self._jitted(lc, self.student.params, self.teacher.params if has_teacher else None, inp)
+    out = jax.device_get({"tokens": state.tokens, "authors": state.authors, "step_ids": state.step_ids,
+                          "length": state.length, "st": state.student_tokens, "tt": state.teacher_tokens,
+                          "tp": state.teacher_prefilled, "sw": state.switches, "steps": state.steps_done,
+                          "calls": state.teacher_calls, "it": state.iterations})
+    self.last_stats = LoopStats(teacher_calls=int(out["calls"]), iterations=int(out["it"]))
+    return [self._row(out, i, len(prompts[i]), pols[i].spec) for i in range(n)]
+
+  def _place(self, inp: LoopInputs) -> LoopInputs:
+    if self.data_sharding is None:
+      return jax.tree.map(jnp.asarray, inp)
+    from decode.mesh import place_rows
+    return place_rows(inp, self.data_sharding)
+
+  def _prefix_step_ids(self, prefix: list[int]) -> list[int]:
+    """Step ids of a forked prefix, by the loop's own rule (delimiter ends a step with content)."""
+    ids, step, content = [], 1, False
+    for t in prefix:
+      ids.append(step)
+      content |= bool(self.masks.content[t])
+      if self.masks.delimiter[t] and content:
+        step, content = step + 1, False
+    return ids
+
+  def _row(self, out, i: int, gen_start: int, spec: str) -> RowResult:
+    end = int(out["length"][i])
+    ids = out["tokens"][i, gen_start:end].tolist()
+    authors = out["authors"][i, gen_start:end].tolist()
+    steps = out["step_ids"][i, gen_start:end].tolist()
+    tok = self.student.tokenizer
+    teacher_ids = [t for t, a in zip(ids, authors) if a == TEACHER]
+    return RowResult(
+        token_ids=ids, authors=authors, step_ids=steps,
+        completion=tok.decode(ids, skip_special_tokens=True), policy=spec,
+        student_tokens=int(out["st"][i]), teacher_tokens=int(out["tt"][i]),
+        teacher_prefilled=int(out["tp"][i]), switches=int(out["sw"][i]),
+        intervention_steps=sorted({s for s, a in zip(steps, authors) if a == TEACHER}),
+        num_steps=int(out["steps"][i]), teacher_text=tok.decode(teacher_ids, skip_special_tokens=True))

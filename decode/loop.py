@@ -1,0 +1,189 @@
+"""The guided decode loop: student and teacher in one `lax.while_loop`.
+
+Each iteration the student reads every row's last token (it is cheap, and thereby sees every token
+the teacher wrote). At a step start the row's policy picks the writer of the coming step. If any
+row needs the teacher, `lax.cond` enters the teacher branch, which first catches the teacher's
+cache up on the tokens it has not seen (chunked), then decodes one token; otherwise the teacher
+costs nothing. The whole thing is one pure function of (params, inputs), jitted once per shape.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from decode import policy as pol
+from decode.sampling import position_key, sample_tokens
+from decode.state import PROMPT, STUDENT, TEACHER, LoopConfig, LoopInputs, LoopState, zeros_i32
+from model.config import DecoderConfig
+from model.kv_cache import init_cache
+from model.lm import forward
+
+_SAMPLE_STREAM, _POLICY_STREAM = 0, 1
+
+
+def _take(buf, idx):
+  """buf [B, T], idx [B, C] (clipped) -> [B, C]."""
+  return jnp.take_along_axis(buf, jnp.clip(idx, 0, buf.shape[1] - 1), axis=1)
+
+
+def _uncertainty(logits):
+  """Student next-token entropy, max prob and top-1/top-2 margin, each [B]."""
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  p = jnp.exp(logp)
+  entropy = -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)
+  top2 = jax.lax.top_k(p, 2)[0]
+  return entropy, top2[:, 0], top2[:, 0] - top2[:, 1]
+
+
+def _policy_wants_teacher(s: LoopState, inp: LoopInputs, student_logits) -> tuple[jax.Array, jax.Array]:
+  """At a step start: (teacher writes the coming step [B], it was a trigger [B])."""
+  p = inp.policy
+  k = s.steps_done + 1  # the coming step, 1-based
+  in_window = (k >= p.step_lo) & (k < p.step_hi)
+  entropy, maxprob, margin = _uncertainty(student_logits)
+  u = jax.vmap(lambda key: jax.random.uniform(key))(position_key(
+      jax.vmap(jax.random.key)(inp.seeds), s.length, _POLICY_STREAM))
+  fires = ((p.trigger == pol.TRIGGER_ENTROPY) & (entropy > p.threshold)
+           | (p.trigger == pol.TRIGGER_MAXPROB) & (maxprob < p.threshold)
+           | (p.trigger == pol.TRIGGER_MARGIN) & (margin < p.threshold)
+           | (p.trigger == pol.TRIGGER_RANDOM) & (u < p.threshold))
+  fires &= (s.triggered < p.budget) & ~in_window
+  return in_window | fires, fires
+
+
+def _teacher_logits(cfg_t: DecoderConfig, lc: LoopConfig, params_t, s: LoopState, need):
+  """Catch the teacher up on unseen tokens of rows in `need`, then its logits at their last token.
+
+  Tokens [seen, length-1) are prefilled in chunks of lc.teacher_chunk (no LM head); the last token
+  is decoded alone, so a teacher writing a step pays one token per iteration.
+  """
+  B = s.length.shape[0]
+  target = jnp.where(need, s.length - 1, s.teacher_seen)  # prefill up to (exclusive)
+  C = lc.teacher_chunk
+
+  def chunk_cond(c):
+    seen, _, _ = c
+    return jnp.any(seen < target)
+
+  def chunk_body(c):
+    seen, cache, prefilled = c
+    n = jnp.clip(target - seen, 0, C)
+    toks = _take(s.tokens, seen[:, None] + jnp.arange(C)[None, :])
+    _, cache = forward(cfg_t, params_t, toks, seen, n, cache, with_logits=False)
+    return seen + n, cache, prefilled + n
+
+  seen, cache, prefilled = jax.lax.while_loop(
+      chunk_cond, chunk_body, (jnp.minimum(s.teacher_seen, target), s.teacher_cache, s.teacher_prefilled))
+  last = s.length - 1
+  n = need.astype(jnp.int32)
+  logits, cache = forward(cfg_t, params_t, _take(s.tokens, last[:, None]), last, n, cache)
+  seen = jnp.where(need, s.length, seen)
+  return logits[:, 0, :lc.vocab_size], cache, seen, prefilled + n
+
+
+def _init_state(cfg_s: DecoderConfig, cfg_t: DecoderConfig | None, lc: LoopConfig, params_s,
+                inp: LoopInputs) -> LoopState:
+  B, P, T = inp.tokens.shape[0], lc.prompt_len, lc.max_len
+  pad = lambda x, v: jnp.pad(x, ((0, 0), (0, T - P)), constant_values=v)
+  tokens, authors, step_ids = pad(inp.tokens, 0), pad(inp.authors, PROMPT), pad(inp.step_ids, 0)
+  # Student prefill: everything but each row's last token, which the first iteration feeds.
+  student_cache = init_cache(cfg_s, B, T)
+  _, student_cache = forward(cfg_s, params_s, inp.tokens, zeros_i32(B), inp.lengths - 1, student_cache,
+                             with_logits=False)
+  generated = jnp.arange(T)[None, :] < inp.lengths[:, None]
+  count = lambda who: jnp.sum((authors == who) & generated, axis=1).astype(jnp.int32)
+  has_prefix = inp.lengths > inp.gen_start
+  return LoopState(
+      tokens=tokens, authors=authors, step_ids=step_ids, length=inp.lengths,
+      done=~inp.active | (inp.lengths - inp.gen_start >= inp.max_new) | (inp.start_steps >= inp.max_steps),
+      student_cache=student_cache,
+      teacher_cache=init_cache(cfg_t, B, T) if lc.has_teacher else None,
+      teacher_seen=zeros_i32(B), writer=zeros_i32(B), at_step_start=jnp.ones((B,), bool),
+      step_has_content=jnp.zeros((B,), bool), steps_done=inp.start_steps,
+      step_teacher_tokens=zeros_i32(B), triggered=zeros_i32(B),
+      last_author=jnp.where(has_prefix, STUDENT, -1).astype(jnp.int32),
+      student_tokens=count(STUDENT), teacher_tokens=count(TEACHER), teacher_prefilled=zeros_i32(B),
+      switches=zeros_i32(B), teacher_calls=jnp.zeros((), jnp.int32), iterations=jnp.zeros((), jnp.int32))
+
+
+def _iteration(cfg_s, cfg_t, lc: LoopConfig, params_s, params_t, inp: LoopInputs, s: LoopState) -> LoopState:
+  B = s.length.shape[0]
+  rows = jnp.arange(B)
+  last = s.length - 1
+  active = ~s.done
+
+  # 1. The student reads every row's last token.
+  s_logits, student_cache = forward(cfg_s, params_s, _take(s.tokens, last[:, None]), last,
+                                    jnp.ones((B,), jnp.int32), s.student_cache)
+  s_logits = s_logits[:, 0, :lc.vocab_size]  # [B, V]
+
+  # 2. Who writes: the policy decides at step starts; a hint hands back after token_limit tokens.
+  writer, fired = s.writer, jnp.zeros((B,), bool)
+  if lc.has_teacher:
+    wants, fired = _policy_wants_teacher(s, inp, s_logits)
+    writer = jnp.where(s.at_step_start, wants.astype(jnp.int32), s.writer)
+    fired &= s.at_step_start
+    writer = jnp.where((writer == TEACHER) & (s.step_teacher_tokens >= inp.policy.token_limit), STUDENT, writer)
+  writer = jnp.where(active, writer, STUDENT)
+  need = (writer == TEACHER) & active
+
+  # 3. The teacher runs only when some row needs it (lockstep: always, for every active row).
+  teacher_cache, teacher_seen, prefilled, calls = s.teacher_cache, s.teacher_seen, s.teacher_prefilled, s.teacher_calls
+  logits = s_logits
+  if lc.has_teacher:
+    run_rows = active if lc.lockstep else need
+
+    def teacher_branch(_):
+      out = _teacher_logits(cfg_t, lc, params_t, s, run_rows)
+      return out + (calls + 1,)
+
+    def skip(_):
+      return jnp.zeros_like(s_logits), s.teacher_cache, s.teacher_seen, s.teacher_prefilled, calls
+
+    t_logits, teacher_cache, teacher_seen, prefilled, calls = jax.lax.cond(
+        jnp.any(run_rows), teacher_branch, skip, None)
+    logits = jnp.where(need[:, None], t_logits, s_logits)
+
+  # 4. Sample; a row's key at a position is shared by runs that differ only in policy.
+  keys = position_key(jax.vmap(jax.random.key)(inp.seeds), s.length, _SAMPLE_STREAM)
+  tok = sample_tokens(logits, inp.temperature, inp.top_k, inp.top_p, keys)  # [B]
+
+  # 5. Write and account.
+  pos = jnp.where(active, s.length, lc.max_len)  # inactive rows write nowhere (dropped)
+  step = s.steps_done + 1
+  tokens = s.tokens.at[rows, pos].set(tok, mode="drop")
+  authors = s.authors.at[rows, pos].set(writer, mode="drop")
+  step_ids = s.step_ids.at[rows, pos].set(step, mode="drop")
+  is_teacher = need.astype(jnp.int32)
+  is_student = (active & ~need).astype(jnp.int32)
+  switched = active & (s.last_author >= 0) & (s.last_author != writer)
+
+  has_content = s.step_has_content | inp.content_mask[tok]
+  step_end = active & inp.delimiter_mask[tok] & has_content
+  steps_done = s.steps_done + step_end.astype(jnp.int32)
+  length = s.length + active.astype(jnp.int32)
+  done = s.done | (active & (inp.eos_mask[tok] | (length - inp.gen_start >= inp.max_new)
+                             | (steps_done >= inp.max_steps) | (length >= lc.max_len)))
+  return s.replace(
+      tokens=tokens, authors=authors, step_ids=step_ids, length=length, done=done,
+      student_cache=student_cache, teacher_cache=teacher_cache, teacher_seen=teacher_seen,
+      writer=writer,
+      at_step_start=jnp.where(active, step_end, s.at_step_start),
+      step_has_content=jnp.where(step_end, False, jnp.where(active, has_content, s.step_has_content)),
+      steps_done=steps_done,
+      step_teacher_tokens=jnp.where(step_end, 0, s.step_teacher_tokens + is_teacher),
+      triggered=s.triggered + (fired & active).astype(jnp.int32),
+      last_author=jnp.where(active, writer, s.last_author),
+      student_tokens=s.student_tokens + is_student, teacher_tokens=s.teacher_tokens + is_teacher,
+      teacher_prefilled=prefilled, switches=s.switches + switched.astype(jnp.int32),
+      teacher_calls=calls, iterations=s.iterations + 1)
+
+
+def run_loop(cfg_s: DecoderConfig, cfg_t: DecoderConfig | None, lc: LoopConfig, params_s, params_t,
+             inp: LoopInputs) -> LoopState:
+  """Pure: prefill the student, then iterate until every row is done. Jit with the configs static."""
+  state = _init_state(cfg_s, cfg_t, lc, params_s, inp)
+  body = functools.partial(_iteration, cfg_s, cfg_t, lc, params_s, params_t, inp)
+  return jax.lax.while_loop(lambda s: ~jnp.all(s.done), body, state)

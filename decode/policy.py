@@ -1,0 +1,119 @@
+"""Intervention policies as data: per-row arrays, so one compiled loop serves any mix of policies.
+
+A policy decides, at each step start, whether the teacher writes the coming step:
+
+  teacher writes step k  <=>  step_lo <= k < step_hi                      (timing window)
+                          or  trigger fires and fewer than `budget` triggered steps so far
+and the teacher writes at most `token_limit` tokens of that step (a hint), the student the rest.
+
+Spec strings (CLI and configs):
+  never | always | step:K[,n=N] | hint:K[,m=M] | entropy:T | maxprob:T | margin:T | random:P
+  Trigger specs accept ",budget=B" (most triggered steps per row) and ",m=M" (hint-sized help).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import flax.struct
+import jax.numpy as jnp
+import numpy as np
+
+NO_LIMIT = np.int32(2 ** 30)
+
+TRIGGER_NONE, TRIGGER_ENTROPY, TRIGGER_MAXPROB, TRIGGER_MARGIN, TRIGGER_RANDOM = range(5)
+_TRIGGERS = {"entropy": TRIGGER_ENTROPY, "maxprob": TRIGGER_MAXPROB, "margin": TRIGGER_MARGIN,
+             "random": TRIGGER_RANDOM}
+
+
+class PolicyError(ValueError):
+  """A policy spec that cannot be parsed or used as asked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+  """One row's policy, host side. `spec` is the canonical string."""
+
+  spec: str
+  step_lo: int = 0
+  step_hi: int = 0
+  trigger: int = TRIGGER_NONE
+  threshold: float = 0.0
+  budget: int = int(NO_LIMIT)
+  token_limit: int = int(NO_LIMIT)
+
+  @property
+  def needs_teacher(self) -> bool:
+    return self.step_hi > self.step_lo or self.trigger != TRIGGER_NONE
+
+
+@flax.struct.dataclass
+class PolicyArrays:
+  """Per-row policy parameters, all [B]: traced, so changing them never recompiles."""
+
+  step_lo: jnp.ndarray
+  step_hi: jnp.ndarray
+  trigger: jnp.ndarray
+  threshold: jnp.ndarray
+  budget: jnp.ndarray
+  token_limit: jnp.ndarray
+
+  @staticmethod
+  def stack(policies: list[Policy]) -> "PolicyArrays":
+    col = lambda f, dt: np.asarray([getattr(p, f) for p in policies], dt)
+    return PolicyArrays(step_lo=col("step_lo", np.int32), step_hi=col("step_hi", np.int32),
+                        trigger=col("trigger", np.int32), threshold=col("threshold", np.float32),
+                        budget=col("budget", np.int32), token_limit=col("token_limit", np.int32))
+
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def _options(text: str, spec: str, allowed: set[str]) -> dict[str, float]:
+  out = {}
+  for part in filter(None, text.split(",")):
+    m = re.fullmatch(rf"\s*(\w+)\s*=\s*({_NUM})\s*", part)
+    if not m or m.group(1) not in allowed:
+      raise PolicyError(f"policy {spec!r}: bad option {part.strip()!r}; allowed: {', '.join(sorted(allowed))}")
+    out[m.group(1)] = float(m.group(2))
+  return out
+
+
+def _positive_int(value: float, what: str, spec: str) -> int:
+  if value != int(value) or value < 1:
+    raise PolicyError(f"policy {spec!r}: {what} must be a positive integer, got {value:g}")
+  return int(value)
+
+
+def parse_policy(spec: str) -> Policy:
+  """Parses one spec string; errors name the spec and the accepted forms."""
+  s = spec.strip().lower()
+  if s == "never":
+    return Policy("never")
+  if s == "always":
+    return Policy("always", step_lo=1, step_hi=int(NO_LIMIT))
+  m = re.fullmatch(rf"(step|hint):\s*({_NUM})\s*((?:,[^,]+)*)", s)
+  if m:
+    kind, k = m.group(1), _positive_int(float(m.group(2)), "K (the step, 1 = first)", spec)
+    if kind == "step":
+      opts = _options(m.group(3), spec, {"n", "m"})
+      n = _positive_int(opts.get("n", 1), "n", spec)
+      limit = _positive_int(opts["m"], "m", spec) if "m" in opts else int(NO_LIMIT)
+      canon = f"step:{k}" + (f",n={n}" if n != 1 else "") + (f",m={limit}" if "m" in opts else "")
+      return Policy(canon, step_lo=k, step_hi=k + n, token_limit=limit)
+    opts = _options(m.group(3), spec, {"m"})
+    limit = _positive_int(opts.get("m", 8), "m", spec)
+    return Policy(f"hint:{k},m={limit}", step_lo=k, step_hi=k + 1, token_limit=limit)
+  m = re.fullmatch(rf"(entropy|maxprob|margin|random):\s*({_NUM})\s*((?:,[^,]+)*)", s)
+  if m:
+    kind, thr = m.group(1), float(m.group(2))
+    if kind == "random" and not 0.0 <= thr <= 1.0:
+      raise PolicyError(f"policy {spec!r}: random:P needs 0 <= P <= 1")
+    opts = _options(m.group(3), spec, {"budget", "m"})
+    budget = _positive_int(opts["budget"], "budget", spec) if "budget" in opts else int(NO_LIMIT)
+    limit = _positive_int(opts["m"], "m", spec) if "m" in opts else int(NO_LIMIT)
+    canon = f"{kind}:{thr:g}" + (f",budget={budget}" if "budget" in opts else "") + (f",m={limit}" if "m" in opts else "")
+    return Policy(canon, trigger=_TRIGGERS[kind], threshold=thr, budget=budget, token_limit=limit)
+  raise PolicyError(
+      f"unknown policy {spec!r}; use one of: never, always, step:K[,n=N], hint:K[,m=M], "
+      "entropy:T, maxprob:T, margin:T, random:P (triggers take ,budget=B and ,m=M)")

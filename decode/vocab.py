@@ -1,0 +1,73 @@
+"""Host-side vocabulary facts the loop needs: step delimiters, EOS ids, tokenizer compatibility.
+
+Built once per tokenizer; passed into the loop as arrays (so a different delimiter is data).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+class TokenizerMismatchError(ValueError):
+  """Student and teacher do not share a tokenizer: the loop would mix incompatible token ids."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabMasks:
+  delimiter: np.ndarray  # [V] bool: decoded token text contains the step delimiter
+  content: np.ndarray    # [V] bool: decoded token text has a non-whitespace character
+  eos: np.ndarray        # [V] bool
+
+  @property
+  def size(self) -> int:
+    return int(self.delimiter.shape[0])
+
+
+def token_texts(tokenizer) -> list[str]:
+  """Text of every id on its own (special tokens decode to their literal form)."""
+  return [tokenizer.decode([i]) for i in range(len(tokenizer))]
+
+
+def eos_ids(tokenizer, extra: tuple[int, ...] = ()) -> set[int]:
+  ids = set(extra)
+  if tokenizer.eos_token_id is not None:
+    ids.add(int(tokenizer.eos_token_id))
+  return ids
+
+
+def build_masks(tokenizer, delimiter: str = "\n", extra_eos: tuple[int, ...] = ()) -> VocabMasks:
+  if not delimiter:
+    raise ValueError("the step delimiter must be a non-empty string (default: a newline)")
+  texts = token_texts(tokenizer)
+  special = set(getattr(tokenizer, "all_special_ids", []))
+  delim = np.array([delimiter in t and i not in special for i, t in enumerate(texts)], bool)
+  if not delim.any():
+    raise ValueError(f"no token of the tokenizer contains the step delimiter {delimiter!r}; choose another "
+                     "--step-delimiter")
+  content = np.array([bool(t.strip()) and i not in special for i, t in enumerate(texts)], bool)
+  eos = np.zeros(len(texts), bool)
+  for i in eos_ids(tokenizer, extra_eos):
+    if i < len(texts):
+      eos[i] = True
+  return VocabMasks(delimiter=delim, content=content, eos=eos)
+
+
+def check_same_tokenizer(student_tok, teacher_tok, student_vocab_rows: int, teacher_vocab_rows: int) -> int:
+  """Returns the shared vocabulary size; padded embedding rows may differ, ids may not."""
+  sv, tv = student_tok.get_vocab(), teacher_tok.get_vocab()
+  if sv != tv:
+    only_s = len(set(sv.items()) - set(tv.items()))
+    only_t = len(set(tv.items()) - set(sv.items()))
+    raise TokenizerMismatchError(
+        f"student and teacher tokenizers differ ({len(sv)} vs {len(tv)} tokens; {only_s} entries only in the "
+        f"student's, {only_t} only in the teacher's). Guided decoding needs one shared tokenizer: pick a "
+        "teacher/student pair from the same model family.")
+  if student_tok.eos_token_id != teacher_tok.eos_token_id:
+    raise TokenizerMismatchError(
+        f"student EOS id {student_tok.eos_token_id} != teacher EOS id {teacher_tok.eos_token_id}")
+  size = len(sv)
+  for who, rows in (("student", student_vocab_rows), ("teacher", teacher_vocab_rows)):
+    if rows < size:
+      raise TokenizerMismatchError(f"the {who}'s embedding has {rows} rows but the tokenizer has {size} tokens")
+  return size

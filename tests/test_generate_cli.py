@@ -1,0 +1,76 @@
+"""`python -m decode.generate`: the JSON contract and clear errors for bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import tiny_models
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+  d = tmp_path_factory.mktemp("cli")
+  tiny_models.make_hf_model(d / "s", "llama", seed=11, init_std=0.3)
+  tiny_models.make_hf_model(d / "t", "qwen2", seed=12, hidden_size=48, num_hidden_layers=3, init_std=0.3)
+  return d
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", "decode.generate", *map(str, args)], capture_output=True, text=True)
+
+
+def test_batched_prompts_with_teacher(dirs, tmp_path):
+  f = tmp_path / "p.jsonl"
+  f.write_text("\n".join(json.dumps({"prompt": p}) for p in ["what is 3+4?", "ab"]) + "\n")
+  r = _run("--student", dirs / "s", "--teacher", dirs / "t", "--prompts", f, "--policy", "step:1",
+           "--max-new-tokens", 12, "--step-delimiter", "y")
+  assert r.returncode == 0, r.stderr
+  rows = [json.loads(l) for l in r.stdout.splitlines()]
+  assert len(rows) == 2
+  for row in rows:
+    for key in ("completion", "token_ids", "authors", "student_tokens", "teacher_tokens"):
+      assert key in row
+    assert len(row["token_ids"]) == len(row["authors"]) == row["student_tokens"] + row["teacher_tokens"]
+    assert row["authors"][0] == 1  # step:1: the teacher starts
+
+
+def test_single_prompt_student_only(dirs):
+  r = _run("--student", dirs / "s", "--prompt", "ab", "--max-new-tokens", 5)
+  assert r.returncode == 0, r.stderr
+  row = json.loads(r.stdout)
+  assert row["teacher_tokens"] == 0 and set(row["authors"]) == {0}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--policy", "sometimes"], "unknown policy"),
+    (["--policy", "step:1"], "needs a teacher"),
+    (["--max-new-tokens", "0"], "must be positive"),
+    (["--max-new-tokens", "-3"], "must be positive"),
+])
+def test_bad_arguments(dirs, args, message):
+  r = _run("--student", dirs / "s", "--prompt", "ab", *args)
+  assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_prompt_longer_than_context(dirs):
+  r = _run("--student", dirs / "s", "--prompt", "a" * 300, "--max-new-tokens", 4)
+  assert r.returncode == 2 and "exceeds the models' context" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tokenizer_mismatch(dirs, tmp_path):
+  import transformers
+  other = tmp_path / "other"
+  tiny_models.make_hf_model(other, "llama", seed=3, tokenizer=False)
+  tok = transformers.AutoTokenizer.from_pretrained(str(dirs / "s"))
+  tok.add_tokens(["<extra>"])
+  tok.save_pretrained(str(other))
+  r = _run("--student", dirs / "s", "--teacher", other, "--prompt", "ab", "--policy", "step:1")
+  assert r.returncode == 2 and "tokenizers differ" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_bad_prompts_file(dirs, tmp_path):
+  f = tmp_path / "p.jsonl"
+  f.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+  r = _run("--student", dirs / "s", "--prompts", f)
+  assert r.returncode == 2 and "p.jsonl:2" in r.stderr
