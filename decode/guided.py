@@ -62,8 +62,8 @@ class GuidedDecoder:
   """Owns the compiled loop for one (student, teacher) pair."""
 
   def __init__(self, student: LanguageModel, teacher: LanguageModel | None = None, *,
-               step_delimiter: str = "\n", teacher_chunk: int = 32, lockstep: bool = False,
-               length_bucket: int = 32, data_sharding=None):
+               step_delimiter: str = "\n", teacher_chunk: int = 32, prefill_chunk: int = 64,
+               lockstep: bool = False, length_bucket: int = 64, data_sharding=None):
     self.student, self.teacher = student, teacher
     tok = student.tokenizer
     if tok is None:
@@ -78,7 +78,8 @@ class GuidedDecoder:
         raise DecodeInputError(f"the student's embedding has {student.cfg.vocab_size} rows but its tokenizer "
                                f"{self.vocab_size} tokens")
     self.masks: VocabMasks = build_masks(tok, step_delimiter)
-    self.teacher_chunk, self.lockstep, self.length_bucket = teacher_chunk, lockstep, length_bucket
+    self.teacher_chunk, self.prefill_chunk = teacher_chunk, prefill_chunk
+    self.lockstep, self.length_bucket = lockstep, length_bucket
     self.data_sharding = data_sharding  # NamedSharding for [B, ...] row arrays (see decode.mesh)
     self.compiles = 0
     self.last_stats: LoopStats | None = None
@@ -116,11 +117,12 @@ class GuidedDecoder:
   def generate(self, prompts: Sequence[Sequence[int]], policies, *, max_new_tokens: int,
                temperature=0.0, top_k=0, top_p=1.0, seeds=0, max_steps: int | None = None,
                prefixes: Sequence[Sequence[int]] | None = None, prefix_steps: Sequence[int] | None = None,
-               prompt_len: int | None = None, batch_size: int | None = None) -> list[RowResult]:
+               max_len: int | None = None, batch_size: int | None = None) -> list[RowResult]:
     """Decodes all prompts in one call of the loop (padded to fixed shapes).
 
     prefixes: student-written tokens to continue from (fork mode), with prefix_steps completed steps.
-    prompt_len / batch_size: fixed buckets, so a sweep keeps one compiled shape.
+    max_len / batch_size: fixed buckets (buffer length T, rows B), so a sweep keeps one compiled
+    shape; by default T = longest prompt + max_new_tokens rounded up to `length_bucket`.
     """
     n = len(prompts)
     if n == 0:
@@ -135,15 +137,16 @@ class GuidedDecoder:
     full = [list(p) + q for p, q in zip(prompts, prefixes)]
     if any(len(p) == 0 for p in prompts):
       raise DecodeInputError("empty prompt: every prompt needs at least one token")
-    longest = max(len(f) for f in full)
-    P = prompt_len or _round_up(longest, self.length_bucket)
-    if longest > P:
-      raise DecodeInputError(f"a prompt has {longest} tokens, more than prompt_len={P}")
-    T = P + int(max_new_tokens)
-    if T > self.max_context():
+    longest = max(len(p) for p in prompts)
+    need = longest + int(max_new_tokens)
+    if need > self.max_context():
       raise DecodeInputError(
-          f"prompt ({longest} tokens, bucket {P}) + max_new_tokens ({max_new_tokens}) = {T} exceeds the "
+          f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) = {need} exceeds the "
           f"models' context of {self.max_context()} positions; shorten the prompt or lower max_new_tokens")
+    T = max_len or min(_round_up(need, self.length_bucket), self.max_context())
+    if T < need or max(len(f) for f in full) >= T:
+      raise DecodeInputError(f"max_len={T} is too short for a prompt of {longest} tokens plus "
+                             f"{max_new_tokens} new tokens")
     B = batch_size or n
     if B < n:
       raise DecodeInputError(f"batch_size={B} is smaller than the {n} prompts given")
@@ -153,9 +156,9 @@ class GuidedDecoder:
       arr[:n] = np.broadcast_to(np.asarray(values, dtype), (n,))
       return arr
 
-    tokens = np.zeros((B, P), np.int32)
-    authors = np.full((B, P), PROMPT, np.int32)
-    step_ids = np.zeros((B, P), np.int32)
+    tokens = np.zeros((B, T), np.int32)
+    authors = np.full((B, T), PROMPT, np.int32)
+    step_ids = np.zeros((B, T), np.int32)
     for i, (p, q) in enumerate(zip(prompts, prefixes)):
       tokens[i, :len(p) + len(q)] = list(p) + q
       authors[i, len(p):len(p) + len(q)] = STUDENT
@@ -173,8 +176,8 @@ class GuidedDecoder:
     if np.any(inp.temperature < 0):
       raise DecodeInputError("temperature must be >= 0 (0 = greedy)")
     has_teacher = self.teacher is not None
-    lc = LoopConfig(prompt_len=P, max_len=T, vocab_size=self.vocab_size, teacher_chunk=self.teacher_chunk,
-                    has_teacher=has_teacher, lockstep=self.lockstep)
+    lc = LoopConfig(max_len=T, vocab_size=self.vocab_size, prefill_chunk=self.prefill_chunk,
+                    teacher_chunk=self.teacher_chunk, has_teacher=has_teacher, lockstep=self.lockstep)
     inp = self._place(inp)
     state = self._jitted(lc, self.student.params, self.teacher.params if has_teacher else None, inp)
     out = jax.device_get({"tokens": state.tokens, "authors": state.authors, "step_ids": state.step_ids,

@@ -53,45 +53,50 @@ def _policy_wants_teacher(s: LoopState, inp: LoopInputs, student_logits) -> tupl
   return in_window | fires, fires
 
 
+def catch_up(cfg: DecoderConfig, params, tokens, cache, seen, target, chunk: int):
+  """Feeds tokens [seen, target) of each row into `cache`, `chunk` positions per forward.
+
+  A while_loop with a data-dependent trip count: the cost follows the longest row's backlog, not
+  the buffer width, and rows already caught up (seen == target) write nothing.
+  Returns (cache, new seen [B], tokens processed per row [B]).
+  """
+  def cond(c):
+    return jnp.any(c[0] < target)
+
+  def body(c):
+    pos, cache = c
+    n = jnp.clip(target - pos, 0, chunk)
+    toks = _take(tokens, pos[:, None] + jnp.arange(chunk)[None, :])
+    _, cache = forward(cfg, params, toks, pos, n, cache, with_logits=False)
+    return pos + n, cache
+
+  start = jnp.minimum(seen, target)
+  pos, cache = jax.lax.while_loop(cond, body, (start, cache))
+  return cache, pos, pos - start
+
+
 def _teacher_logits(cfg_t: DecoderConfig, lc: LoopConfig, params_t, s: LoopState, need):
   """Catch the teacher up on unseen tokens of rows in `need`, then its logits at their last token.
 
-  Tokens [seen, length-1) are prefilled in chunks of lc.teacher_chunk (no LM head); the last token
-  is decoded alone, so a teacher writing a step pays one token per iteration.
+  Tokens [seen, length-1) are prefilled in chunks (no LM head); the last token is decoded alone,
+  so a teacher writing a step pays one token per iteration and never re-reads what it cached.
   """
-  B = s.length.shape[0]
-  target = jnp.where(need, s.length - 1, s.teacher_seen)  # prefill up to (exclusive)
-  C = lc.teacher_chunk
-
-  def chunk_cond(c):
-    seen, _, _ = c
-    return jnp.any(seen < target)
-
-  def chunk_body(c):
-    seen, cache, prefilled = c
-    n = jnp.clip(target - seen, 0, C)
-    toks = _take(s.tokens, seen[:, None] + jnp.arange(C)[None, :])
-    _, cache = forward(cfg_t, params_t, toks, seen, n, cache, with_logits=False)
-    return seen + n, cache, prefilled + n
-
-  seen, cache, prefilled = jax.lax.while_loop(
-      chunk_cond, chunk_body, (jnp.minimum(s.teacher_seen, target), s.teacher_cache, s.teacher_prefilled))
+  target = jnp.where(need, s.length - 1, s.teacher_seen)
+  cache, _, caught = catch_up(cfg_t, params_t, s.tokens, s.teacher_cache, s.teacher_seen, target, lc.teacher_chunk)
   last = s.length - 1
   n = need.astype(jnp.int32)
   logits, cache = forward(cfg_t, params_t, _take(s.tokens, last[:, None]), last, n, cache)
-  seen = jnp.where(need, s.length, seen)
-  return logits[:, 0, :lc.vocab_size], cache, seen, prefilled + n
+  seen = jnp.where(need, s.length, s.teacher_seen)
+  return logits[:, 0, :lc.vocab_size], cache, seen, s.teacher_prefilled + caught + n
 
 
 def _init_state(cfg_s: DecoderConfig, cfg_t: DecoderConfig | None, lc: LoopConfig, params_s,
                 inp: LoopInputs) -> LoopState:
-  B, P, T = inp.tokens.shape[0], lc.prompt_len, lc.max_len
-  pad = lambda x, v: jnp.pad(x, ((0, 0), (0, T - P)), constant_values=v)
-  tokens, authors, step_ids = pad(inp.tokens, 0), pad(inp.authors, PROMPT), pad(inp.step_ids, 0)
-  # Student prefill: everything but each row's last token, which the first iteration feeds.
-  student_cache = init_cache(cfg_s, B, T)
-  _, student_cache = forward(cfg_s, params_s, inp.tokens, zeros_i32(B), inp.lengths - 1, student_cache,
-                             with_logits=False)
+  B, T = inp.tokens.shape
+  tokens, authors, step_ids = inp.tokens, inp.authors, inp.step_ids
+  # Student prefill, chunked: everything but each row's last token, which the first iteration feeds.
+  student_cache, _, _ = catch_up(cfg_s, params_s, tokens, init_cache(cfg_s, B, T), zeros_i32(B),
+                                 jnp.where(inp.active, inp.lengths - 1, 0), lc.prefill_chunk)
   generated = jnp.arange(T)[None, :] < inp.lengths[:, None]
   count = lambda who: jnp.sum((authors == who) & generated, axis=1).astype(jnp.int32)
   has_prefix = inp.lengths > inp.gen_start

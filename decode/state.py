@@ -18,20 +18,20 @@ PROMPT = -1  # author id of prompt tokens
 class LoopConfig:
   """Static (compile-time) facts. Everything else is traced, so it never recompiles the loop."""
 
-  prompt_len: int        # P: padded prompt(+prefix) length bucket
-  max_len: int           # T: token buffer and cache length (P + max new tokens bucket)
+  max_len: int           # T: token buffer and cache length (prompt + new tokens, bucketed)
   vocab_size: int        # V: shared tokenizer size; logits are sliced to it
-  teacher_chunk: int = 32  # catch-up chunk for the teacher's lazy prefill
+  prefill_chunk: int = 64  # chunk of the student's prompt prefill
+  teacher_chunk: int = 32  # chunk of the teacher's lazy catch-up
   has_teacher: bool = True
   lockstep: bool = False   # naive baseline: teacher processes every token every iteration
 
 
 @flax.struct.dataclass
 class LoopInputs:
-  tokens: jax.Array        # [B, P] int32 prompt (+ forked prefix), right-padded
+  tokens: jax.Array        # [B, T] int32 prompt (+ forked prefix), right-padded
   lengths: jax.Array       # [B] valid tokens in `tokens`
-  authors: jax.Array       # [B, P] int32 author of each given token (PROMPT, or STUDENT for a prefix)
-  step_ids: jax.Array      # [B, P] int32 step of each given token (0 in the prompt)
+  authors: jax.Array       # [B, T] int32 author of each given token (PROMPT, or STUDENT for a prefix)
+  step_ids: jax.Array      # [B, T] int32 step of each given token (0 in the prompt)
   start_steps: jax.Array   # [B] steps already completed in the given prefix
   gen_start: jax.Array     # [B] where generation began (prompt length without prefix)
   max_new: jax.Array       # [B] new-token limit, counted from gen_start

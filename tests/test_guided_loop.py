@@ -34,7 +34,7 @@ def delimiter(pair):
 @pytest.fixture(scope="module")
 def decoder(pair, delimiter):
   s, t = pair
-  return GuidedDecoder(s, t, step_delimiter=delimiter, teacher_chunk=4)
+  return GuidedDecoder(s, t, step_delimiter=delimiter, teacher_chunk=4, prefill_chunk=5)
 
 
 def _reference(pair, decoder, delimiter, prompt_ids, **kw):
@@ -90,8 +90,8 @@ def test_one_compilation_for_a_grid_of_policies(pair, delimiter):
   grid = ["never", "always", "step:1", "step:2", "step:3", "step:1,n=2", "hint:1,m=2", "entropy:1.0",
           "entropy:2.5,budget=1", "maxprob:0.5", "margin:0.2", "random:0.3"]
   for spec in grid:  # same bucketed shape every time -> the same compiled program
-    g.generate(ids, spec, max_new_tokens=MAX_NEW, batch_size=4, prompt_len=32)
-  g.generate(ids * 1 + ids[:1], grid[:4], max_new_tokens=MAX_NEW, batch_size=4, prompt_len=32,
+    g.generate(ids, spec, max_new_tokens=MAX_NEW, batch_size=4, max_len=64)
+  g.generate(ids * 1 + ids[:1], grid[:4], max_new_tokens=MAX_NEW, batch_size=4, max_len=64,
              temperature=[0.0, 0.7, 1.0, 0.5], top_k=[0, 5, 0, 3], top_p=[1.0, 0.9, 0.8, 1.0], seeds=[1, 2, 3, 4])
   assert g.compiles == 1
 
