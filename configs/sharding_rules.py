@@ -22,5 +22,6 @@ RULES = {"replicated": REPLICATED, "tensor_parallel": TENSOR_PARALLEL}
 
 def get_rules(name: str):
   if name not in RULES:
-    raise ValueError(f"unknown sharding rules {name!r}; choose one of {sorted(RULES)}")
+    from model.sharding import MeshError
+    raise MeshError(f"unknown sharding rules {name!r}; choose one of {sorted(RULES)}")
   return RULES[name]

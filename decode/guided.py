@@ -63,7 +63,8 @@ class GuidedDecoder:
 
   def __init__(self, student: LanguageModel, teacher: LanguageModel | None = None, *,
                step_delimiter: str = "\n", teacher_chunk: int = 32, prefill_chunk: int = 64,
-               lockstep: bool = False, length_bucket: int = 64, data_sharding=None):
+               lockstep: bool = False, length_bucket: int = 64, mesh=None, student_rules=(),
+               teacher_rules=()):
     self.student, self.teacher = student, teacher
     tok = student.tokenizer
     if tok is None:
@@ -80,7 +81,8 @@ class GuidedDecoder:
     self.masks: VocabMasks = build_masks(tok, step_delimiter)
     self.teacher_chunk, self.prefill_chunk = teacher_chunk, prefill_chunk
     self.lockstep, self.length_bucket = lockstep, length_bucket
-    self.data_sharding = data_sharding  # NamedSharding for [B, ...] row arrays (see decode.mesh)
+    # Placement: rows over the mesh's 'data' axis; each cache follows its own model's rules.
+    self.mesh, self.student_rules, self.teacher_rules = mesh, tuple(student_rules), tuple(teacher_rules)
     self.compiles = 0
     self.last_stats: LoopStats | None = None
     self._jitted = jax.jit(self._traced, static_argnums=(0,))
@@ -177,7 +179,8 @@ class GuidedDecoder:
       raise DecodeInputError("temperature must be >= 0 (0 = greedy)")
     has_teacher = self.teacher is not None
     lc = LoopConfig(max_len=T, vocab_size=self.vocab_size, prefill_chunk=self.prefill_chunk,
-                    teacher_chunk=self.teacher_chunk, has_teacher=has_teacher, lockstep=self.lockstep)
+                    teacher_chunk=self.teacher_chunk, has_teacher=has_teacher, lockstep=self.lockstep,
+                    **self._cache_shardings(B, T))
     inp = self._place(inp)
     state = self._jitted(lc, self.student.params, self.teacher.params if has_teacher else None, inp)
     out = jax.device_get({"tokens": state.tokens, "authors": state.authors, "step_ids": state.step_ids,
@@ -187,11 +190,23 @@ class GuidedDecoder:
     self.last_stats = LoopStats(teacher_calls=int(out["calls"]), iterations=int(out["it"]))
     return [self._row(out, i, len(prompts[i]), pols[i].spec) for i in range(n)]
 
+  def _cache_shardings(self, B: int, T: int) -> dict:
+    if self.mesh is None:
+      return {}
+    from model.kv_cache import CACHE_AXES
+    from model.sharding import array_sharding
+    out = {}
+    for who, lm, rules in (("student", self.student, self.student_rules), ("teacher", self.teacher, self.teacher_rules)):
+      if lm is not None:
+        shape = (B, T, lm.cfg.num_kv_heads, lm.cfg.head_dim)
+        out[f"{who}_cache_sharding"] = array_sharding(CACHE_AXES, shape, self.mesh, rules)
+    return out
+
   def _place(self, inp: LoopInputs) -> LoopInputs:
-    if self.data_sharding is None:
+    if self.mesh is None:
       return jax.tree.map(jnp.asarray, inp)
-    from decode.mesh import place_rows
-    return place_rows(inp, self.data_sharding)
+    from decode.mesh import place_rows, row_sharding
+    return place_rows(inp, row_sharding(self.mesh))
 
   def _prefix_step_ids(self, prefix: list[int]) -> list[int]:
     """Step ids of a forked prefix, by the loop's own rule (delimiter ends a step with content)."""

@@ -90,13 +90,18 @@ def _teacher_logits(cfg_t: DecoderConfig, lc: LoopConfig, params_t, s: LoopState
   return logits[:, 0, :lc.vocab_size], cache, seen, s.teacher_prefilled + caught + n
 
 
+def _placed(cache, sharding):
+  """Pins a fresh cache to its model's layout (rows over 'data', kv heads per the model's rules)."""
+  return cache if sharding is None else jax.lax.with_sharding_constraint(cache, sharding)
+
+
 def _init_state(cfg_s: DecoderConfig, cfg_t: DecoderConfig | None, lc: LoopConfig, params_s,
                 inp: LoopInputs) -> LoopState:
   B, T = inp.tokens.shape
   tokens, authors, step_ids = inp.tokens, inp.authors, inp.step_ids
   # Student prefill, chunked: everything but each row's last token, which the first iteration feeds.
-  student_cache, _, _ = catch_up(cfg_s, params_s, tokens, init_cache(cfg_s, B, T), zeros_i32(B),
-                                 jnp.where(inp.active, inp.lengths - 1, 0), lc.prefill_chunk)
+  student_cache, _, _ = catch_up(cfg_s, params_s, tokens, _placed(init_cache(cfg_s, B, T), lc.student_cache_sharding),
+                                 zeros_i32(B), jnp.where(inp.active, inp.lengths - 1, 0), lc.prefill_chunk)
   generated = jnp.arange(T)[None, :] < inp.lengths[:, None]
   count = lambda who: jnp.sum((authors == who) & generated, axis=1).astype(jnp.int32)
   has_prefix = inp.lengths > inp.gen_start
@@ -104,7 +109,7 @@ def _init_state(cfg_s: DecoderConfig, cfg_t: DecoderConfig | None, lc: LoopConfi
       tokens=tokens, authors=authors, step_ids=step_ids, length=inp.lengths,
       done=~inp.active | (inp.lengths - inp.gen_start >= inp.max_new) | (inp.start_steps >= inp.max_steps),
       student_cache=student_cache,
-      teacher_cache=init_cache(cfg_t, B, T) if lc.has_teacher else None,
+      teacher_cache=_placed(init_cache(cfg_t, B, T), lc.teacher_cache_sharding) if lc.has_teacher else None,
       teacher_seen=zeros_i32(B), writer=zeros_i32(B), at_step_start=jnp.ones((B,), bool),
       step_has_content=jnp.zeros((B,), bool), steps_done=inp.start_steps,
       step_teacher_tokens=zeros_i32(B), triggered=zeros_i32(B),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.struct
 import jax
@@ -24,6 +25,8 @@ class LoopConfig:
   teacher_chunk: int = 32  # chunk of the teacher's lazy catch-up
   has_teacher: bool = True
   lockstep: bool = False   # naive baseline: teacher processes every token every iteration
+  student_cache_sharding: Any = None  # NamedSharding of a [B, T, K, D] cache array, or None
+  teacher_cache_sharding: Any = None
 
 
 @flax.struct.dataclass

@@ -1,0 +1,102 @@
+"""Greedy single-model decoding of synthetic problems through the real decode loop, and accuracy.
+
+Used to generate the teacher's distillation rationales and to measure teacher-only /
+student-only accuracy of the demo models -- both through GuidedDecoder, as the sweep decodes.
+
+  python -m experiments.greedy_eval --model assets/demo/teacher [--n 500] [--split test]
+
+The synthetic task settings come from the model directory's training.json (written by
+experiments.train), so a model is always evaluated on the task it was trained for.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from decode.guided import GuidedDecoder
+from experiments.answers import answers_match, extract_answer
+from experiments.synthetic import SyntheticConfig, generate_problems
+from experiments.synthetic_format import prompt_text
+from experiments.tasks import Problem
+from model.lm import LanguageModel
+
+TRAINING_FILE = "training.json"
+
+
+def is_correct(problem: Problem, completion: str) -> bool:
+  """The study's correctness rule: the extracted final answer matches the gold answer."""
+  return answers_match(extract_answer(completion), problem.answer)
+
+
+def decode_greedy(lm: LanguageModel, problems: Sequence[Problem], *, batch_size: int = 128,
+                  max_new_tokens: int = 96, progress: bool = True) -> list[str]:
+  """Completions of `lm` alone (policy 'never', temperature 0), in fixed-shape batches."""
+  if not problems:
+    return []
+  decoder = GuidedDecoder(lm)
+  prompt_ids = decoder.encode([prompt_text(p) for p in problems])
+  longest = max(len(p) for p in prompt_ids)
+  bucket = decoder.length_bucket
+  max_len = int(math.ceil((longest + max_new_tokens) / bucket)) * bucket  # one shape for every batch
+  max_len = min(max_len, decoder.max_context())
+  completions: list[str] = []
+  starts = range(0, len(prompt_ids), batch_size)
+  for start in tqdm(starts, desc=f"greedy {lm.name}", disable=not progress, leave=False):
+    rows = decoder.generate(prompt_ids[start:start + batch_size], "never", max_new_tokens=max_new_tokens,
+                            max_len=max_len, batch_size=batch_size)
+    completions.extend(r.completion for r in rows)
+  return completions
+
+
+def accuracy(problems: Sequence[Problem], completions: Sequence[str]) -> float:
+  if len(problems) != len(completions):
+    raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
+  return sum(is_correct(p, c) for p, c in zip(problems, completions)) / max(len(problems), 1)
+
+
+def synthetic_config_of(model_dir: str | Path) -> SyntheticConfig:
+  """The SyntheticConfig a model in `model_dir` was trained on (from its training.json)."""
+  path = Path(model_dir) / TRAINING_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{path} is missing: the model was not trained by experiments.train, "
+                            "so its synthetic task settings are unknown")
+  raw = json.loads(path.read_text())["synthetic"]
+  return SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+def evaluate_dir(model_dir: str | Path, n: int, split: str = "test", batch_size: int = 128,
+                 max_new_tokens: int = 96, dtype: str = "float32") -> dict:
+  from model.hf_import import load_model
+  lm = load_model(model_dir, dtype=dtype)
+  problems = generate_problems(synthetic_config_of(model_dir), n, split)
+  completions = decode_greedy(lm, problems, batch_size=batch_size, max_new_tokens=max_new_tokens)
+  return {"model": str(model_dir), "split": split, "n": n, "accuracy": accuracy(problems, completions)}
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m experiments.greedy_eval", description=__doc__.split("\n\n")[0])
+  p.add_argument("--model", required=True, nargs="+", help="HF model directories written by experiments.train")
+  p.add_argument("--n", type=int, default=500, help="number of problems")
+  p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+  p.add_argument("--batch-size", type=int, default=125)
+  p.add_argument("--max-new-tokens", type=int, default=96)
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  args = p.parse_args(argv)
+  for model_dir in args.model:
+    try:
+      result = evaluate_dir(model_dir, args.n, args.split, args.batch_size, args.max_new_tokens, args.dtype)
+    except (OSError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    print(json.dumps(result))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,63 @@
+"""The sweep grid: (student x checkpoint) x seeds x policies x problems -> rows with stable ids."""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+from decode.policy import Policy
+from experiments.tasks import Problem
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+  """One student to evaluate; several entries may share a name with different checkpoint labels."""
+
+  name: str
+  path: str
+  checkpoint: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRow:
+  task: str
+  problem: Problem
+  prompt: str
+  student: ModelEntry
+  teacher: str | None
+  policy: Policy
+  seed: int
+
+  @property
+  def row_id(self) -> str:
+    return "|".join([self.task, self.student.name, self.student.checkpoint or "-", self.teacher or "-",
+                     self.policy.spec, str(self.seed), self.problem.problem_id])
+
+  @property
+  def pair_key(self) -> tuple:
+    """Rows that differ only in policy share this key (and their sampling randomness)."""
+    return (self.student, self.seed, self.problem.problem_id)
+
+  @property
+  def row_seed(self) -> int:
+    """Sampling seed from (problem, seed) only, so policies are paired counterfactuals."""
+    return zlib.crc32(f"{self.problem.problem_id}|{self.seed}".encode()) & 0x7FFFFFFF
+
+
+def expand_grid(task: str, problems: list[Problem], prompts: dict[str, str], students: list[ModelEntry],
+                teacher: str | None, policies: list[Policy], seeds: list[int]) -> list[SweepRow]:
+  """Deterministic order: student entry, seed, policy, problem."""
+  seen: set[str] = set()
+  specs = []
+  for p in policies:  # canonical specs; duplicates in the config collapse to one
+    if p.spec not in seen:
+      seen.add(p.spec)
+      specs.append(p)
+  return [SweepRow(task, prob, prompts[prob.problem_id], st, teacher, pol, seed)
+          for st in students for seed in seeds for pol in specs for prob in problems]
+
+
+def forkable(policy: Policy) -> bool:
+  """A pure timing policy: the teacher cannot act before step `step_lo`, so the student's own run
+  up to that step is a valid prefix (never is trivially forkable: it is the base run)."""
+  from decode.policy import TRIGGER_NONE
+  return policy.trigger == TRIGGER_NONE and (policy.step_lo >= 1 or policy.step_hi <= policy.step_lo)

@@ -1,0 +1,129 @@
+"""Runs sweep rows through one GuidedDecoder in fixed-shape batches, plain or forked.
+
+Fork mode: the student decodes alone once per (problem, seed); every "teacher from step K" row then
+starts from that run's own prefix up to step K (prefilled, not decoded again). Because a row's
+sampling key depends only on (problem, seed, position), forked rows equal plain rows exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+from tqdm import tqdm
+
+from decode.guided import GuidedDecoder, RowResult
+from decode.policy import parse_policy
+from experiments.answers import answers_match, extract_answer, strip_after_answer
+from experiments.grid import SweepRow, forkable
+from experiments.results_store import ResultsStore
+
+NEVER = parse_policy("never")
+
+
+@dataclasses.dataclass
+class DecodeSettings:
+  batch_size: int
+  max_len: int
+  max_new_tokens: int
+  max_steps: int | None = None
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+
+def result_from_record(rec: dict) -> RowResult:
+  fields = {f.name for f in dataclasses.fields(RowResult)}
+  return RowResult(**{k: v for k, v in rec.items() if k in fields})
+
+
+class SweepRunner:
+  def __init__(self, decoder: GuidedDecoder, store: ResultsStore, settings: DecodeSettings, *,
+               fork: bool = True, progress: bool = True):
+    self.decoder, self.store, self.settings, self.fork = decoder, store, settings, fork
+    self.progress = progress
+    self.loop_calls = 0
+    self._bar = None
+
+  # -- records -----------------------------------------------------------------------------------
+  def record(self, row: SweepRow, res: RowResult, mode: str) -> dict:
+    pred = extract_answer(strip_after_answer(res.completion))
+    rec = res.to_json()
+    rec.update(
+        row_id=row.row_id, task=row.task, problem_id=row.problem.problem_id, student=row.student.name,
+        checkpoint=row.student.checkpoint, teacher=row.teacher, policy=row.policy.spec, seed=row.seed,
+        prediction=pred, answer=row.problem.answer, correct=answers_match(pred, row.problem.answer), mode=mode)
+    return rec
+
+  # -- decoding ----------------------------------------------------------------------------------
+  def _decode(self, rows: list[SweepRow], prefixes=None, prefix_steps=None, policies=None) -> list[RowResult]:
+    s = self.settings
+    out: list[RowResult] = []
+    for i in range(0, len(rows), s.batch_size):
+      chunk = rows[i:i + s.batch_size]
+      ids = self.decoder.encode([r.prompt for r in chunk])
+      pols = policies[i:i + s.batch_size] if policies else [r.policy for r in chunk]
+      out += self.decoder.generate(
+          ids, pols, max_new_tokens=s.max_new_tokens, max_steps=s.max_steps, temperature=s.temperature,
+          top_k=s.top_k, top_p=s.top_p, seeds=[r.row_seed for r in chunk],
+          prefixes=prefixes[i:i + s.batch_size] if prefixes else None,
+          prefix_steps=prefix_steps[i:i + s.batch_size] if prefix_steps else None,
+          max_len=s.max_len, batch_size=s.batch_size)
+      self.loop_calls += 1
+      if self._bar is not None:
+        self._bar.update(1)
+    return out
+
+  def _run_and_store(self, rows: list[SweepRow], mode: str, **kw) -> list[RowResult]:
+    """Decodes in batches, appending each finished batch before the next starts."""
+    s = self.settings
+    results = []
+    for i in range(0, len(rows), s.batch_size):
+      sl = slice(i, i + s.batch_size)
+      part = self._decode(rows[sl], **{k: v[sl] if v else None for k, v in kw.items()})
+      self.store.append(self.record(r, res, mode) for r, res in zip(rows[sl], part))
+      results += part
+    return results
+
+  def _n_batches(self, n: int) -> int:
+    return -(-n // self.settings.batch_size)
+
+  def run(self, rows: list[SweepRow]) -> None:
+    pending = [r for r in rows if not self.store.done(r.row_id)]
+    if not pending:
+      return
+    plain = [r for r in pending if not (self.fork and forkable(r.policy))]
+    forked = [r for r in pending if self.fork and forkable(r.policy) and r.policy.spec != "never"]
+    base_rows = [r for r in pending if self.fork and r.policy.spec == "never"]
+    base: dict[tuple, RowResult] = {}
+    for rec in self.store.rows.values():  # finished student-only runs are reused, not re-decoded
+      if rec["policy"] == "never":
+        base[(rec["student"], rec["checkpoint"], rec["seed"], rec["problem_id"])] = result_from_record(rec)
+    key = lambda r: (r.student.name, r.student.checkpoint, r.seed, r.problem.problem_id)
+    internal = {key(r): r for r in forked if key(r) not in base and key(r) not in {key(b) for b in base_rows}}
+    total = self._n_batches(len(plain)) + self._n_batches(len(base_rows)) + self._n_batches(len(internal))
+    total += self._n_batches(len(forked))
+    self._bar = tqdm(total=total, desc="batches", disable=not self.progress)
+    try:
+      self._run_and_store(plain, "plain")
+      for r, res in zip(base_rows, self._run_and_store(base_rows, "base")):
+        base[key(r)] = res
+      helper_rows = list(internal.values())
+      for r, res in zip(helper_rows, self._decode(helper_rows, policies=[NEVER] * len(helper_rows))):
+        base[key(r)] = res  # student-only runs the grid did not ask to record
+      self._run_forked(forked, base, key)
+    finally:
+      self._bar.close()
+      self._bar = None
+
+  def _run_forked(self, rows: list[SweepRow], base: dict, key) -> None:
+    copied, to_run, prefixes, prefix_steps = [], [], [], []
+    for r in rows:
+      b = base[key(r)]
+      k = r.policy.step_lo
+      if k not in b.step_ids:  # the student stopped before step K: the teacher never acts
+        copied.append(self.record(r, dataclasses.replace(b, policy=r.policy.spec), "copied"))
+        continue
+      cut = b.step_ids.index(k)
+      to_run.append(r)
+      prefixes.append(b.token_ids[:cut])
+      prefix_steps.append(k - 1)
+    self.store.append(copied)
+    self._run_and_store(to_run, "fork", prefixes=prefixes, prefix_steps=prefix_steps)

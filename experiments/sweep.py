@@ -1,0 +1,170 @@
+"""Timing sweeps: config -> grid -> the one compiled loop -> results.jsonl -> report.
+
+  python -m experiments.sweep --config configs/NAME.py [--config.key=value ...]
+
+Writes into config.output_dir: results.jsonl (one row per problem x policy x seed x student;
+append-only, so re-running the same command resumes), summary.csv, report.md and plots.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import ConfigDict, config_flags
+
+from decode.guided import DecodeInputError, GuidedDecoder
+from decode.policy import PolicyError, parse_policy
+from decode.vocab import TokenizerMismatchError
+from experiments.grid import ModelEntry, expand_grid
+from experiments.prompts import PromptError, build_prompt, select_exemplars
+from experiments.results_store import ResultsStore
+from experiments.runner import DecodeSettings, SweepRunner
+from experiments.synthetic import SyntheticConfig, SyntheticConfigError, generate_problems
+from experiments.tasks import Problem, TaskFormatError, UnknownTaskError, load_task
+from model.errors import ModelLoadError
+from model.sharding import MeshError
+
+
+
+class SweepConfigError(ValueError):
+  """A sweep config that cannot run as written."""
+
+
+USER_ERRORS = (ModelLoadError, PolicyError, DecodeInputError, TokenizerMismatchError, PromptError,
+               TaskFormatError, UnknownTaskError, SyntheticConfigError, MeshError, SweepConfigError,
+               FileNotFoundError)
+
+
+def _synthetic(cfg: ConfigDict, split: str, n: int) -> list[Problem]:
+  s = cfg.get("synthetic", ConfigDict())
+  sc = SyntheticConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in s.items()})
+  sc.validate()
+  return generate_problems(sc, n, split)
+
+
+def load_problems(task: ConfigDict) -> list[Problem]:
+  """Evaluation problems from a local file, or the embedded synthetic generator when no path."""
+  if task.name == "synthetic" and not task.get("path"):
+    return _synthetic(task, "test", task.get("num_problems", 200))
+  if not task.get("path"):
+    raise SweepConfigError(f"task {task.name!r} needs --config.task.path pointing at a local file")
+  path = Path(task.path)
+  if not path.exists():
+    raise FileNotFoundError(f"task file {path} does not exist")
+  return load_task(task.name, path)
+
+
+def load_exemplar_pool(cfg: ConfigDict, task: ConfigDict) -> list[Problem]:
+  if cfg.get("path"):
+    return load_task(cfg.get("task", task.name), cfg.path)
+  if task.name == "synthetic":
+    return _synthetic(task, "train", max(4 * cfg.k, 16))
+  if cfg.k:
+    raise SweepConfigError("few-shot prompts need exemplars: set --config.exemplars.path to a train split")
+  return []
+
+
+def build_prompts(cfg: ConfigDict, problems: list[Problem], tokenizer) -> dict[str, str]:
+  pool = load_exemplar_pool(cfg.exemplars, cfg.task)
+  exemplars = select_exemplars(pool, cfg.exemplars.k, exclude_ids={p.problem_id for p in problems},
+                               seed=cfg.exemplars.get("seed", 0),
+                               exclude_questions={p.question for p in problems}) if cfg.exemplars.k else []
+  return {p.problem_id: build_prompt(p, cfg.prompt_style, exemplars, tokenizer=tokenizer) for p in problems}
+
+
+def student_entries(cfg: ConfigDict) -> list[ModelEntry]:
+  entries = [ModelEntry(s.name, s.path, s.get("checkpoint")) for s in cfg.students]
+  if not entries:
+    raise SweepConfigError("config.students is empty: name at least one student model directory")
+  return entries
+
+
+def validate(cfg: ConfigDict) -> list:
+  """Everything that can be checked before loading a model or touching the output dir."""
+  if not cfg.get("output_dir"):
+    raise SweepConfigError("set config.output_dir (e.g. --config.output_dir=runs/my_sweep)")
+  policies = [parse_policy(p) for p in cfg.policies]
+  if not policies:
+    raise SweepConfigError("config.policies is empty")
+  if not cfg.teacher.get("path") and any(p.needs_teacher for p in policies):
+    raise PolicyError("a policy needs a teacher but config.teacher.path is empty")
+  if cfg.batch_size <= 0 or cfg.max_new_tokens <= 0:
+    raise SweepConfigError("batch_size and max_new_tokens must be positive")
+  for entry in student_entries(cfg):
+    if not Path(entry.path).is_dir():
+      raise ModelLoadError(f"student {entry.name!r}: directory {entry.path} does not exist")
+  if cfg.teacher.get("path") and not Path(cfg.teacher.path).is_dir():
+    raise ModelLoadError(f"teacher directory {cfg.teacher.path} does not exist")
+  return policies
+
+
+def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
+  """Runs (or resumes) the sweep; returns stats (compiles, loop calls) for callers and tests."""
+  from model.hf_import import load_model
+  from experiments import mesh_setup
+
+  policies = validate(cfg)
+  ctx = mesh_setup.setup(cfg)
+  problems = load_problems(cfg.task)
+  if cfg.get("limit", -1) and cfg.limit > 0:
+    problems = problems[:cfg.limit]
+  teacher = None
+  if cfg.teacher.get("path"):
+    teacher = load_model(cfg.teacher.path, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.teacher_rules,
+                         name=cfg.teacher.get("name") or "teacher")
+  store = ResultsStore(Path(cfg.output_dir) / ctx.results_name)
+  stats = {"compiles": 0, "loop_calls": 0, "rows": 0}
+  for entry in student_entries(cfg):
+    student = load_model(entry.path, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules, name=entry.name)
+    decoder = GuidedDecoder(student, teacher, step_delimiter=cfg.step_delimiter,
+                            teacher_chunk=cfg.get("teacher_chunk", 32), mesh=ctx.mesh,
+                            student_rules=ctx.student_rules, teacher_rules=ctx.teacher_rules)
+    prompts = build_prompts(cfg, problems, student.tokenizer)
+    rows = expand_grid(cfg.task.name, problems, prompts, [entry], teacher.name if teacher else None,
+                       policies, list(cfg.seeds))
+    mine = ctx.my_rows(rows)
+    longest = max(len(ids) for ids in decoder.encode(list(prompts.values())))
+    max_len = int(math.ceil((longest + cfg.max_new_tokens) / 64) * 64)
+    if longest + cfg.max_new_tokens > decoder.max_context():
+      raise DecodeInputError(f"longest prompt ({longest} tokens) + max_new_tokens ({cfg.max_new_tokens}) "
+                             f"exceeds the context of {decoder.max_context()}")
+    max_len = min(max_len, decoder.max_context())
+    settings = DecodeSettings(batch_size=ctx.global_batch(cfg.batch_size), max_len=max_len,
+                              max_new_tokens=cfg.max_new_tokens,
+                              max_steps=cfg.max_steps if cfg.get("max_steps", -1) > 0 else None,
+                              temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    runner = SweepRunner(decoder, store, settings, fork=cfg.fork, progress=progress)
+    runner.run(mine)
+    stats["compiles"] += decoder.compiles
+    stats["loop_calls"] += runner.loop_calls
+    stats["rows"] += len(mine)
+  ctx.barrier()
+  if ctx.is_reporter:
+    from experiments.report import write_report
+    write_report(cfg.output_dir)
+  return stats
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "sweep config file (configs/NAME.py)", lock_config=True)
+
+
+def main(argv) -> None:
+  del argv
+  cfg = _CONFIG.value
+  if cfg is None:
+    print("error: pass --config configs/NAME.py", file=sys.stderr)
+    sys.exit(2)
+  try:
+    stats = run_sweep(cfg)
+  except USER_ERRORS as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"sweep done: {stats['rows']} rows, {stats['loop_calls']} loop calls, {stats['compiles']} compilation(s); "
+        f"report: {Path(cfg.output_dir) / 'report.md'}")
+
+
+if __name__ == "__main__":
+  flags.FLAGS.unparse_flags()
+  app.run(main)

@@ -1,0 +1,75 @@
+"""Fixed-shape training arrays and a stateless batch order, so a resumed run sees the same data.
+
+Each example is (prompt, target) text. Tokens are `tok(prompt)` (with <bos>) followed by
+`tok(target)` (no specials) and <eos> -- the same split the decode loop sees at evaluation, where
+the prompt is tokenized alone and the model continues it. The loss covers target tokens and <eos>.
+
+The batch at step s is a pure function of (seed, s): epoch e = s // steps_per_epoch is shuffled
+with rng(seed, e). Nothing to save in a checkpoint beyond the step number.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+
+class TrainDataError(ValueError):
+  """The examples cannot be packed into the requested shapes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedData:
+  tokens: np.ndarray     # [N, S] int32, padded with pad_id
+  loss_mask: np.ndarray  # [N, S] float32, 1 where the token is a target (predicted from the one before)
+
+  @property
+  def num_examples(self) -> int:
+    return self.tokens.shape[0]
+
+
+def tokenize_examples(tokenizer, examples: Sequence[tuple[str, str]], seq_len: int) -> TokenizedData:
+  """(prompt, target) texts -> padded arrays; an example longer than seq_len is an error."""
+  if not examples:
+    raise TrainDataError("no training examples")
+  eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+  if eos is None:
+    raise TrainDataError("the tokenizer has no eos token; targets must end with one")
+  pad = eos if pad is None else pad
+  prompts = tokenizer([p for p, _ in examples], add_special_tokens=True)["input_ids"]
+  targets = tokenizer([t for _, t in examples], add_special_tokens=False)["input_ids"]
+  tokens = np.full((len(examples), seq_len), pad, np.int32)  # [N, S]
+  mask = np.zeros((len(examples), seq_len), np.float32)      # [N, S]
+  longest = 0
+  for i, (p, t) in enumerate(zip(prompts, targets)):
+    row = list(p) + list(t) + [eos]
+    longest = max(longest, len(row))
+    if len(row) > seq_len:
+      continue
+    tokens[i, :len(row)] = row
+    mask[i, len(p):len(row)] = 1.0
+  if longest > seq_len:
+    raise TrainDataError(f"the longest example has {longest} tokens but seq_len={seq_len}; "
+                         f"raise seq_len to at least {longest} (or shorten the problems)")
+  return TokenizedData(tokens=tokens, loss_mask=mask)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  if num_examples < batch_size:
+    raise TrainDataError(f"{num_examples} examples are fewer than batch_size={batch_size}; "
+                         "generate more examples or lower batch_size")
+  return num_examples // batch_size  # the remainder of each shuffled epoch is skipped
+
+
+def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
+  """Example indices [batch_size] of the batch at `step` (0-based), independent of history."""
+  spe = steps_per_epoch(num_examples, batch_size)
+  epoch, within = divmod(step, spe)
+  order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  return order[within * batch_size:(within + 1) * batch_size]
+
+
+def batch_at(data: TokenizedData, seed: int, step: int, batch_size: int) -> dict[str, np.ndarray]:
+  idx = batch_indices(seed, step, data.num_examples, batch_size)
+  return {"tokens": data.tokens[idx], "loss_mask": data.loss_mask[idx]}  # [B, S] each

@@ -1,0 +1,153 @@
+"""Sweeps: grid expansion, fork == plain, kill-and-resume, config overrides, bad configs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ml_collections import ConfigDict
+
+from configs.base import base_config
+from decode.policy import parse_policy
+from experiments.grid import ModelEntry, expand_grid, forkable
+from experiments.sweep import run_sweep
+from experiments.tasks import Problem
+import tiny_models
+
+POLICIES = ("never", "always", "step:1", "step:2", "step:3", "step:2,n=2", "hint:1,m=2", "entropy:2.0")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+  d = tmp_path_factory.mktemp("sweep_models")
+  tiny_models.make_hf_model(d / "s", "llama", seed=11, init_std=0.3, max_position_embeddings=1024)
+  tiny_models.make_hf_model(d / "t", "qwen2", seed=12, hidden_size=48, num_hidden_layers=3, init_std=0.3,
+                            max_position_embeddings=1024)
+  return d
+
+
+def sweep_config(models, out, **overrides) -> ConfigDict:
+  c = base_config()
+  c.output_dir = str(out)
+  c.task.num_problems = 6
+  c.students = [ConfigDict(dict(name="s", path=str(models / "s"), checkpoint=None))]
+  c.teacher = ConfigDict(dict(name="t", path=str(models / "t")))
+  c.policies = POLICIES
+  c.batch_size = 4
+  c.max_new_tokens = 20
+  c.step_delimiter = "e"  # frequent in these random models' output: several steps per row
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def rows_of(out: Path) -> dict:
+  rows = {}
+  for line in (out / "results.jsonl").read_text().splitlines():
+    r = json.loads(line)
+    assert r["row_id"] not in rows, "duplicate row"
+    rows[r["row_id"]] = r
+  return rows
+
+
+KEYS = ("token_ids", "authors", "step_ids", "completion", "correct", "student_tokens", "teacher_tokens",
+        "switches", "intervention_steps")
+
+
+def test_grid_expansion():
+  probs = [Problem(f"p/{i}", f"q{i}", "1", None, "x") for i in range(3)]
+  pols = [parse_policy(p) for p in ["never", "step:1", "step:1", "always"]]
+  rows = expand_grid("t", probs, {p.problem_id: p.question for p in probs},
+                     [ModelEntry("a", "/a"), ModelEntry("a", "/a2", "ck1")], "T", pols, [0, 1])
+  assert len(rows) == 2 * 2 * 3 * 3  # duplicate policy collapses
+  assert len({r.row_id for r in rows}) == len(rows)
+  assert rows[0].row_seed == rows[3].row_seed  # same problem and seed -> same randomness across policies
+  assert forkable(parse_policy("step:3")) and forkable(parse_policy("never"))
+  assert forkable(parse_policy("always"))  # K = 1: an empty prefix
+  assert not forkable(parse_policy("entropy:1")) and not forkable(parse_policy("random:0.5"))
+
+
+def test_fork_mode_equals_plain_mode(models, tmp_path):
+  fork = run_sweep(sweep_config(models, tmp_path / "fork", fork=True), progress=False)
+  plain = run_sweep(sweep_config(models, tmp_path / "plain", fork=False), progress=False)
+  a, b = rows_of(tmp_path / "fork"), rows_of(tmp_path / "plain")
+  assert a.keys() == b.keys() and len(a) == 6 * len(POLICIES)
+  for rid in a:
+    assert {k: a[rid][k] for k in KEYS} == {k: b[rid][k] for k in KEYS}, rid
+  assert any(r["mode"] == "fork" for r in a.values())
+  assert fork["compiles"] == 1 and plain["compiles"] == 1
+  assert (tmp_path / "fork" / "summary.csv").exists() and (tmp_path / "fork" / "report.md").exists()
+
+
+def test_fork_mode_equals_plain_mode_when_sampling(models, tmp_path):
+  kw = dict(temperature=1.0, top_p=0.9, seeds=(0, 1), policies=("never", "step:1", "step:2", "step:3"))
+  run_sweep(sweep_config(models, tmp_path / "fork", fork=True, **kw), progress=False)
+  run_sweep(sweep_config(models, tmp_path / "plain", fork=False, **kw), progress=False)
+  a, b = rows_of(tmp_path / "fork"), rows_of(tmp_path / "plain")
+  assert a.keys() == b.keys()
+  for rid in a:
+    assert {k: a[rid][k] for k in KEYS} == {k: b[rid][k] for k in KEYS}, rid
+
+
+def _cli(models, out, *extra):
+  cfg_file = out.parent / "sweep_cfg.py"
+  cfg_file.write_text(
+      "from ml_collections import ConfigDict\n"
+      "from configs.base import base_config\n"
+      "def get_config():\n"
+      "  c = base_config()\n"
+      f"  c.students = [ConfigDict(dict(name='s', path={str(models / 's')!r}, checkpoint=None))]\n"
+      f"  c.teacher = ConfigDict(dict(name='t', path={str(models / 't')!r}))\n"
+      f"  c.policies = {POLICIES!r}\n"
+      "  c.task.num_problems = 6\n  c.batch_size = 2\n  c.max_new_tokens = 20\n  c.step_delimiter = 'e'\n"
+      "  return c\n")
+  return [sys.executable, "-m", "experiments.sweep", f"--config={cfg_file}", f"--config.output_dir={out}", *extra]
+
+
+def test_killed_sweep_resumes_without_loss_or_duplicates(models, tmp_path):
+  ref = tmp_path / "ref"
+  subprocess.run(_cli(models, ref), check=True, capture_output=True)
+  out = tmp_path / "killed"
+  proc = subprocess.Popen(_cli(models, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  results = out / "results.jsonl"
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if results.exists() and results.read_text().count("\n") >= 6:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  partial = results.read_text().count("\n")
+  assert 0 < partial < len(rows_of(ref)), "the kill should land mid-sweep"
+  with results.open("a") as f:  # as if killed in the middle of a write
+    f.write('{"row_id": "half a li')
+  r = subprocess.run(_cli(models, out), capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  a, b = rows_of(ref), rows_of(out)
+  assert a.keys() == b.keys()
+  for rid in a:
+    assert {k: a[rid][k] for k in KEYS} == {k: b[rid][k] for k in KEYS}
+
+
+def test_limit_and_output_dir_overrides(models, tmp_path):
+  out = tmp_path / "lim"
+  r = subprocess.run(_cli(models, out, "--config.limit=2"), capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = rows_of(out)
+  assert len({x["problem_id"] for x in rows.values()}) == 2 and len(rows) == 2 * len(POLICIES)
+  assert "report.md" in r.stdout
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.policies=('never','sometimes')", "unknown policy"),
+    ("--config.teacher.path=/nonexistent", "does not exist"),
+    ("--config.mesh.data=3", "devices"),
+])
+def test_bad_config_is_a_clear_error_with_no_output(models, tmp_path, override, message):
+  out = tmp_path / "bad"
+  r = subprocess.run(_cli(models, out, override), capture_output=True, text=True)
+  assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+  assert not (out / "results.jsonl").exists()
