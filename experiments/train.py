@@ -11,7 +11,9 @@ Hugging Face directory (workdir/hf) so the decode loop loads it through the real
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,6 +46,14 @@ MODEL_KEYS = {"family", "hidden_size", "num_layers", "num_heads", "num_kv_heads"
 
 class TrainConfigError(ValueError):
   """A training config that cannot be run as given."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+  out_dir: Path        # exported HF dir (workdir/hf), or the checkpoint dir when halted early
+  resumed_from: int    # step restored from a checkpoint (0 = fresh start)
+  last_step: int       # steps completed when this call returned
+  last_loss: float     # loss at the last logged step (nan if none was logged)
 
 
 def model_config(spec: dict, vocab_size: int, vocab_multiple: int = 64) -> DecoderConfig:
@@ -138,8 +148,8 @@ def export_model(out_dir: Path, cfg: DecoderConfig, params, tokenizer_dir: Path,
 
 
 def train(config: ConfigDict, examples: Sequence[tuple[str, str]], tokenizer_dir: str | Path,
-          workdir: str | Path, model_spec: dict | None = None) -> Path:
-  """Trains (or resumes) in workdir on (prompt, target) texts; returns the exported HF dir."""
+          workdir: str | Path, model_spec: dict | None = None) -> TrainResult:
+  """Trains (or resumes) in workdir on (prompt, target) texts and exports workdir/hf."""
   workdir, tokenizer_dir = Path(workdir).absolute(), Path(tokenizer_dir)
   model_spec = dict(model_spec if model_spec is not None else config.model)
   steps = config.steps
@@ -170,6 +180,7 @@ def train(config: ConfigDict, examples: Sequence[tuple[str, str]], tokenizer_dir
     step_fn = make_train_step(cfg, optimizer)
     metrics_path = workdir / "metrics.jsonl"
     _truncate_metrics(metrics_path, start)
+    loss = math.nan
     bar = tqdm(range(start, stop), initial=start, total=steps, desc=workdir.name, leave=False)
     with metrics_path.open("a") as metrics_file:
       for step in bar:
@@ -190,8 +201,10 @@ def train(config: ConfigDict, examples: Sequence[tuple[str, str]], tokenizer_dir
     mngr.wait_until_finished()
   if stop < steps:
     logging.info("halted after step %d of %d (halt_after_steps); rerun to resume", stop, steps)
-    return workdir / "checkpoints"
-  return export_model(workdir / "hf", cfg, state["params"], tokenizer_dir, config, {"step": steps})
+    return TrainResult(workdir / "checkpoints", start, stop, loss)
+  out = export_model(workdir / "hf", cfg, state["params"], tokenizer_dir, config,
+                     {"step": steps, "num_params": num_params(state["params"]), "final_loss": loss})
+  return TrainResult(out, start, stop, loss)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -236,10 +249,10 @@ def run_teacher(config: ConfigDict) -> Path:
   workdir = Path(config.workdir)
   problems = generate_problems(synthetic_config(config), config.num_train_problems, "train")
   tok_dir = prepare_tokenizer(config, workdir, problems)
-  out = train(config, [(prompt_text(p), target_text(p)) for p in problems], tok_dir, workdir)
-  if out.name == "hf" and config.eval_problems > 0:
-    evaluate(out, config)
-  return out
+  result = train(config, [(prompt_text(p), target_text(p)) for p in problems], tok_dir, workdir)
+  if result.last_step == config.steps and config.eval_problems > 0:
+    evaluate(result.out_dir, config)
+  return result.out_dir
 
 
 def quiet_orbax() -> None:

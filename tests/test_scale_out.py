@@ -1,0 +1,118 @@
+"""Meshes on 8 fake CPU devices, and a sweep split over two local processes (jax.distributed + gloo)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import tiny_models
+
+MESH_SCRIPT = textwrap.dedent("""
+    import os, sys, json
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import jax
+    from configs.sharding_rules import REPLICATED, TENSOR_PARALLEL
+    from decode.guided import GuidedDecoder
+    from model.hf_import import load_model
+    from model.sharding import make_mesh, MeshError
+    d = sys.argv[1]
+    prompts = ["what is 3+4?", "ab", "hello there. x", "qq", "z", "1+1=", "abc abc", "e"]
+    policies = ["never", "always", "step:1", "step:2", "step:2,n=2", "hint:1,m=2", "entropy:2.0", "random:0.5"]
+    def run(mesh):
+      kw = {} if mesh is None else dict(mesh=mesh, student_rules=REPLICATED, teacher_rules=TENSOR_PARALLEL)
+      s = load_model(d + "/s", mesh=mesh, rules=REPLICATED)
+      t = load_model(d + "/t", mesh=mesh, rules=TENSOR_PARALLEL)
+      g = GuidedDecoder(s, t, step_delimiter="e", **kw)
+      res = g.generate(g.encode(prompts), policies, max_new_tokens=16, seeds=list(range(8)),
+                       temperature=[0.0, 0.0, 0.0, 1.0, 0.0, 0.7, 0.0, 1.0])
+      return [(r.token_ids, r.authors) for r in res]
+    ref = run(None)
+    for shape in [(8, 1), (4, 2), (2, 4)]:
+      mesh = make_mesh({"data": shape[0], "model": shape[1]})
+      assert run(mesh) == ref, shape
+      print("MESH_OK", shape)
+    try:
+      make_mesh({"data": 3, "model": 2})
+    except MeshError as e:
+      print("MESH_ERROR", e)
+""")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+  d = tmp_path_factory.mktemp("scale")
+  tiny_models.make_hf_model(d / "s", "llama", seed=11, init_std=0.3, max_position_embeddings=1024)
+  tiny_models.make_hf_model(d / "t", "qwen2", seed=12, hidden_size=48, num_hidden_layers=3, init_std=0.3,
+                            max_position_embeddings=1024)
+  return d
+
+
+def test_meshes_give_single_device_tokens(models):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-c", MESH_SCRIPT, str(models)], capture_output=True, text=True, env=env)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.count("MESH_OK") == 3
+  assert "needs 6 devices but 8 are available" in r.stdout
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _config(models, tmp_path: Path) -> Path:
+  f = tmp_path / "cfg.py"
+  f.write_text(
+      "from ml_collections import ConfigDict\n"
+      "from configs.base import base_config\n"
+      "def get_config():\n"
+      "  c = base_config()\n"
+      f"  c.students = [ConfigDict(dict(name='s', path={str(models / 's')!r}, checkpoint=None))]\n"
+      f"  c.teacher = ConfigDict(dict(name='t', path={str(models / 't')!r}))\n"
+      "  c.policies = ('never', 'step:1', 'step:2', 'entropy:2.0')\n"
+      "  c.task.num_problems = 5\n  c.batch_size = 3\n  c.max_new_tokens = 12\n  c.step_delimiter = 'e'\n"
+      "  return c\n")
+  return f
+
+
+def _rows(out: Path) -> dict:
+  rows = {}
+  for f in sorted(out.glob("results*.jsonl")):
+    for line in f.read_text().splitlines():
+      r = json.loads(line)
+      assert r["row_id"] not in rows
+      rows[r["row_id"]] = r
+  return rows
+
+
+def test_two_processes_split_the_sweep(models, tmp_path):
+  cfg = _config(models, tmp_path)
+  single = tmp_path / "single"
+  r = subprocess.run([sys.executable, "-m", "experiments.sweep", f"--config={cfg}", f"--config.output_dir={single}"],
+                     capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  multi = tmp_path / "multi"
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "experiments.sweep", f"--config={cfg}", f"--config.output_dir={multi}",
+       "--config.distributed.enabled=True", f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+       "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
+       "--config.distributed.cpu_collectives=gloo"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert (multi / "results.jsonl").exists() and (multi / "results-1.jsonl").exists()
+  a, b = _rows(single), _rows(multi)
+  assert a.keys() == b.keys()
+  for rid in a:
+    assert a[rid]["token_ids"] == b[rid]["token_ids"] and a[rid]["authors"] == b[rid]["authors"]
+  import pandas as pd
+  summary = pd.read_csv(multi / "summary.csv")
+  assert set(summary["n"]) == {5}  # the report merged both processes' files: all 5 problems per policy
