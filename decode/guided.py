@@ -198,7 +198,7 @@ class GuidedDecoder:
     out = {}
     for who, lm, rules in (("student", self.student, self.student_rules), ("teacher", self.teacher, self.teacher_rules)):
       if lm is not None:
-        shape = (B, T, lm.cfg.num_kv_heads, lm.cfg.head_dim)
+        shape = (B, lm.cfg.num_kv_heads, T, lm.cfg.head_dim)
         out[f"{who}_cache_sharding"] = array_sharding(CACHE_AXES, shape, self.mesh, rules)
     return out
 

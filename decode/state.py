@@ -25,7 +25,7 @@ class LoopConfig:
   teacher_chunk: int = 32  # chunk of the teacher's lazy catch-up
   has_teacher: bool = True
   lockstep: bool = False   # naive baseline: teacher processes every token every iteration
-  student_cache_sharding: Any = None  # NamedSharding of a [B, T, K, D] cache array, or None
+  student_cache_sharding: Any = None  # NamedSharding of a [B, K, T, D] cache array, or None
   teacher_cache_sharding: Any = None
 
 

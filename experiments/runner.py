@@ -126,4 +126,7 @@ class SweepRunner:
       prefixes.append(b.token_ids[:cut])
       prefix_steps.append(k - 1)
     self.store.append(copied)
-    self._run_and_store(to_run, "fork", prefixes=prefixes, prefix_steps=prefix_steps)
+    # Batch rows with similar remaining budgets together: a batch runs until its longest row ends.
+    order = sorted(range(len(to_run)), key=lambda i: (-len(prefixes[i]), i))
+    self._run_and_store([to_run[i] for i in order], "fork", prefixes=[prefixes[i] for i in order],
+                        prefix_steps=[prefix_steps[i] for i in order])

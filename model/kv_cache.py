@@ -13,17 +13,19 @@ import jax.numpy as jnp
 from model.config import DecoderConfig
 
 # Logical axis names of one cache array (see configs/sharding_rules.py).
-CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
+# Layout [B, K, S, D]: attention contracts over D with (B, K) as batch dims, so the decode step
+# reads the cache in place, with no per-step transpose of the whole cache.
+CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")
 
 
 @flax.struct.dataclass
 class KVCache:
-  keys: tuple[jax.Array, ...]    # L x [B, S, K, D]
-  values: tuple[jax.Array, ...]  # L x [B, S, K, D]
+  keys: tuple[jax.Array, ...]    # L x [B, K, S, D]
+  values: tuple[jax.Array, ...]  # L x [B, K, S, D]
 
   @property
   def max_len(self) -> int:
-    return self.keys[0].shape[1]
+    return self.keys[0].shape[2]
 
   @property
   def batch_size(self) -> int:
@@ -31,20 +33,21 @@ class KVCache:
 
 
 def init_cache(cfg: DecoderConfig, batch_size: int, max_len: int) -> KVCache:
-  shape = (batch_size, max_len, cfg.num_kv_heads, cfg.head_dim)
+  shape = (batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
   zeros = lambda: jnp.zeros(shape, cfg.jnp_dtype)
   return KVCache(keys=tuple(zeros() for _ in range(cfg.num_layers)),
                  values=tuple(zeros() for _ in range(cfg.num_layers)))
 
 
 def write_chunk(cache_arr: jax.Array, new: jax.Array, start: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Writes new [B, C, K, D] at per-row positions start[b] + c for c < lengths[b].
+  """Writes new [B, K, C, D] into cache [B, K, S, D] at positions start[b] + c for c < lengths[b].
 
   Positions past a row's length or past the cache end are dropped (never clamped, which would
   silently overwrite valid history).
   """
-  B, C = new.shape[:2]
+  B, K, C, _ = new.shape
   c = jnp.arange(C)[None, :]  # [1, C]
-  pos = jnp.where(c < lengths[:, None], start[:, None] + c, cache_arr.shape[1])  # [B, C]
-  rows = jnp.broadcast_to(jnp.arange(B)[:, None], (B, C))
-  return cache_arr.at[rows, pos].set(new.astype(cache_arr.dtype), mode="drop")
+  pos = jnp.where(c < lengths[:, None], start[:, None] + c, cache_arr.shape[2])  # [B, C]
+  rows = jnp.arange(B)[:, None, None]
+  heads = jnp.arange(K)[None, :, None]
+  return cache_arr.at[rows, heads, pos[:, None, :]].set(new.astype(cache_arr.dtype), mode="drop")
