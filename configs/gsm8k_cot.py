@@ -1,7 +1,7 @@
 """GSM8K, 4-shot chain of thought, greedy (the paper's setting). Point the paths at local files:
 
   python -m experiments.sweep --config configs/gsm8k_cot.py --config.task.path=data/gsm8k/test.jsonl \
-      --config.exemplars.path=data/gsm8k/train.jsonl --config.students.0.path=... --config.teacher.path=...
+      --config.exemplars.path=data/gsm8k/train.jsonl "--config.students[0].path=..." --config.teacher.path=...
 """
 from ml_collections import ConfigDict
 

@@ -1,6 +1,6 @@
 """Demo teacher: a ~1.9M-param Llama trained from scratch on the synthetic task.
 
-  python -m experiments.train --config configs/train_teacher.py [--config.steps=2000 ...]
+  python -m experiments.train --config configs/train_teacher.py [--config.steps=1600 ...]
 """
 from ml_collections import ConfigDict
 
@@ -22,7 +22,7 @@ def training_fields(c: ConfigDict) -> ConfigDict:
   c.vocab_multiple = 64        # embedding rows padded past the tokenizer, as real models are
   c.batch_size = 32
   c.seq_len = 176              # longest synthetic example is ~165 tokens
-  c.steps = 2000
+  c.steps = 1600
   c.optim = dict(OPTIM)
   c.save_every = 250           # orbax checkpoint period (steps)
   c.keep = 3                   # checkpoints kept

@@ -118,14 +118,25 @@ def make_train_step(cfg: DecoderConfig, optimizer: optax.GradientTransformation)
     loss, grads = jax.value_and_grad(lambda p: loss_fn(cfg, p, batch))(state["params"])
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    return {"params": params, "opt_state": opt_state}, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return {"params": params, "opt_state": opt_state}, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
   return jax.jit(step, donate_argnums=0)
+
+
+def to_plain(value):
+  """ConfigDicts/tuples -> JSON-ready dicts/lists."""
+  if isinstance(value, ConfigDict):
+    value = value.to_dict()
+  if isinstance(value, dict):
+    return {k: to_plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_plain(v) for v in value]
+  return value
 
 
 def _check_resumable(workdir: Path, config: ConfigDict, model_spec: dict) -> None:
   """Refuses to resume a run whose result-changing settings differ from this config."""
   record = {k: (model_spec if k == "model" else config[k]) for k in RESUME_KEYS}
-  record = json.loads(json.dumps(record, default=list))
+  record = json.loads(json.dumps(to_plain(record)))
   path = workdir / "run_config.json"
   if path.exists():
     old = json.loads(path.read_text())
@@ -142,8 +153,8 @@ def export_model(out_dir: Path, cfg: DecoderConfig, params, tokenizer_dir: Path,
   """HF directory + the prompt format and task settings the model was trained with."""
   export_hf(out_dir, cfg, params, tokenizer=tokenizer_dir, dtype=config.export_dtype)
   (out_dir / FORMAT_FILE).write_text(json.dumps(FORMAT_RECORD, indent=2) + "\n")
-  info = {"synthetic": config.synthetic.to_dict(), **(extra or {})}
-  (out_dir / TRAINING_FILE).write_text(json.dumps(info, indent=2, default=list) + "\n")
+  info = {"synthetic": to_plain(config.synthetic), **(extra or {})}
+  (out_dir / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
   return out_dir
 
 
