@@ -42,7 +42,11 @@ def _policy_wants_teacher(s: LoopState, inp: LoopInputs, student_logits) -> tupl
   p = inp.policy
   k = s.steps_done + 1  # the coming step, 1-based
   in_window = (k >= p.step_lo) & (k < p.step_hi)
-  entropy, maxprob, margin = _uncertainty(student_logits)
+  # The vocabulary-wide softmax only runs when a row at a step start has an uncertainty trigger.
+  uses_metric = s.at_step_start & (p.trigger >= pol.TRIGGER_ENTROPY) & (p.trigger <= pol.TRIGGER_MARGIN)
+  B = student_logits.shape[0]
+  entropy, maxprob, margin = jax.lax.cond(
+      jnp.any(uses_metric), _uncertainty, lambda _: (jnp.zeros((B,)),) * 3, student_logits)
   u = jax.vmap(lambda key: jax.random.uniform(key))(position_key(
       jax.vmap(jax.random.key)(inp.seeds), s.length, _POLICY_STREAM))
   fires = ((p.trigger == pol.TRIGGER_ENTROPY) & (entropy > p.threshold)
