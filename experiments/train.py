@@ -36,7 +36,6 @@ from model.hf_import import load_model, load_tokenizer
 from model.kv_cache import init_cache
 from model.lm import forward, init_params
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "training config file (configs/train_teacher.py)")
 
 # Config fields that must not change between a run and its resumption (they change the result).
 RESUME_KEYS = ("model", "optim", "seed", "batch_size", "seq_len", "steps", "vocab_multiple")
@@ -245,13 +244,16 @@ def prepare_tokenizer(config: ConfigDict, workdir: Path, train_problems) -> Path
 
 
 def evaluate(model_dir: Path, config: ConfigDict) -> dict[str, Any]:
-  """Greedy accuracy on the synthetic test split, through the decode loop (written to eval.json)."""
+  """Greedy accuracy on the synthetic test split, through the decode loop.
+
+  Written to eval.json beside the model dir (in the workdir), keeping the HF dir itself pure.
+  """
   problems = generate_problems(synthetic_config(config), config.eval_problems, "test")
   lm = load_model(model_dir)
   completions = decode_greedy(lm, problems, batch_size=config.eval_batch_size,
                               max_new_tokens=config.max_new_tokens)
   result = {"split": "test", "n": len(problems), "accuracy": accuracy(problems, completions)}
-  (model_dir / "eval.json").write_text(json.dumps(result) + "\n")
+  (model_dir.parent / "eval.json").write_text(json.dumps(result) + "\n")
   logging.info("greedy test accuracy of %s: %.3f (n=%d)", model_dir, result["accuracy"], len(problems))
   return result
 
@@ -281,4 +283,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined only when run as a program, so importing this module (tests, distill) adds no flags.
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file (configs/train_teacher.py)")
   app.run(main)

@@ -139,6 +139,14 @@ def export_hf(out_dir: str | os.PathLike, cfg: DecoderConfig, params, tokenizer:
   return out_dir
 
 
+def _copy_other_files(src: Path, out: Path) -> None:
+  """Side files of the source dir (e.g. notes on how it was trained) travel with the weights."""
+  for f in src.iterdir():
+    is_weights = f.name.endswith((".safetensors", ".safetensors.index.json", ".bin", ".pt", ".tmp"))
+    if f.is_file() and not is_weights and not (out / f.name).exists():
+      shutil.copyfile(f, out / f.name)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m model.hf_export",
                               description="Re-write a Hugging Face model directory (e.g. in bfloat16).")
@@ -151,6 +159,7 @@ def main(argv=None) -> int:
     lm = load_model(args.src)
     _, hf = load_config(args.src)
     export_hf(args.out, lm.cfg, lm.params, tokenizer=args.src, hf_config=hf, dtype=args.dtype)
+    _copy_other_files(Path(args.src), Path(args.out))
   except (ModelLoadError, ExportError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -74,10 +74,12 @@ def test_bfloat16_storage_halves_size_and_stays_close(tmp_path, tok_dir):
   cfg = _cfg()
   params = init_params(cfg, jax.random.key(2))
   export_hf(tmp_path / "f32", cfg, params, tokenizer=tok_dir)
+  (tmp_path / "f32" / "notes.json").write_text("{}")
   assert export_main(["--src", str(tmp_path / "f32"), "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
   size = lambda d: (d / "model.safetensors").stat().st_size
   assert size(tmp_path / "bf16") < 0.6 * size(tmp_path / "f32")
   assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+  assert (tmp_path / "bf16" / "notes.json").exists()  # side files travel with the weights
   lm = load_model(tmp_path / "bf16")
   for a, b in zip(jax.tree.leaves(lm.params), jax.tree.leaves(params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-2, atol=1e-6)
