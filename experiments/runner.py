@@ -126,6 +126,9 @@ class SweepRunner:
       prefixes.append(b.token_ids[:cut])
       prefix_steps.append(k - 1)
     self.store.append(copied)
+    if self._bar is not None:  # copied rows need no loop call
+      self._bar.total = self._bar.n + self._n_batches(len(to_run))
+      self._bar.refresh()
     # Batch rows with similar remaining budgets together: a batch runs until its longest row ends.
     order = sorted(range(len(to_run)), key=lambda i: (-len(prefixes[i]), i))
     self._run_and_store([to_run[i] for i in order], "fork", prefixes=[prefixes[i] for i in order],
