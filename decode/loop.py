@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from decode import policy as pol
 from decode.sampling import position_key, sample_tokens
-from decode.state import PROMPT, STUDENT, TEACHER, LoopConfig, LoopInputs, LoopState, zeros_i32
+from decode.state import STUDENT, TEACHER, LoopConfig, LoopInputs, LoopState, zeros_i32
 from model.config import DecoderConfig
 from model.kv_cache import init_cache
 from model.lm import forward

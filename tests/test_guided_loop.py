@@ -1,5 +1,4 @@
 """The compiled guided loop against the plain host-side reference (tests/guided_reference.py)."""
-import numpy as np
 import pytest
 
 from decode.guided import GuidedDecoder

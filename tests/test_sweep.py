@@ -1,6 +1,5 @@
 """Sweeps: grid expansion, fork == plain, kill-and-resume, config overrides, bad configs."""
 import json
-import os
 import signal
 import subprocess
 import sys
