@@ -12,11 +12,24 @@ their steps as they would on real text (random models rarely emit a real "\\n" t
 Special tokens (<pad>, <bos>, <eos>, <unk>) get all-zero output embeddings: their logit is exactly 0
 while the largest of ~8k random logits is several standard deviations above 0, so greedy decoding
 never emits EOS and every row runs its full token budget on both sides (the benchmark verifies it).
+
+Also the setup the benchmark's sections share (experiments/bench_decode.py, bench_guided.py,
+bench_sweep.py): `setup` builds a pair and loads both sides into a `Context`, plus the timing,
+logging and machine helpers they all use.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
+import statistics
+import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+  from experiments.bench import Preset
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -123,3 +136,88 @@ def random_prompts(n: int, length: int, vocab_size: int, seed: int) -> list[list
   import numpy as np
   rng = np.random.default_rng(seed)
   return rng.integers(len(SPECIALS), vocab_size, size=(n, length)).tolist()
+
+
+# -- shared by the benchmark's sections ------------------------------------------------------------
+def log(msg: str) -> None:
+  print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs) -> float:
+  return float(statistics.median(xs))
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+  t0 = time.perf_counter()
+  out = fn()
+  return time.perf_counter() - t0, out
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, list[float]], dict]:
+  """Runs each fn once per round, round after round; returns times and each fn's last output."""
+  times = {k: [] for k in fns}
+  outs = {}
+  for _ in range(repeats):
+    for k, fn in fns.items():
+      dt, outs[k] = timed(fn)
+      times[k].append(dt)
+  return times, outs
+
+
+def cpu_count() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+@dataclasses.dataclass
+class Context:
+  preset: Preset
+  student: object      # our LanguageModel
+  teacher: object
+  hf_student: object   # torch models loaded with from_pretrained from the same dirs
+  hf_teacher: object
+  tokenizer: object
+  student_dir: Path
+  teacher_dir: Path
+  prompts: list[list[int]]  # batch x prompt_len
+  max_len: int
+
+  def roundtrip(self, ids: list[int]) -> list[int]:
+    """ids -> text -> ids, the way the sweep runner encodes its prompts."""
+    return self.tokenizer(self.tokenizer.decode(ids), add_special_tokens=True)["input_ids"]
+
+
+def setup(preset: Preset, root: Path) -> Context:
+  import jax
+  import torch
+  import transformers
+  from decode.guided import _round_up
+  from model.hf_import import load_model
+
+  transformers.logging.set_verbosity_error()
+  transformers.utils.logging.disable_progress_bar()
+  p = preset
+  t0 = time.perf_counter()
+  s_dir, t_dir, torch_s, torch_t, tok = make_pair(root, p.pair, seed=0)
+  del torch_s, torch_t
+  student, teacher = load_model(s_dir), load_model(t_dir)
+  hf_s = transformers.AutoModelForCausalLM.from_pretrained(str(s_dir), dtype=torch.float32).eval()
+  hf_t = transformers.AutoModelForCausalLM.from_pretrained(str(t_dir), dtype=torch.float32).eval()
+  prompts = random_prompts(max(p.batch, p.sweep_prompts), p.prompt_len, p.pair.vocab_size, seed=1)
+  max_len = _round_up(p.prompt_len + p.max_new_tokens, 64)
+  log(f"setup: models built, saved and loaded in {time.perf_counter() - t0:.1f}s "
+      f"(jax {jax.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch threads)")
+  return Context(preset=p, student=student, teacher=teacher, hf_student=hf_s, hf_teacher=hf_t, tokenizer=tok,
+                 student_dir=s_dir, teacher_dir=t_dir, prompts=prompts, max_len=max_len)
