@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 
-# Must precede the first `import torch`: with OpenMP's default (spinning) wait policy, torch's
-# threads collapse when another process shares the cores (measured here: 2 threads at 4-12 tok/s
-# vs 40-46 tok/s with PASSIVE, on the same model). JAX's CPU thread pool does not use OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left to the caller: torch's default (spinning) threads are ~2x faster at
+# batch 1 on a quiet machine (measured: HF 116 vs 60 tok/s with OMP_WAIT_POLICY=PASSIVE), so
+# forcing PASSIVE would flatter our ratios; on a machine shared with other jobs, spinning threads
+# collapse instead, and `OMP_WAIT_POLICY=PASSIVE python -m experiments.bench` is the fairer run.
+# The JSON records the policy in effect. JAX's CPU thread pool does not use OpenMP.
 
 import argparse
 import dataclasses

@@ -10,10 +10,7 @@ import tiny_models
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-  d = tmp_path_factory.mktemp("cli")
-  tiny_models.make_hf_model(d / "s", "llama", seed=11, init_std=0.3)
-  tiny_models.make_hf_model(d / "t", "qwen2", seed=12, hidden_size=48, num_hidden_layers=3, init_std=0.3)
-  return d
+  return tiny_models.make_model_pair(tmp_path_factory.mktemp("cli"))
 
 
 def _run(*args):

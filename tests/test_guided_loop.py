@@ -13,9 +13,7 @@ MAX_NEW = 24
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-  d = tmp_path_factory.mktemp("pair")
-  tiny_models.make_hf_model(d / "s", "llama", seed=11, init_std=0.3)
-  tiny_models.make_hf_model(d / "t", "qwen2", seed=12, hidden_size=48, num_hidden_layers=3, init_std=0.3)
+  d = tiny_models.make_model_pair(tmp_path_factory.mktemp("pair"))
   return load_model(d / "s"), load_model(d / "t")
 
 

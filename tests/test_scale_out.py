@@ -44,11 +44,7 @@ MESH_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-  d = tmp_path_factory.mktemp("scale")
-  tiny_models.make_hf_model(d / "s", "llama", seed=11, init_std=0.3, max_position_embeddings=1024)
-  tiny_models.make_hf_model(d / "t", "qwen2", seed=12, hidden_size=48, num_hidden_layers=3, init_std=0.3,
-                            max_position_embeddings=1024)
-  return d
+  return tiny_models.make_model_pair(tmp_path_factory.mktemp("scale"), max_position_embeddings=1024)
 
 
 def test_meshes_give_single_device_tokens(models):

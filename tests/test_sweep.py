@@ -21,11 +21,7 @@ POLICIES = ("never", "always", "step:1", "step:2", "step:3", "step:2,n=2", "hint
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-  d = tmp_path_factory.mktemp("sweep_models")
-  tiny_models.make_hf_model(d / "s", "llama", seed=11, init_std=0.3, max_position_embeddings=1024)
-  tiny_models.make_hf_model(d / "t", "qwen2", seed=12, hidden_size=48, num_hidden_layers=3, init_std=0.3,
-                            max_position_embeddings=1024)
-  return d
+  return tiny_models.make_model_pair(tmp_path_factory.mktemp("sweep_models"), max_position_embeddings=1024)
 
 
 def sweep_config(models, out, **overrides) -> ConfigDict:

@@ -69,3 +69,13 @@ def make_hf_model(out_dir: str | Path, family: str = "llama", seed: int = 0, tok
   if tokenizer:
     make_tokenizer(out_dir)
   return model
+
+
+def make_model_pair(out_dir: str | Path, max_position_embeddings: int = 256) -> Path:
+  """A student (Llama) and a larger teacher of another family (Qwen2) sharing one tokenizer,
+  saved as out_dir/s and out_dir/t: the pair every decode and sweep test guides with."""
+  out_dir = Path(out_dir)
+  make_hf_model(out_dir / "s", "llama", seed=11, init_std=0.3, max_position_embeddings=max_position_embeddings)
+  make_hf_model(out_dir / "t", "qwen2", seed=12, hidden_size=48, num_hidden_layers=3, init_std=0.3,
+                max_position_embeddings=max_position_embeddings)
+  return out_dir
