@@ -154,15 +154,21 @@ def _record_id(record: dict[str, Any], key: str, index: int) -> str:
     return str(value).strip().replace("/", "_")
 
 
+def _json_records(path: Path):
+    """(index, location for errors, record) for each object of a JSON-list file."""
+    for index, record in enumerate(_read_json_list(path)):
+        where = f"{path}: record {index}"
+        if not isinstance(record, dict):
+            raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        yield index, where, record
+
+
 def load_svamp(path: str | Path, split: str | None = None) -> list[Problem]:
     """SVAMP json: a list of {"Body", "Question", "Answer", optional "ID", "Equation"}."""
     path = Path(path)
     split_name = _split_name(path, split)
     problems: list[Problem] = []
-    for index, record in enumerate(_read_json_list(path)):
-        where = f"{path}: record {index}"
-        if not isinstance(record, dict):
-            raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for index, where, record in _json_records(path):
         body = _text_field(record, "Body", where)
         question = _text_field(record, "Question", where)
         if "Answer" not in record:
@@ -184,10 +190,7 @@ def load_multiarith(path: str | Path, split: str | None = None) -> list[Problem]
     path = Path(path)
     split_name = _split_name(path, split)
     problems: list[Problem] = []
-    for index, record in enumerate(_read_json_list(path)):
-        where = f"{path}: record {index}"
-        if not isinstance(record, dict):
-            raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for index, where, record in _json_records(path):
         question = _text_field(record, "sQuestion", where)
         solutions = record.get("lSolutions")
         if not isinstance(solutions, list) or len(solutions) != 1:
