@@ -78,7 +78,9 @@ class GuidedDecoder:
       if student.cfg.vocab_size < self.vocab_size:
         raise DecodeInputError(f"the student's embedding has {student.cfg.vocab_size} rows but its tokenizer "
                                f"{self.vocab_size} tokens")
-    self.masks: VocabMasks = build_masks(tok, step_delimiter)
+    # EOS: the tokenizer's, plus every id the model configs declare (Llama 3 has two).
+    extra_eos = tuple(student.eos_token_ids) + (tuple(teacher.eos_token_ids) if teacher is not None else ())
+    self.masks: VocabMasks = build_masks(tok, step_delimiter, extra_eos=extra_eos)
     self.teacher_chunk, self.prefill_chunk = teacher_chunk, prefill_chunk
     self.lockstep, self.length_bucket = lockstep, length_bucket
     # Placement: rows over the mesh's 'data' axis; each cache follows its own model's rules.

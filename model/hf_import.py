@@ -131,10 +131,31 @@ def load_tokenizer(model_dir: str | os.PathLike):
                          "tokenizer.json or tokenizer_config.json with its vocabulary")
 
 
+def eos_token_ids(model_dir: str | os.PathLike, hf_config) -> tuple[int, ...]:
+  """End-of-sequence ids declared by config.json and generation_config.json (int or list)."""
+  ids: set[int] = set()
+
+  def add(value):
+    if isinstance(value, int):
+      ids.add(value)
+    elif isinstance(value, (list, tuple)):
+      ids.update(v for v in value if isinstance(v, int))
+
+  add(getattr(hf_config, "eos_token_id", None))
+  gen = Path(model_dir) / "generation_config.json"
+  if gen.exists():
+    try:
+      add(json.loads(gen.read_text()).get("eos_token_id"))
+    except json.JSONDecodeError as e:
+      raise ModelLoadError(f"{gen}: not valid JSON ({e.msg})")
+  return tuple(sorted(ids))
+
+
 def load_model(model_dir: str | os.PathLike, *, dtype: str = "float32", mesh=None, rules=None,
                with_tokenizer: bool = True, name: str | None = None) -> LanguageModel:
   """The whole import path: config -> params (sharded if a mesh is given) -> tokenizer."""
-  cfg, _ = load_config(model_dir, dtype)
+  cfg, hf_config = load_config(model_dir, dtype)
   params = load_params(model_dir, cfg, mesh, rules)
   tok = load_tokenizer(model_dir) if with_tokenizer else None
-  return LanguageModel(cfg=cfg, params=params, tokenizer=tok, name=name or Path(model_dir).name)
+  return LanguageModel(cfg=cfg, params=params, tokenizer=tok, name=name or Path(model_dir).name,
+                       eos_token_ids=eos_token_ids(model_dir, hf_config))

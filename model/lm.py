@@ -22,6 +22,7 @@ class LanguageModel:
   params: Any                 # pytree of (possibly sharded) arrays, {'params': ...}
   tokenizer: Any = None       # transformers tokenizer (host side only)
   name: str = "model"
+  eos_token_ids: tuple[int, ...] = ()  # from config.json / generation_config.json (e.g. Llama 3's two)
 
   @property
   def module(self) -> Decoder:

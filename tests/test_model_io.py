@@ -139,3 +139,12 @@ def test_tensor_parallel_forward_on_8_fake_devices(model_dir):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   r = subprocess.run([sys.executable, "-c", TP_SCRIPT, str(model_dir)], capture_output=True, text=True, env=env)
   assert "TP_OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_eos_ids_from_config_and_generation_config(tmp_path, model_dir):
+  d = _copy_model(model_dir, tmp_path / "m")
+  (d / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7]}))
+  lm = load_model(d)
+  assert lm.eos_token_ids == (2, 7)
+  from decode.guided import GuidedDecoder
+  assert GuidedDecoder(lm).masks.eos[[2, 7]].all()
