@@ -18,10 +18,10 @@ from fractions import Fraction
 # or plain digits, optional decimals, optional "/denominator" or trailing "%".
 # The sign is only taken when it is not a binary minus ("5-3" is 5 and 3, not 5 and -3).
 _NUMBER = (
-    r"(?:(?<![\w)])[-\u2212])?\$?"
-    r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
-    r"(?:/\d+(?:\.\d+)?)?%?"
-    r"|(?:(?<![\w)])[-\u2212])?\$?\.\d+%?"
+  r"(?:(?<![\w)])[-\u2212])?\$?"
+  r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+  r"(?:/\d+(?:\.\d+)?)?%?"
+  r"|(?:(?<![\w)])[-\u2212])?\$?\.\d+%?"
 )
 NUMBER_PATTERN = re.compile(_NUMBER)
 _FULL_NUMBER = re.compile(rf"\s*(?:{_NUMBER})\s*\.?\s*")
@@ -30,8 +30,8 @@ _HASH_ANSWER = re.compile(rf"####\s*({_NUMBER})")
 _SAID_ANSWER = re.compile(rf"[Tt]he (?:final )?answer is\s*:?\s*({_NUMBER})")
 # A line that states the final answer; everything after it is discarded.
 _FINAL_LINE = re.compile(
-    rf"^.*(?:####\s*(?:{_NUMBER})|[Tt]he (?:final )?answer is\s*:?\s*(?:{_NUMBER})).*$",
-    re.MULTILINE,
+  rf"^.*(?:####\s*(?:{_NUMBER})|[Tt]he (?:final )?answer is\s*:?\s*(?:{_NUMBER})).*$",
+  re.MULTILINE,
 )
 # A student that forgot to answer often starts a new few-shot block instead.
 _NEW_QUESTION = re.compile(r"\n\s*Question:")
@@ -43,96 +43,94 @@ REL_TOLERANCE = 1e-6
 
 
 def _format_decimal(value: Decimal) -> str:
-    """Plain (non-scientific) decimal string without trailing zeros; -0 becomes 0."""
-    if value == 0:
-        return "0"
-    text = format(value.normalize(), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+  """Plain (non-scientific) decimal string without trailing zeros; -0 becomes 0."""
+  if value == 0:
+    return "0"
+  text = format(value.normalize(), "f")
+  if "." in text:
+    text = text.rstrip("0").rstrip(".")
+  return text
 
 
 def _fraction_to_decimal(fraction: Fraction) -> Decimal:
-    """Exact decimal when the fraction terminates, else rounded to a few digits."""
-    denominator = fraction.denominator
-    for prime in (2, 5):
-        while denominator % prime == 0:
-            denominator //= prime
-    if denominator == 1:
-        return Decimal(fraction.numerator) / Decimal(fraction.denominator)
-    rounded = round(fraction.numerator / fraction.denominator, _REPEATING_DECIMAL_DIGITS)
-    return Decimal(repr(rounded))
+  """Exact decimal when the fraction terminates, else rounded to a few digits."""
+  denominator = fraction.denominator
+  for prime in (2, 5):
+    while denominator % prime == 0:
+      denominator //= prime
+  if denominator == 1:
+    return Decimal(fraction.numerator) / Decimal(fraction.denominator)
+  rounded = round(fraction.numerator / fraction.denominator, _REPEATING_DECIMAL_DIGITS)
+  return Decimal(repr(rounded))
 
 
 def normalize_number(text: str | int | float) -> str | None:
-    """Canonical string for a number written in text, or None when it is not one number.
+  """Canonical string for a number written in text, or None when it is not one number.
 
-    "$1,200.50" -> "1200.5", "7.0" -> "7", "3,000" -> "3000", "40%" -> "40",
-    "1/2" -> "0.5", "-3" -> "-3". A single trailing sentence period is allowed ("7.").
-    """
-    if isinstance(text, bool):
+  "$1,200.50" -> "1200.5", "7.0" -> "7", "3,000" -> "3000", "40%" -> "40",
+  "1/2" -> "0.5", "-3" -> "-3". A single trailing sentence period is allowed ("7.").
+  """
+  if isinstance(text, bool):
+    return None
+  if isinstance(text, (int, float)):
+    if isinstance(text, float) and not math.isfinite(text):
+      return None
+    return _format_decimal(Decimal(repr(text)))
+  if not _FULL_NUMBER.fullmatch(text):
+    return None
+  cleaned = text.strip().rstrip(".").strip()
+  cleaned = cleaned.replace("\u2212", "-").replace("$", "").replace(",", "").rstrip("%")
+  try:
+    if "/" in cleaned:
+      numerator, denominator = cleaned.split("/")
+      if Decimal(denominator) == 0:
         return None
-    if isinstance(text, (int, float)):
-        if isinstance(text, float) and not math.isfinite(text):
-            return None
-        return _format_decimal(Decimal(repr(text)))
-    if not _FULL_NUMBER.fullmatch(text):
-        return None
-    cleaned = text.strip().rstrip(".").strip()
-    cleaned = cleaned.replace("\u2212", "-").replace("$", "").replace(",", "").rstrip("%")
-    try:
-        if "/" in cleaned:
-            numerator, denominator = cleaned.split("/")
-            if Decimal(denominator) == 0:
-                return None
-            fraction = Fraction(numerator) / Fraction(denominator)
-            return _format_decimal(_fraction_to_decimal(fraction))
-        return _format_decimal(Decimal(cleaned))
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def strip_after_answer(completion: str) -> str:
-    """Cut a completion after its first final-answer line ("#### N" / "The answer is N").
-
-    Without an answer line, cut before a new "Question:" block the student started on
-    its own, so the last-number fallback cannot read a number from an invented question.
-    """
-    final_line = _FINAL_LINE.search(completion)
-    if final_line is not None:
-        return completion[: final_line.end()]
-    new_question = _NEW_QUESTION.search(completion)
-    if new_question is not None:
-        return completion[: new_question.start()]
-    return completion
-
-
-def extract_answer(completion: str) -> str | None:
-    """The normalised final answer of a completion, or None when it states no number.
-
-    Order of preference: "#### N", "The answer is N", the last number in the text
-    (after `strip_after_answer`).
-    """
-    text = strip_after_answer(completion)
-    for pattern in (_HASH_ANSWER, _SAID_ANSWER):
-        found = pattern.search(text)
-        if found is not None:
-            return normalize_number(found.group(1))
-    numbers = NUMBER_PATTERN.findall(text)
-    for candidate in reversed(numbers):
-        normalised = normalize_number(candidate)
-        if normalised is not None:
-            return normalised
+      fraction = Fraction(numerator) / Fraction(denominator)
+      return _format_decimal(_fraction_to_decimal(fraction))
+    return _format_decimal(Decimal(cleaned))
+  except (InvalidOperation, ValueError):
     return None
 
 
+def strip_after_answer(completion: str) -> str:
+  """Cut a completion after its first final-answer line ("#### N" / "The answer is N").
+
+  Without an answer line, cut before a new "Question:" block the student started on
+  its own, so the last-number fallback cannot read a number from an invented question.
+  """
+  final_line = _FINAL_LINE.search(completion)
+  if final_line is not None:
+    return completion[: final_line.end()]
+  new_question = _NEW_QUESTION.search(completion)
+  if new_question is not None:
+    return completion[: new_question.start()]
+  return completion
+
+
+def extract_answer(completion: str) -> str | None:
+  """The normalised final answer of a completion, or None when it states no number.
+
+  Order of preference: "#### N", "The answer is N", the last number in the text
+  (after `strip_after_answer`).
+  """
+  text = strip_after_answer(completion)
+  for pattern in (_HASH_ANSWER, _SAID_ANSWER):
+    found = pattern.search(text)
+    if found is not None:
+      return normalize_number(found.group(1))
+  numbers = NUMBER_PATTERN.findall(text)
+  for candidate in reversed(numbers):
+    normalised = normalize_number(candidate)
+    if normalised is not None:
+      return normalised
+  return None
+
+
 def answers_match(pred: str | None, gold: str | None) -> bool:
-    """Numeric equality within a small tolerance; anything unparsable never matches."""
-    if pred is None or gold is None:
-        return False
-    pred_norm, gold_norm = normalize_number(pred), normalize_number(gold)
-    if pred_norm is None or gold_norm is None:
-        return False
-    return math.isclose(
-        float(pred_norm), float(gold_norm), rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE
-    )
+  """Numeric equality within a small tolerance; anything unparsable never matches."""
+  if pred is None or gold is None:
+    return False
+  pred_norm, gold_norm = normalize_number(pred), normalize_number(gold)
+  if pred_norm is None or gold_norm is None:
+    return False
+  return math.isclose(float(pred_norm), float(gold_norm), rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE)

@@ -14,208 +14,266 @@ from matplotlib.figure import Figure
 
 from experiments import analysis
 
-def _figure_png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)  # render with Agg without touching pyplot's global backend
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
 
+def _figure_png(fig: Figure) -> bytes:
+  FigureCanvasAgg(fig)  # render with Agg without touching pyplot's global backend
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+  return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- formatting
 
+
 def missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+  return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def label(x: Any) -> str:
-    return "-" if missing(x) or x == "" else str(x)
+  return "-" if missing(x) or x == "" else str(x)
 
 
 def pct(x: Any, digits: int = 1) -> str:
-    return "n/a" if missing(x) else f"{100.0 * float(x):.{digits}f}%"
+  return "n/a" if missing(x) else f"{100.0 * float(x):.{digits}f}%"
 
 
 def points(x: Any) -> str:
-    return "n/a" if missing(x) else f"{float(x):+.1f}"
+  return "n/a" if missing(x) else f"{float(x):+.1f}"
 
 
 def ci(low: Any, high: Any) -> str:
-    return "n/a" if missing(low) or missing(high) else f"[{float(low):+.1f}, {float(high):+.1f}]"
+  return "n/a" if missing(low) or missing(high) else f"[{float(low):+.1f}, {float(high):+.1f}]"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-markdown table (no tabulate dependency); '|' in cells is escaped."""
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|")
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+  """A GitHub-markdown table (no tabulate dependency); '|' in cells is escaped."""
+
+  def cell(v: Any) -> str:
+    return str(v).replace("|", "\\|")
+
+  lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- summary views
 
+
 def keyed(summary: pd.DataFrame) -> pd.DataFrame:
-    """Summary with missing teacher/checkpoint as '' so they compare equal."""
-    s = summary.copy()
-    for col in ("teacher", "checkpoint"):
-        s[col] = ["" if missing(v) else str(v) for v in s[col]]
-    return s
+  """Summary with missing teacher/checkpoint as '' so they compare equal."""
+  s = summary.copy()
+  for col in ("teacher", "checkpoint"):
+    s[col] = ["" if missing(v) else str(v) for v in s[col]]
+  return s
 
 
-def summary_row(s: pd.DataFrame, task: str, student: str, teacher: str, checkpoint: str, policy: str) -> pd.Series | None:
-    hit = s[(s.task == task) & (s.student == student) & (s.teacher == teacher)
-            & (s.checkpoint == checkpoint) & (s.policy == policy)]
-    return None if hit.empty else hit.iloc[0]
+def summary_row(
+  s: pd.DataFrame, task: str, student: str, teacher: str, checkpoint: str, policy: str
+) -> pd.Series | None:
+  hit = s[
+    (s.task == task)
+    & (s.student == student)
+    & (s.teacher == teacher)
+    & (s.checkpoint == checkpoint)
+    & (s.policy == policy)
+  ]
+  return None if hit.empty else hit.iloc[0]
 
 
 def baseline_row(s: pd.DataFrame, task: str, student: str, teacher: str, checkpoint: str) -> pd.Series | None:
-    """Student-only row for a config; a teacher-less "never" row serves every teacher."""
-    row = summary_row(s, task, student, teacher, checkpoint, "never")
-    return row if row is not None or teacher == "" else summary_row(s, task, student, "", checkpoint, "never")
+  """Student-only row for a config; a teacher-less "never" row serves every teacher."""
+  row = summary_row(s, task, student, teacher, checkpoint, "never")
+  return row if row is not None or teacher == "" else summary_row(s, task, student, "", checkpoint, "never")
 
 
 def _panels(s: pd.DataFrame) -> list[tuple[str, str]]:
-    """(task, teacher) panels: one per teacher that guided something, else per task."""
-    guided = s[(s.policy != "never") & (s.teacher != "")]
-    src = guided if not guided.empty else s
-    pairs = {(t, te) for t, te in zip(src.task, src.teacher)}
-    return sorted(pairs, key=lambda p: (p[0], analysis.natural_sort_key(p[1])))
+  """(task, teacher) panels: one per teacher that guided something, else per task."""
+  guided = s[(s.policy != "never") & (s.teacher != "")]
+  src = guided if not guided.empty else s
+  pairs = {(t, te) for t, te in zip(src.task, src.teacher)}
+  return sorted(pairs, key=lambda p: (p[0], analysis.natural_sort_key(p[1])))
 
 
 def _main_checkpoint(s: pd.DataFrame, task: str, student: str) -> str:
-    """The checkpoint the headline plots use: the unlabelled run if any, else the latest label."""
-    labels = set(s[(s.task == task) & (s.student == student)].checkpoint)
-    return "" if "" in labels or not labels else sorted(labels, key=analysis.natural_sort_key)[-1]
+  """The checkpoint the headline plots use: the unlabelled run if any, else the latest label."""
+  labels = set(s[(s.task == task) & (s.student == student)].checkpoint)
+  return "" if "" in labels or not labels else sorted(labels, key=analysis.natural_sort_key)[-1]
 
 
 def _students(s: pd.DataFrame, task: str) -> list[str]:
-    return sorted(set(s[s.task == task].student))
+  return sorted(set(s[s.task == task].student))
 
 
 def _grid(n: int, width: float = 7.5, height: float = 4.2) -> tuple[Figure, list[Any]]:
-    ncols = min(3, max(1, n))
-    nrows = math.ceil(max(1, n) / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(max(1, n))]
-    return fig, axes
+  ncols = min(3, max(1, n))
+  nrows = math.ceil(max(1, n) / ncols)
+  fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+  axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(max(1, n))]
+  return fig, axes
 
 
 def _jitter(i: int, n: int) -> float:
-    """Small x offset of line i of n, so coinciding points and error bars stay distinguishable."""
-    return 0.06 * (i - (n - 1) / 2)
+  """Small x offset of line i of n, so coinciding points and error bars stay distinguishable."""
+  return 0.06 * (i - (n - 1) / 2)
 
 
 def _panel_title(task: str, teacher: str, extra: str = "") -> str:
-    title = task if teacher == "" else f"{task} - teacher {teacher}"
-    return f"{title}\n{extra}" if extra else title
+  title = task if teacher == "" else f"{task} - teacher {teacher}"
+  return f"{title}\n{extra}" if extra else title
 
 
-def _step_curve(ax: Any, s: pd.DataFrame, task: str, student: str, teacher: str, checkpoint: str,
-                color: Any, label: str, references: bool, dx: float = 0.0) -> bool:
-    """Accuracy vs K for one config, K=0 = student alone; error bars = 95% CI of the paired gain."""
-    steps = s[(s.task == task) & (s.student == student) & (s.teacher == teacher)
-              & (s.checkpoint == checkpoint) & s.step_k.notna()].sort_values("step_k")
-    base = baseline_row(s, task, student, teacher, checkpoint)
-    always = summary_row(s, task, student, teacher, checkpoint, "always")
-    if steps.empty and base is None and always is None:
-        return False
-    xs, ys = list(steps.step_k.astype(float)), list(100.0 * steps.accuracy)
-    centre = 100.0 * steps.baseline_accuracy
-    lower = np.clip(np.asarray(ys) - (centre + steps.gain_ci_low).to_numpy(dtype=float), 0, None)
-    upper = np.clip((centre + steps.gain_ci_high).to_numpy(dtype=float) - np.asarray(ys), 0, None)
-    if base is not None:
-        xs, ys = [0.0] + xs, [100.0 * base.accuracy] + ys
-        lower, upper = np.r_[0.0, lower], np.r_[0.0, upper]
-    if xs:
-        yerr = np.vstack([np.nan_to_num(lower), np.nan_to_num(upper)])
-        ax.errorbar(np.asarray(xs) + dx, ys, yerr=yerr, color=color, marker="o", capsize=3, label=label)
-    if references and base is not None:
-        ax.axhline(100.0 * base.accuracy, color=color, linestyle="--", linewidth=1, alpha=0.7,
-                   label=f"{label}: student only")
-    if references and always is not None:
-        ax.axhline(100.0 * always.accuracy, color=color, linestyle=":", linewidth=1.5, alpha=0.9,
-                   label=f"{label}: teacher only (always)")
-    return True
+def _step_curve(
+  ax: Any,
+  s: pd.DataFrame,
+  task: str,
+  student: str,
+  teacher: str,
+  checkpoint: str,
+  color: Any,
+  label: str,
+  references: bool,
+  dx: float = 0.0,
+) -> bool:
+  """Accuracy vs K for one config, K=0 = student alone; error bars = 95% CI of the paired gain."""
+  steps = s[
+    (s.task == task)
+    & (s.student == student)
+    & (s.teacher == teacher)
+    & (s.checkpoint == checkpoint)
+    & s.step_k.notna()
+  ].sort_values("step_k")
+  base = baseline_row(s, task, student, teacher, checkpoint)
+  always = summary_row(s, task, student, teacher, checkpoint, "always")
+  if steps.empty and base is None and always is None:
+    return False
+  xs, ys = list(steps.step_k.astype(float)), list(100.0 * steps.accuracy)
+  centre = 100.0 * steps.baseline_accuracy
+  lower = np.clip(np.asarray(ys) - (centre + steps.gain_ci_low).to_numpy(dtype=float), 0, None)
+  upper = np.clip((centre + steps.gain_ci_high).to_numpy(dtype=float) - np.asarray(ys), 0, None)
+  if base is not None:
+    xs, ys = [0.0] + xs, [100.0 * base.accuracy] + ys
+    lower, upper = np.r_[0.0, lower], np.r_[0.0, upper]
+  if xs:
+    yerr = np.vstack([np.nan_to_num(lower), np.nan_to_num(upper)])
+    ax.errorbar(np.asarray(xs) + dx, ys, yerr=yerr, color=color, marker="o", capsize=3, label=label)
+  if references and base is not None:
+    ax.axhline(
+      100.0 * base.accuracy,
+      color=color,
+      linestyle="--",
+      linewidth=1,
+      alpha=0.7,
+      label=f"{label}: student only",
+    )
+  if references and always is not None:
+    ax.axhline(
+      100.0 * always.accuracy,
+      color=color,
+      linestyle=":",
+      linewidth=1.5,
+      alpha=0.9,
+      label=f"{label}: teacher only (always)",
+    )
+  return True
 
 
 def _finish_step_axes(ax: Any, drew: bool) -> None:
-    ax.set_xlabel("teacher writes step K (0 = student alone)")
-    ax.set_ylabel("accuracy (%)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(alpha=0.3)
-    if drew:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    else:
-        ax.text(0.5, 0.5, "no step:K or baseline rows", ha="center", va="center", transform=ax.transAxes)
+  ax.set_xlabel("teacher writes step K (0 = student alone)")
+  ax.set_ylabel("accuracy (%)")
+  ax.xaxis.get_major_locator().set_params(integer=True)
+  ax.grid(alpha=0.3)
+  if drew:
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+  else:
+    ax.text(0.5, 0.5, "no step:K or baseline rows", ha="center", va="center", transform=ax.transAxes)
 
 
 # --------------------------------------------------------------------------- plots
 
+
 def plot_accuracy_vs_step(summary: pd.DataFrame) -> bytes:
-    """The paper's curve: one line per student, with student-only and teacher-only references."""
-    s = keyed(summary)
-    panels = _panels(s)
-    fig, axes = _grid(len(panels))
-    for ax, (task, teacher) in zip(axes, panels):
-        drew = False
-        students = _students(s, task)
-        for i, student in enumerate(students):
-            ckpt = _main_checkpoint(s, task, student)
-            label = student if ckpt == "" else f"{student} @ {ckpt}"
-            drew |= _step_curve(ax, s, task, student, teacher, ckpt, f"C{i}", label, references=True,
-                                dx=_jitter(i, len(students)))
-        ax.set_title(_panel_title(task, teacher), fontsize=10)
-        _finish_step_axes(ax, drew)
-    fig.suptitle("Accuracy vs the step the teacher writes (error bars: 95% bootstrap CI of the gain)", fontsize=10)
-    return _figure_png(fig)
+  """The paper's curve: one line per student, with student-only and teacher-only references."""
+  s = keyed(summary)
+  panels = _panels(s)
+  fig, axes = _grid(len(panels))
+  for ax, (task, teacher) in zip(axes, panels):
+    drew = False
+    students = _students(s, task)
+    for i, student in enumerate(students):
+      ckpt = _main_checkpoint(s, task, student)
+      label = student if ckpt == "" else f"{student} @ {ckpt}"
+      drew |= _step_curve(
+        ax, s, task, student, teacher, ckpt, f"C{i}", label, references=True, dx=_jitter(i, len(students))
+      )
+    ax.set_title(_panel_title(task, teacher), fontsize=10)
+    _finish_step_axes(ax, drew)
+  fig.suptitle(
+    "Accuracy vs the step the teacher writes (error bars: 95% bootstrap CI of the gain)", fontsize=10
+  )
+  return _figure_png(fig)
 
 
 def plot_accuracy_vs_teacher_fraction(summary: pd.DataFrame) -> bytes:
-    """Cost vs benefit: every policy as a point (x = share of tokens the teacher wrote)."""
-    s = keyed(summary)
-    panels = _panels(s)
-    fig, axes = _grid(len(panels))
-    for ax, (task, teacher) in zip(axes, panels):
-        for i, student in enumerate(_students(s, task)):
-            ckpt = _main_checkpoint(s, task, student)
-            pts = s[(s.task == task) & (s.student == student) & (s.checkpoint == ckpt)
-                    & ((s.teacher == teacher) | ((s.policy == "never") & (s.teacher == "")))]
-            pts = pts.drop_duplicates("policy")
-            if pts.empty:
-                continue
-            label = student if ckpt == "" else f"{student} @ {ckpt}"
-            ax.scatter(100.0 * pts.teacher_fraction, 100.0 * pts.accuracy, color=f"C{i}", label=label, zorder=3)
-            for x, y, p in zip(pts.teacher_fraction, pts.accuracy, pts.policy):
-                ax.annotate(p, (100.0 * x, 100.0 * y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set_title(_panel_title(task, teacher), fontsize=10)
-        ax.set_xlabel("teacher-written tokens (% of all generated)")
-        ax.set_ylabel("accuracy (%)")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle("Accuracy vs teacher-token fraction, one point per policy", fontsize=10)
-    return _figure_png(fig)
+  """Cost vs benefit: every policy as a point (x = share of tokens the teacher wrote)."""
+  s = keyed(summary)
+  panels = _panels(s)
+  fig, axes = _grid(len(panels))
+  for ax, (task, teacher) in zip(axes, panels):
+    for i, student in enumerate(_students(s, task)):
+      ckpt = _main_checkpoint(s, task, student)
+      pts = s[
+        (s.task == task)
+        & (s.student == student)
+        & (s.checkpoint == ckpt)
+        & ((s.teacher == teacher) | ((s.policy == "never") & (s.teacher == "")))
+      ]
+      pts = pts.drop_duplicates("policy")
+      if pts.empty:
+        continue
+      label = student if ckpt == "" else f"{student} @ {ckpt}"
+      ax.scatter(100.0 * pts.teacher_fraction, 100.0 * pts.accuracy, color=f"C{i}", label=label, zorder=3)
+      for x, y, p in zip(pts.teacher_fraction, pts.accuracy, pts.policy):
+        ax.annotate(p, (100.0 * x, 100.0 * y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_title(_panel_title(task, teacher), fontsize=10)
+    ax.set_xlabel("teacher-written tokens (% of all generated)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+  fig.suptitle("Accuracy vs teacher-token fraction, one point per policy", fontsize=10)
+  return _figure_png(fig)
 
 
 def plot_accuracy_vs_step_by_checkpoint(summary: pd.DataFrame) -> bytes:
-    """How the value of early guidance changes as the student trains: one line per checkpoint."""
-    s = keyed(summary)
-    panels = [(task, teacher, student) for task, teacher in _panels(s) for student in _students(s, task)
-              if (s[(s.task == task) & (s.student == student)].checkpoint != "").any()]
-    fig, axes = _grid(len(panels))
-    for ax, (task, teacher, student) in zip(axes, panels):
-        ckpts = sorted(set(s[(s.task == task) & (s.student == student)].checkpoint) - {""},
-                       key=analysis.natural_sort_key)
-        colors = [(0.15 + 0.7 * i / max(1, len(ckpts) - 1)) for i in range(len(ckpts))]
-        drew = False
-        for j, (ckpt, c) in enumerate(zip(ckpts, colors)):
-            drew |= _step_curve(ax, s, task, student, teacher, ckpt, (1 - c, 0.35, c), ckpt, references=False,
-                                dx=_jitter(j, len(ckpts)))
-        ax.set_title(_panel_title(task, teacher, f"student {student}"), fontsize=10)
-        _finish_step_axes(ax, drew)
-    fig.suptitle("Accuracy vs teacher step K for each student checkpoint (K=0: student alone)", fontsize=10)
-    return _figure_png(fig)
-
-
+  """How the value of early guidance changes as the student trains: one line per checkpoint."""
+  s = keyed(summary)
+  panels = [
+    (task, teacher, student)
+    for task, teacher in _panels(s)
+    for student in _students(s, task)
+    if (s[(s.task == task) & (s.student == student)].checkpoint != "").any()
+  ]
+  fig, axes = _grid(len(panels))
+  for ax, (task, teacher, student) in zip(axes, panels):
+    ckpts = sorted(
+      set(s[(s.task == task) & (s.student == student)].checkpoint) - {""}, key=analysis.natural_sort_key
+    )
+    colors = [(0.15 + 0.7 * i / max(1, len(ckpts) - 1)) for i in range(len(ckpts))]
+    drew = False
+    for j, (ckpt, c) in enumerate(zip(ckpts, colors)):
+      drew |= _step_curve(
+        ax,
+        s,
+        task,
+        student,
+        teacher,
+        ckpt,
+        (1 - c, 0.35, c),
+        ckpt,
+        references=False,
+        dx=_jitter(j, len(ckpts)),
+      )
+    ax.set_title(_panel_title(task, teacher, f"student {student}"), fontsize=10)
+    _finish_step_axes(ax, drew)
+  fig.suptitle("Accuracy vs teacher step K for each student checkpoint (K=0: student alone)", fontsize=10)
+  return _figure_png(fig)

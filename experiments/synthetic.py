@@ -26,9 +26,9 @@ OBJECTS = ("apples", "pears", "books", "coins", "cards", "stamps")
 SUPPORTED_OPERATIONS = frozenset("+-*")
 # Fraction of the 256 hash buckets each split owns; they must not overlap.
 SPLIT_BUCKETS: dict[str, range] = {
-    "train": range(0, 208),
-    "dev": range(208, 232),
-    "test": range(232, 256),
+  "train": range(0, 208),
+  "dev": range(208, 232),
+  "test": range(232, 256),
 }
 SOURCE = "synthetic"
 # Attempts in a row that yield no new problem before the space counts as exhausted
@@ -37,228 +37,223 @@ MAX_FAILURES_IN_A_ROW = 5_000
 
 
 class SyntheticConfigError(ValueError):
-    """A SyntheticConfig that cannot produce the requested problems."""
+  """A SyntheticConfig that cannot produce the requested problems."""
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Knobs of the generator; every range is inclusive.
+  """Knobs of the generator; every range is inclusive.
 
-    num_steps: how many arithmetic steps (rationale lines) a solution takes.
-    num_distractors: how many irrelevant quantities the story mentions.
-    number_range: operands of "+" and "-" and the starting quantities.
-    multiplier_range: operands of "*" (kept small so values stay bounded).
-    max_value: no quantity in the story or solution exceeds it.
-    """
+  num_steps: how many arithmetic steps (rationale lines) a solution takes.
+  num_distractors: how many irrelevant quantities the story mentions.
+  number_range: operands of "+" and "-" and the starting quantities.
+  multiplier_range: operands of "*" (kept small so values stay bounded).
+  max_value: no quantity in the story or solution exceeds it.
+  """
 
-    num_steps: tuple[int, int] = (2, 4)
-    num_distractors: tuple[int, int] = (0, 2)
-    number_range: tuple[int, int] = (2, 20)
-    multiplier_range: tuple[int, int] = (2, 4)
-    operations: str = "+-*"
-    max_value: int = 999
-    seed: int = 0
+  num_steps: tuple[int, int] = (2, 4)
+  num_distractors: tuple[int, int] = (0, 2)
+  number_range: tuple[int, int] = (2, 20)
+  multiplier_range: tuple[int, int] = (2, 4)
+  operations: str = "+-*"
+  max_value: int = 999
+  seed: int = 0
 
-    def validate(self) -> None:
-        """Reject settings the generator cannot honour, naming the knob to change."""
-        for name in ("num_steps", "num_distractors", "number_range", "multiplier_range"):
-            low, high = getattr(self, name)
-            if low > high or low < 0:
-                raise SyntheticConfigError(f"{name}={getattr(self, name)}: need 0 <= min <= max")
-        if self.number_range[0] < 1 or self.multiplier_range[0] < 1:
-            raise SyntheticConfigError(
-                f"number_range={self.number_range}, multiplier_range={self.multiplier_range}: "
-                "minimums must be >= 1 so every quantity stays positive"
-            )
-        if self.num_steps[0] < 1:
-            raise SyntheticConfigError(f"num_steps={self.num_steps}: need at least one step")
-        if not self.operations or not set(self.operations) <= SUPPORTED_OPERATIONS:
-            raise SyntheticConfigError(
-                f"operations={self.operations!r}: use a non-empty subset of '+-*'"
-            )
-        if self.number_range[1] > self.max_value:
-            raise SyntheticConfigError(
-                f"number_range={self.number_range} exceeds max_value={self.max_value}"
-            )
+  def validate(self) -> None:
+    """Reject settings the generator cannot honour, naming the knob to change."""
+    for name in ("num_steps", "num_distractors", "number_range", "multiplier_range"):
+      low, high = getattr(self, name)
+      if low > high or low < 0:
+        raise SyntheticConfigError(f"{name}={getattr(self, name)}: need 0 <= min <= max")
+    if self.number_range[0] < 1 or self.multiplier_range[0] < 1:
+      raise SyntheticConfigError(
+        f"number_range={self.number_range}, multiplier_range={self.multiplier_range}: "
+        "minimums must be >= 1 so every quantity stays positive"
+      )
+    if self.num_steps[0] < 1:
+      raise SyntheticConfigError(f"num_steps={self.num_steps}: need at least one step")
+    if not self.operations or not set(self.operations) <= SUPPORTED_OPERATIONS:
+      raise SyntheticConfigError(f"operations={self.operations!r}: use a non-empty subset of '+-*'")
+    if self.number_range[1] > self.max_value:
+      raise SyntheticConfigError(f"number_range={self.number_range} exceeds max_value={self.max_value}")
 
 
 def _apply(value: int, operation: str, operand: int) -> int:
-    if operation == "+":
-        return value + operand
-    if operation == "-":
-        return value - operand
-    return value * operand
+  if operation == "+":
+    return value + operand
+  if operation == "-":
+    return value - operand
+  return value * operand
 
 
 def _solution_line(person: str, obj: str, value: int, operation: str, operand: int) -> str:
-    """One rationale step, GSM8K style: "Ava has 12 + 5 = <<12+5=17>>17 apples."."""
-    result = _apply(value, operation, operand)
-    return (
-        f"{person} has {value} {operation} {operand} = "
-        f"<<{value}{operation}{operand}={result}>>{result} {obj}."
-    )
+  """One rationale step, GSM8K style: "Ava has 12 + 5 = <<12+5=17>>17 apples."."""
+  result = _apply(value, operation, operand)
+  return (
+    f"{person} has {value} {operation} {operand} = <<{value}{operation}{operand}={result}>>{result} {obj}."
+  )
 
 
 def _operand_bounds(cfg: SyntheticConfig, value: int, operation: str) -> tuple[int, int] | None:
-    """Inclusive operand range keeping the result within [1, max_value]; None if empty."""
-    if operation == "*":
-        low, high = cfg.multiplier_range
-        if value > 0:
-            high = min(high, cfg.max_value // value)
-    elif operation == "-":
-        low, high = cfg.number_range[0], min(cfg.number_range[1], value - 1)
-    else:
-        low, high = cfg.number_range[0], min(cfg.number_range[1], cfg.max_value - value)
-    return (low, high) if low <= high else None
+  """Inclusive operand range keeping the result within [1, max_value]; None if empty."""
+  if operation == "*":
+    low, high = cfg.multiplier_range
+    if value > 0:
+      high = min(high, cfg.max_value // value)
+  elif operation == "-":
+    low, high = cfg.number_range[0], min(cfg.number_range[1], value - 1)
+  else:
+    low, high = cfg.number_range[0], min(cfg.number_range[1], cfg.max_value - value)
+  return (low, high) if low <= high else None
 
 
 def _event_sentence(rng: random.Random, person: str, other: str, obj: str, op: str, n: int) -> str:
-    """A story sentence that changes `person`'s count by `op n`."""
-    if op == "+":
-        return rng.choice(
-            (
-                f"{person} buys {n} more {obj}.",
-                f"{person} finds {n} more {obj}.",
-                f"{person} gets {n} {obj} from {other}.",
-            )
-        )
-    if op == "-":
-        return rng.choice(
-            (
-                f"{person} gives {n} {obj} to {other}.",
-                f"{person} loses {n} {obj}.",
-                f"{person} sells {n} {obj}.",
-            )
-        )
-    return f"{person} now has {n} times as many {obj} as before."
+  """A story sentence that changes `person`'s count by `op n`."""
+  if op == "+":
+    return rng.choice(
+      (
+        f"{person} buys {n} more {obj}.",
+        f"{person} finds {n} more {obj}.",
+        f"{person} gets {n} {obj} from {other}.",
+      )
+    )
+  if op == "-":
+    return rng.choice(
+      (
+        f"{person} gives {n} {obj} to {other}.",
+        f"{person} loses {n} {obj}.",
+        f"{person} sells {n} {obj}.",
+      )
+    )
+  return f"{person} now has {n} times as many {obj} as before."
 
 
 def _comparison_sentence(person: str, other: str, obj: str, op: str, n: int) -> str:
-    """The first step of a comparison start: `person` relative to `other`."""
-    if op == "+":
-        return f"{person} has {n} more {obj} than {other}."
-    if op == "-":
-        return f"{person} has {n} fewer {obj} than {other}."
-    return f"{person} has {n} times as many {obj} as {other}."
+  """The first step of a comparison start: `person` relative to `other`."""
+  if op == "+":
+    return f"{person} has {n} more {obj} than {other}."
+  if op == "-":
+    return f"{person} has {n} fewer {obj} than {other}."
+  return f"{person} has {n} times as many {obj} as {other}."
 
 
 def _distractor_sentence(
-    rng: random.Random, cfg: SyntheticConfig, names: list[str], obj: str, other_obj: str
+  rng: random.Random, cfg: SyntheticConfig, names: list[str], obj: str, other_obj: str
 ) -> str:
-    """An irrelevant quantity: another person's count, or the hero's other objects."""
-    n = rng.randint(*cfg.number_range)
-    # names[1] may be the comparison rival, whose count is part of the chain.
-    person, bystander = names[0], rng.choice(names[2:])
-    if rng.random() < 0.5:
-        return f"{bystander} has {n} {obj}."
-    return f"{person} also has {n} {other_obj}."
+  """An irrelevant quantity: another person's count, or the hero's other objects."""
+  n = rng.randint(*cfg.number_range)
+  # names[1] may be the comparison rival, whose count is part of the chain.
+  person, bystander = names[0], rng.choice(names[2:])
+  if rng.random() < 0.5:
+    return f"{bystander} has {n} {obj}."
+  return f"{person} also has {n} {other_obj}."
 
 
 def _try_generate(rng: random.Random, cfg: SyntheticConfig) -> tuple[str, str, str] | None:
-    """One (question, rationale, answer) attempt; None when the chain hit a bound."""
-    names = rng.sample(NAMES, 4)
-    person, rival, helper = names[0], names[1], names[2]
-    obj, other_obj = rng.sample(OBJECTS, 2)
-    num_steps = rng.randint(*cfg.num_steps)
-    operations = sorted(set(cfg.operations))
+  """One (question, rationale, answer) attempt; None when the chain hit a bound."""
+  names = rng.sample(NAMES, 4)
+  person, rival, helper = names[0], names[1], names[2]
+  obj, other_obj = rng.sample(OBJECTS, 2)
+  num_steps = rng.randint(*cfg.num_steps)
+  operations = sorted(set(cfg.operations))
 
-    sentences: list[str] = []
-    lines: list[str] = []
-    start = rng.randint(*cfg.number_range)
-    comparison_start = rng.random() < 0.5
-    if comparison_start:
-        sentences.append(f"{rival} has {start} {obj}.")
+  sentences: list[str] = []
+  lines: list[str] = []
+  start = rng.randint(*cfg.number_range)
+  comparison_start = rng.random() < 0.5
+  if comparison_start:
+    sentences.append(f"{rival} has {start} {obj}.")
+  else:
+    sentences.append(f"{person} has {start} {obj}.")
+  value = start
+
+  for index in range(num_steps):
+    bounds = {op: _operand_bounds(cfg, value, op) for op in operations}
+    choices = [op for op in operations if bounds[op] is not None]
+    if not choices:
+      return None
+    operation = rng.choice(choices)
+    operand = rng.randint(*bounds[operation])
+    result = _apply(value, operation, operand)
+    if comparison_start and index == 0:
+      sentence = _comparison_sentence(person, rival, obj, operation, operand)
     else:
-        sentences.append(f"{person} has {start} {obj}.")
-    value = start
+      sentence = _event_sentence(rng, person, helper, obj, operation, operand)
+    sentences.append(sentence)
+    lines.append(_solution_line(person, obj, value, operation, operand))
+    value = result
 
-    for index in range(num_steps):
-        bounds = {op: _operand_bounds(cfg, value, op) for op in operations}
-        choices = [op for op in operations if bounds[op] is not None]
-        if not choices:
-            return None
-        operation = rng.choice(choices)
-        operand = rng.randint(*bounds[operation])
-        result = _apply(value, operation, operand)
-        if comparison_start and index == 0:
-            sentence = _comparison_sentence(person, rival, obj, operation, operand)
-        else:
-            sentence = _event_sentence(rng, person, helper, obj, operation, operand)
-        sentences.append(sentence)
-        lines.append(_solution_line(person, obj, value, operation, operand))
-        value = result
+  for _ in range(rng.randint(*cfg.num_distractors)):
+    position = rng.randint(1, len(sentences))
+    sentences.insert(position, _distractor_sentence(rng, cfg, names, obj, other_obj))
 
-    for _ in range(rng.randint(*cfg.num_distractors)):
-        position = rng.randint(1, len(sentences))
-        sentences.insert(position, _distractor_sentence(rng, cfg, names, obj, other_obj))
-
-    question = " ".join(sentences) + f" How many {obj} does {person} have now?"
-    return question, "\n".join(lines), str(value)
+  question = " ".join(sentences) + f" How many {obj} does {person} have now?"
+  return question, "\n".join(lines), str(value)
 
 
 def split_of_question(question: str) -> str:
-    """The split a question text belongs to (hash bucket), making splits disjoint."""
-    bucket = hashlib.sha256(question.encode("utf-8")).digest()[0]
-    for split, buckets in SPLIT_BUCKETS.items():
-        if bucket in buckets:
-            return split
-    raise AssertionError(f"SPLIT_BUCKETS does not cover bucket {bucket}")
+  """The split a question text belongs to (hash bucket), making splits disjoint."""
+  bucket = hashlib.sha256(question.encode("utf-8")).digest()[0]
+  for split, buckets in SPLIT_BUCKETS.items():
+    if bucket in buckets:
+      return split
+  raise AssertionError(f"SPLIT_BUCKETS does not cover bucket {bucket}")
 
 
 def generate_problems(cfg: SyntheticConfig, n: int, split: str) -> list[Problem]:
-    """`n` distinct problems of `split` ("train", "dev" or "test"), deterministic in cfg.
+  """`n` distinct problems of `split` ("train", "dev" or "test"), deterministic in cfg.
 
-    Ids are "synthetic/<split>/<i>", matching what `load_gsm8k(path, split, "synthetic")`
-    assigns when the problems are written with `write_gsm8k_jsonl` and read back.
-    """
-    cfg.validate()
-    if split not in SPLIT_BUCKETS:
-        raise SyntheticConfigError(f"split {split!r}: choose one of {sorted(SPLIT_BUCKETS)}")
-    if n < 0:
-        raise SyntheticConfigError(f"n={n}: need a non-negative number of problems")
-    rng = random.Random(f"{SOURCE}/{cfg.seed}/{split}")
-    problems: list[Problem] = []
-    seen: set[str] = set()
+  Ids are "synthetic/<split>/<i>", matching what `load_gsm8k(path, split, "synthetic")`
+  assigns when the problems are written with `write_gsm8k_jsonl` and read back.
+  """
+  cfg.validate()
+  if split not in SPLIT_BUCKETS:
+    raise SyntheticConfigError(f"split {split!r}: choose one of {sorted(SPLIT_BUCKETS)}")
+  if n < 0:
+    raise SyntheticConfigError(f"n={n}: need a non-negative number of problems")
+  rng = random.Random(f"{SOURCE}/{cfg.seed}/{split}")
+  problems: list[Problem] = []
+  seen: set[str] = set()
+  failures_in_a_row = 0
+  while len(problems) < n:
+    if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+      raise SyntheticConfigError(
+        f"only {len(problems)} of {n} distinct {split} problems: the last "
+        f"{MAX_FAILURES_IN_A_ROW} attempts gave nothing new; widen number_range, "
+        "num_steps or num_distractors, or ask for fewer problems"
+      )
+    generated = _try_generate(rng, cfg)
+    if generated is None or generated[0] in seen or split_of_question(generated[0]) != split:
+      failures_in_a_row += 1
+      continue
     failures_in_a_row = 0
-    while len(problems) < n:
-        if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
-            raise SyntheticConfigError(
-                f"only {len(problems)} of {n} distinct {split} problems: the last "
-                f"{MAX_FAILURES_IN_A_ROW} attempts gave nothing new; widen number_range, "
-                "num_steps or num_distractors, or ask for fewer problems"
-            )
-        generated = _try_generate(rng, cfg)
-        if generated is None or generated[0] in seen or split_of_question(generated[0]) != split:
-            failures_in_a_row += 1
-            continue
-        failures_in_a_row = 0
-        question, rationale, answer = generated
-        seen.add(question)
-        problems.append(
-            Problem(
-                problem_id=f"{SOURCE}/{split}/{len(problems)}",
-                question=question,
-                answer=answer,
-                rationale=rationale,
-                source=SOURCE,
-            )
-        )
-    return problems
+    question, rationale, answer = generated
+    seen.add(question)
+    problems.append(
+      Problem(
+        problem_id=f"{SOURCE}/{split}/{len(problems)}",
+        question=question,
+        answer=answer,
+        rationale=rationale,
+        source=SOURCE,
+      )
+    )
+  return problems
 
 
 def gsm8k_answer_field(problem: Problem) -> str:
-    """The GSM8K "answer" field: rationale lines then "#### N"."""
-    if problem.rationale is None:
-        raise SyntheticConfigError(f"{problem.problem_id}: no rationale to write in GSM8K format")
-    return f"{problem.rationale}\n#### {problem.answer}"
+  """The GSM8K "answer" field: rationale lines then "#### N"."""
+  if problem.rationale is None:
+    raise SyntheticConfigError(f"{problem.problem_id}: no rationale to write in GSM8K format")
+  return f"{problem.rationale}\n#### {problem.answer}"
 
 
 def write_gsm8k_jsonl(problems: Iterable[Problem], path: str | Path) -> Path:
-    """Write problems as GSM8K jsonl so `load_gsm8k` (or `load_task("synthetic", ...)`) reads them."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for problem in problems:
-            record = {"question": problem.question, "answer": gsm8k_answer_field(problem)}
-            handle.write(json.dumps(record) + "\n")
-    return path
+  """Write problems as GSM8K jsonl so `load_gsm8k` (or `load_task("synthetic", ...)`) reads them."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("w", encoding="utf-8") as handle:
+    for problem in problems:
+      record = {"question": problem.question, "answer": gsm8k_answer_field(problem)}
+      handle.write(json.dumps(record) + "\n")
+  return path

@@ -22,27 +22,27 @@ logger = logging.getLogger(__name__)
 
 
 class TaskFormatError(ValueError):
-    """A task file or one of its records does not have the expected format."""
+  """A task file or one of its records does not have the expected format."""
 
 
 class UnknownTaskError(ValueError):
-    """`load_task` was asked for a task name that has no loader."""
+  """`load_task` was asked for a task name that has no loader."""
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One math word problem with its normalised gold answer.
+  """One math word problem with its normalised gold answer.
 
-    `rationale` holds GSM8K-style solution lines (one step per line, `<<a*b=c>>`
-    calculator annotations allowed) WITHOUT the final "#### N" line; None when the
-    dataset has no worked solution (SVAMP, ASDiv, MultiArith).
-    """
+  `rationale` holds GSM8K-style solution lines (one step per line, `<<a*b=c>>`
+  calculator annotations allowed) WITHOUT the final "#### N" line; None when the
+  dataset has no worked solution (SVAMP, ASDiv, MultiArith).
+  """
 
-    problem_id: str
-    question: str
-    answer: str
-    rationale: str | None
-    source: str
+  problem_id: str
+  question: str
+  answer: str
+  rationale: str | None
+  source: str
 
 
 _GSM8K_FINAL = re.compile(r"^####\s*(.*?)\s*$", re.MULTILINE)
@@ -50,272 +50,263 @@ _ASDIV_UNITS = re.compile(r"\s*\([^()]*\)\s*$")
 
 
 def _split_name(path: Path, split: str | None) -> str:
-    """The split part of problem ids: given explicitly, else the file name stem."""
-    name = split if split is not None else path.stem
-    name = name.strip().lower()
-    if not name or "/" in name:
-        raise TaskFormatError(f"{path}: split name {name!r} must be non-empty without '/'")
-    return name
+  """The split part of problem ids: given explicitly, else the file name stem."""
+  name = split if split is not None else path.stem
+  name = name.strip().lower()
+  if not name or "/" in name:
+    raise TaskFormatError(f"{path}: split name {name!r} must be non-empty without '/'")
+  return name
 
 
 def _numeric_answer(raw: Any, where: str) -> str:
-    """Normalised answer string, or a TaskFormatError naming the record."""
-    normalised = normalize_number(raw) if isinstance(raw, (str, int, float)) else None
-    if normalised is None:
-        raise TaskFormatError(
-            f"{where}: answer {raw!r} is not a number; fix the record or remove it from the file"
-        )
-    return normalised
+  """Normalised answer string, or a TaskFormatError naming the record."""
+  normalised = normalize_number(raw) if isinstance(raw, (str, int, float)) else None
+  if normalised is None:
+    raise TaskFormatError(
+      f"{where}: answer {raw!r} is not a number; fix the record or remove it from the file"
+    )
+  return normalised
 
 
 def _text_field(record: dict[str, Any], key: str, where: str) -> str:
-    """A required non-empty string field of a record."""
-    if key not in record:
-        raise TaskFormatError(f"{where}: missing field {key!r} (fields present: {sorted(record)})")
-    value = record[key]
-    if not isinstance(value, str) or not value.strip():
-        raise TaskFormatError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
-    return value.strip()
+  """A required non-empty string field of a record."""
+  if key not in record:
+    raise TaskFormatError(f"{where}: missing field {key!r} (fields present: {sorted(record)})")
+  value = record[key]
+  if not isinstance(value, str) or not value.strip():
+    raise TaskFormatError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
+  return value.strip()
 
 
 def _check_unique(problems: list[Problem], path: Path) -> list[Problem]:
-    """Ids key result rows and resume logic, so a duplicate is an error, not a warning."""
-    seen: set[str] = set()
-    for problem in problems:
-        if problem.problem_id in seen:
-            raise TaskFormatError(
-                f"{path}: duplicate problem id {problem.problem_id!r}; record ids must be unique"
-            )
-        seen.add(problem.problem_id)
-    return problems
+  """Ids key result rows and resume logic, so a duplicate is an error, not a warning."""
+  seen: set[str] = set()
+  for problem in problems:
+    if problem.problem_id in seen:
+      raise TaskFormatError(f"{path}: duplicate problem id {problem.problem_id!r}; record ids must be unique")
+    seen.add(problem.problem_id)
+  return problems
 
 
 def _read_json_list(path: Path) -> list[Any]:
-    """A JSON file whose top level is a list of records."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise TaskFormatError(
-            f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})"
-        ) from error
-    if not isinstance(data, list):
-        raise TaskFormatError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    return data
+  """A JSON file whose top level is a list of records."""
+  text = path.read_text(encoding="utf-8")
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise TaskFormatError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from error
+  if not isinstance(data, list):
+    raise TaskFormatError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+  return data
 
 
 def parse_gsm8k_solution(solution: str, where: str) -> tuple[str, str]:
-    """Split a GSM8K answer field into (rationale lines, normalised final answer)."""
-    final = _GSM8K_FINAL.search(solution)
-    if final is None:
-        raise TaskFormatError(f"{where}: answer has no final '#### N' line")
-    rationale = solution[: final.start()].strip("\n")
-    return rationale, _numeric_answer(final.group(1), where)
+  """Split a GSM8K answer field into (rationale lines, normalised final answer)."""
+  final = _GSM8K_FINAL.search(solution)
+  if final is None:
+    raise TaskFormatError(f"{where}: answer has no final '#### N' line")
+  rationale = solution[: final.start()].strip("\n")
+  return rationale, _numeric_answer(final.group(1), where)
 
 
 def load_gsm8k(path: str | Path, split: str | None = None, source: str = "gsm8k") -> list[Problem]:
-    """GSM8K jsonl: one {"question", "answer"} object per line; blank lines are allowed.
+  """GSM8K jsonl: one {"question", "answer"} object per line; blank lines are allowed.
 
-    `source` lets other GSM8K-format files (the synthetic task) keep their own id prefix.
-    """
-    path = Path(path)
-    split_name = _split_name(path, split)
-    problems: list[Problem] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TaskFormatError(f"{where}: invalid JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            question = _text_field(record, "question", where)
-            rationale, answer = parse_gsm8k_solution(_text_field(record, "answer", where), where)
-            problems.append(
-                Problem(
-                    problem_id=f"{source}/{split_name}/{len(problems)}",
-                    question=question,
-                    answer=answer,
-                    rationale=rationale or None,
-                    source=source,
-                )
-            )
-    return _check_unique(problems, path)
+  `source` lets other GSM8K-format files (the synthetic task) keep their own id prefix.
+  """
+  path = Path(path)
+  split_name = _split_name(path, split)
+  problems: list[Problem] = []
+  with path.open(encoding="utf-8") as handle:
+    for line_number, line in enumerate(handle, start=1):
+      if not line.strip():
+        continue
+      where = f"{path}:{line_number}"
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as error:
+        raise TaskFormatError(f"{where}: invalid JSON ({error.msg})") from error
+      if not isinstance(record, dict):
+        raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+      question = _text_field(record, "question", where)
+      rationale, answer = parse_gsm8k_solution(_text_field(record, "answer", where), where)
+      problems.append(
+        Problem(
+          problem_id=f"{source}/{split_name}/{len(problems)}",
+          question=question,
+          answer=answer,
+          rationale=rationale or None,
+          source=source,
+        )
+      )
+  return _check_unique(problems, path)
 
 
 def _record_id(record: dict[str, Any], key: str, index: int) -> str:
-    """The dataset's own id when it has one (stable across re-orderings), else the index."""
-    value = record.get(key)
-    if value is None:
-        return str(index)
-    return str(value).strip().replace("/", "_")
+  """The dataset's own id when it has one (stable across re-orderings), else the index."""
+  value = record.get(key)
+  if value is None:
+    return str(index)
+  return str(value).strip().replace("/", "_")
 
 
 def _json_records(path: Path):
-    """(index, location for errors, record) for each object of a JSON-list file."""
-    for index, record in enumerate(_read_json_list(path)):
-        where = f"{path}: record {index}"
-        if not isinstance(record, dict):
-            raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        yield index, where, record
+  """(index, location for errors, record) for each object of a JSON-list file."""
+  for index, record in enumerate(_read_json_list(path)):
+    where = f"{path}: record {index}"
+    if not isinstance(record, dict):
+      raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    yield index, where, record
 
 
 def load_svamp(path: str | Path, split: str | None = None) -> list[Problem]:
-    """SVAMP json: a list of {"Body", "Question", "Answer", optional "ID", "Equation"}."""
-    path = Path(path)
-    split_name = _split_name(path, split)
-    problems: list[Problem] = []
-    for index, where, record in _json_records(path):
-        body = _text_field(record, "Body", where)
-        question = _text_field(record, "Question", where)
-        if "Answer" not in record:
-            raise TaskFormatError(f"{where}: missing field 'Answer'")
-        problems.append(
-            Problem(
-                problem_id=f"svamp/{split_name}/{_record_id(record, 'ID', index)}",
-                question=f"{body} {question}",
-                answer=_numeric_answer(record["Answer"], where),
-                rationale=None,
-                source="svamp",
-            )
-        )
-    return _check_unique(problems, path)
+  """SVAMP json: a list of {"Body", "Question", "Answer", optional "ID", "Equation"}."""
+  path = Path(path)
+  split_name = _split_name(path, split)
+  problems: list[Problem] = []
+  for index, where, record in _json_records(path):
+    body = _text_field(record, "Body", where)
+    question = _text_field(record, "Question", where)
+    if "Answer" not in record:
+      raise TaskFormatError(f"{where}: missing field 'Answer'")
+    problems.append(
+      Problem(
+        problem_id=f"svamp/{split_name}/{_record_id(record, 'ID', index)}",
+        question=f"{body} {question}",
+        answer=_numeric_answer(record["Answer"], where),
+        rationale=None,
+        source="svamp",
+      )
+    )
+  return _check_unique(problems, path)
 
 
 def load_multiarith(path: str | Path, split: str | None = None) -> list[Problem]:
-    """MultiArith json: a list of {"sQuestion", "lSolutions": [number], "iIndex"}."""
-    path = Path(path)
-    split_name = _split_name(path, split)
-    problems: list[Problem] = []
-    for index, where, record in _json_records(path):
-        question = _text_field(record, "sQuestion", where)
-        solutions = record.get("lSolutions")
-        if not isinstance(solutions, list) or len(solutions) != 1:
-            raise TaskFormatError(
-                f"{where}: 'lSolutions' must be a list with exactly one number, got {solutions!r}"
-            )
-        problems.append(
-            Problem(
-                problem_id=f"multiarith/{split_name}/{_record_id(record, 'iIndex', index)}",
-                question=question,
-                answer=_numeric_answer(solutions[0], where),
-                rationale=None,
-                source="multiarith",
-            )
-        )
-    return _check_unique(problems, path)
+  """MultiArith json: a list of {"sQuestion", "lSolutions": [number], "iIndex"}."""
+  path = Path(path)
+  split_name = _split_name(path, split)
+  problems: list[Problem] = []
+  for index, where, record in _json_records(path):
+    question = _text_field(record, "sQuestion", where)
+    solutions = record.get("lSolutions")
+    if not isinstance(solutions, list) or len(solutions) != 1:
+      raise TaskFormatError(
+        f"{where}: 'lSolutions' must be a list with exactly one number, got {solutions!r}"
+      )
+    problems.append(
+      Problem(
+        problem_id=f"multiarith/{split_name}/{_record_id(record, 'iIndex', index)}",
+        question=question,
+        answer=_numeric_answer(solutions[0], where),
+        rationale=None,
+        source="multiarith",
+      )
+    )
+  return _check_unique(problems, path)
 
 
 @dataclass
 class _AsdivRecord:
-    """Raw fields of one <Problem> element and the line it starts on."""
+  """Raw fields of one <Problem> element and the line it starts on."""
 
-    line: int
-    problem_id: str | None
-    fields: dict[str, str]
+  line: int
+  problem_id: str | None
+  fields: dict[str, str]
 
 
 def _parse_asdiv_xml(path: Path) -> list[_AsdivRecord]:
-    """Collect <Problem> elements with expat, which (unlike ElementTree) reports line numbers."""
-    records: list[_AsdivRecord] = []
-    stack: list[str] = []
-    current: _AsdivRecord | None = None
-    text_parts: list[str] = []
-    parser = xml.parsers.expat.ParserCreate()
+  """Collect <Problem> elements with expat, which (unlike ElementTree) reports line numbers."""
+  records: list[_AsdivRecord] = []
+  stack: list[str] = []
+  current: _AsdivRecord | None = None
+  text_parts: list[str] = []
+  parser = xml.parsers.expat.ParserCreate()
 
-    def start(name: str, attributes: dict[str, str]) -> None:
-        nonlocal current
-        stack.append(name)
-        if name == "Problem":
-            current = _AsdivRecord(parser.CurrentLineNumber, attributes.get("ID"), {})
-        text_parts.clear()
+  def start(name: str, attributes: dict[str, str]) -> None:
+    nonlocal current
+    stack.append(name)
+    if name == "Problem":
+      current = _AsdivRecord(parser.CurrentLineNumber, attributes.get("ID"), {})
+    text_parts.clear()
 
-    def end(name: str) -> None:
-        nonlocal current
-        stack.pop()
-        if name == "Problem" and current is not None:
-            records.append(current)
-            current = None
-        elif current is not None and stack and stack[-1] == "Problem":
-            current.fields[name] = "".join(text_parts).strip()
-        text_parts.clear()
+  def end(name: str) -> None:
+    nonlocal current
+    stack.pop()
+    if name == "Problem" and current is not None:
+      records.append(current)
+      current = None
+    elif current is not None and stack and stack[-1] == "Problem":
+      current.fields[name] = "".join(text_parts).strip()
+    text_parts.clear()
 
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = text_parts.append
-    try:
-        parser.Parse(path.read_bytes(), True)
-    except xml.parsers.expat.ExpatError as error:
-        raise TaskFormatError(
-            f"{path}:{error.lineno}:{error.offset}: invalid XML "
-            f"({xml.parsers.expat.errors.messages[error.code]})"
-        ) from error
-    return records
+  parser.StartElementHandler = start
+  parser.EndElementHandler = end
+  parser.CharacterDataHandler = text_parts.append
+  try:
+    parser.Parse(path.read_bytes(), True)
+  except xml.parsers.expat.ExpatError as error:
+    raise TaskFormatError(
+      f"{path}:{error.lineno}:{error.offset}: invalid XML ({xml.parsers.expat.errors.messages[error.code]})"
+    ) from error
+  return records
 
 
 def parse_asdiv_answer(raw: str, where: str) -> str:
-    """ASDiv answers carry units in parentheses ("9 (apples)"); strip them, then normalise."""
-    return _numeric_answer(_ASDIV_UNITS.sub("", raw).strip(), where)
+  """ASDiv answers carry units in parentheses ("9 (apples)"); strip them, then normalise."""
+  return _numeric_answer(_ASDIV_UNITS.sub("", raw).strip(), where)
 
 
-def load_asdiv(
-    path: str | Path, split: str | None = None, skip_non_numeric: bool = False
-) -> list[Problem]:
-    """ASDiv XML (<Machine-Reading-Corpus-File><ProblemSet><Problem ID=..>...).
+def load_asdiv(path: str | Path, split: str | None = None, skip_non_numeric: bool = False) -> list[Problem]:
+  """ASDiv XML (<Machine-Reading-Corpus-File><ProblemSet><Problem ID=..>...).
 
-    The real corpus has a few non-numeric answers ("Sunday", "2:3"); they are an error
-    unless `skip_non_numeric=True`, which drops them and logs how many and which.
-    """
-    path = Path(path)
-    split_name = _split_name(path, split)
-    problems: list[Problem] = []
-    skipped: list[str] = []
-    for index, record in enumerate(_parse_asdiv_xml(path)):
-        where = f"{path}:{record.line}: Problem {record.problem_id or f'#{index}'}"
-        body = _text_field(record.fields, "Body", where)
-        question = _text_field(record.fields, "Question", where)
-        raw_answer = _text_field(record.fields, "Answer", where)
-        try:
-            answer = parse_asdiv_answer(raw_answer, where)
-        except TaskFormatError:
-            if not skip_non_numeric:
-                raise
-            skipped.append(record.problem_id or f"#{index}")
-            continue
-        record_id = (record.problem_id or str(index)).replace("/", "_")
-        problems.append(
-            Problem(
-                problem_id=f"asdiv/{split_name}/{record_id}",
-                question=f"{body} {question}",
-                answer=answer,
-                rationale=None,
-                source="asdiv",
-            )
-        )
-    if skipped:
-        logger.warning(
-            "%s: skipped %d problems with non-numeric answers: %s", path, len(skipped), skipped
-        )
-    return _check_unique(problems, path)
+  The real corpus has a few non-numeric answers ("Sunday", "2:3"); they are an error
+  unless `skip_non_numeric=True`, which drops them and logs how many and which.
+  """
+  path = Path(path)
+  split_name = _split_name(path, split)
+  problems: list[Problem] = []
+  skipped: list[str] = []
+  for index, record in enumerate(_parse_asdiv_xml(path)):
+    where = f"{path}:{record.line}: Problem {record.problem_id or f'#{index}'}"
+    body = _text_field(record.fields, "Body", where)
+    question = _text_field(record.fields, "Question", where)
+    raw_answer = _text_field(record.fields, "Answer", where)
+    try:
+      answer = parse_asdiv_answer(raw_answer, where)
+    except TaskFormatError:
+      if not skip_non_numeric:
+        raise
+      skipped.append(record.problem_id or f"#{index}")
+      continue
+    record_id = (record.problem_id or str(index)).replace("/", "_")
+    problems.append(
+      Problem(
+        problem_id=f"asdiv/{split_name}/{record_id}",
+        question=f"{body} {question}",
+        answer=answer,
+        rationale=None,
+        source="asdiv",
+      )
+    )
+  if skipped:
+    logger.warning("%s: skipped %d problems with non-numeric answers: %s", path, len(skipped), skipped)
+  return _check_unique(problems, path)
 
 
 TASK_LOADERS: dict[str, Callable[..., list[Problem]]] = {
-    "gsm8k": load_gsm8k,
-    "svamp": load_svamp,
-    "asdiv": load_asdiv,
-    "multiarith": load_multiarith,
+  "gsm8k": load_gsm8k,
+  "svamp": load_svamp,
+  "asdiv": load_asdiv,
+  "multiarith": load_multiarith,
 }
 
 
 def load_task(name: str, path: str | Path, **options: Any) -> list[Problem]:
-    """Load a task by name; "synthetic" reads GSM8K-format files under the synthetic id prefix."""
-    key = name.strip().lower()
-    if key == "synthetic":
-        return load_gsm8k(path, source="synthetic", **options)
-    if key not in TASK_LOADERS:
-        known = ", ".join(sorted([*TASK_LOADERS, "synthetic"]))
-        raise UnknownTaskError(f"unknown task {name!r}; choose one of: {known}")
-    return TASK_LOADERS[key](path, **options)
+  """Load a task by name; "synthetic" reads GSM8K-format files under the synthetic id prefix."""
+  key = name.strip().lower()
+  if key == "synthetic":
+    return load_gsm8k(path, source="synthetic", **options)
+  if key not in TASK_LOADERS:
+    known = ", ".join(sorted([*TASK_LOADERS, "synthetic"]))
+    raise UnknownTaskError(f"unknown task {name!r}; choose one of: {known}")
+  return TASK_LOADERS[key](path, **options)

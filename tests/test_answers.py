@@ -6,98 +6,98 @@ from experiments.answers import answers_match, extract_answer, normalize_number,
 
 
 @pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("$1,200.50", "1200.5"),
-        ("-3", "-3"),
-        ("7.0", "7"),
-        ("1/2", "0.5"),
-        ("1/3", "0.333333"),
-        ("3,000", "3000"),
-        ("40%", "40"),
-        ("7.", "7"),
-        (" 12 ", "12"),
-        ("0.50", "0.5"),
-        ("$.5", "0.5"),
-        ("\u22124", "-4"),
-        ("-0.0", "0"),
-        ("1,000,000", "1000000"),
-        (8.0, "8"),
-        (15, "15"),
-        (0.1, "0.1"),
-    ],
+  "text, expected",
+  [
+    ("$1,200.50", "1200.5"),
+    ("-3", "-3"),
+    ("7.0", "7"),
+    ("1/2", "0.5"),
+    ("1/3", "0.333333"),
+    ("3,000", "3000"),
+    ("40%", "40"),
+    ("7.", "7"),
+    (" 12 ", "12"),
+    ("0.50", "0.5"),
+    ("$.5", "0.5"),
+    ("\u22124", "-4"),
+    ("-0.0", "0"),
+    ("1,000,000", "1000000"),
+    (8.0, "8"),
+    (15, "15"),
+    (0.1, "0.1"),
+  ],
 )
 def test_normalize_number_accepts_written_numbers(text, expected):
-    assert normalize_number(text) == expected
+  assert normalize_number(text) == expected
 
 
 @pytest.mark.parametrize("text", ["abc", "", "1,2", "5-3", "1/0", "12 apples", "#### 4", True])
 def test_normalize_number_rejects_non_numbers(text):
-    assert normalize_number(text) is None
+  assert normalize_number(text) is None
 
 
 @pytest.mark.parametrize(
-    "completion, expected",
-    [
-        ("The answer is 7.", "7"),
-        ("#### 42", "42"),
-        ("She pays $1,200.50 in total.\n#### $1,200.50", "1200.5"),
-        ("He is left with -3 dollars.", "-3"),
-        ("So 5-3=2 apples remain.", "2"),
-        ("It costs 3.5. Then she is done.", "3.5"),
-        ("The final answer is: 12", "12"),
-        ("Half of it is 1/2", "0.5"),
-        ("no number at all", None),
-        # "####" wins over a later "The answer is" and over later numbers.
-        ("Ava has 12 + 5 = <<12+5=17>>17 apples.\n#### 17\nThe answer is 3", "17"),
-        # "The answer is" wins over the last number when there is no "####".
-        ("The answer is 9.\nThen 10 more.", "9"),
-    ],
+  "completion, expected",
+  [
+    ("The answer is 7.", "7"),
+    ("#### 42", "42"),
+    ("She pays $1,200.50 in total.\n#### $1,200.50", "1200.5"),
+    ("He is left with -3 dollars.", "-3"),
+    ("So 5-3=2 apples remain.", "2"),
+    ("It costs 3.5. Then she is done.", "3.5"),
+    ("The final answer is: 12", "12"),
+    ("Half of it is 1/2", "0.5"),
+    ("no number at all", None),
+    # "####" wins over a later "The answer is" and over later numbers.
+    ("Ava has 12 + 5 = <<12+5=17>>17 apples.\n#### 17\nThe answer is 3", "17"),
+    # "The answer is" wins over the last number when there is no "####".
+    ("The answer is 9.\nThen 10 more.", "9"),
+  ],
 )
 def test_extract_answer(completion, expected):
-    assert extract_answer(completion) == expected
+  assert extract_answer(completion) == expected
 
 
 def test_extract_answer_ignores_questions_the_student_invents_after_answering():
-    completion = (
-        "Ava has 12 + 5 = <<12+5=17>>17 apples.\n#### 17\n\n"
-        "Question: Ben has 3 apples. How many?\nAnswer: Ben has 3 apples.\n#### 3"
-    )
-    assert extract_answer(completion) == "17"
+  completion = (
+    "Ava has 12 + 5 = <<12+5=17>>17 apples.\n#### 17\n\n"
+    "Question: Ben has 3 apples. How many?\nAnswer: Ben has 3 apples.\n#### 3"
+  )
+  assert extract_answer(completion) == "17"
 
 
 def test_extract_answer_without_answer_line_stops_at_invented_question():
-    completion = "Ava has 12 + 5 = 17 apples.\n\nQuestion: Ben has 3 apples and 4 pears."
-    assert extract_answer(completion) == "17"
+  completion = "Ava has 12 + 5 = 17 apples.\n\nQuestion: Ben has 3 apples and 4 pears."
+  assert extract_answer(completion) == "17"
 
 
 def test_strip_after_answer_keeps_the_answer_line_and_drops_the_rest():
-    completion = "Step one.\n#### 42\n\nQuestion: more text 99"
-    assert strip_after_answer(completion) == "Step one.\n#### 42"
-    assert strip_after_answer("The answer is 7. Next question: 8") == "The answer is 7. Next question: 8"
-    assert strip_after_answer("a\nThe answer is 7.\nb 8") == "a\nThe answer is 7."
-    assert strip_after_answer("no answer yet 5") == "no answer yet 5"
+  completion = "Step one.\n#### 42\n\nQuestion: more text 99"
+  assert strip_after_answer(completion) == "Step one.\n#### 42"
+  assert strip_after_answer("The answer is 7. Next question: 8") == "The answer is 7. Next question: 8"
+  assert strip_after_answer("a\nThe answer is 7.\nb 8") == "a\nThe answer is 7."
+  assert strip_after_answer("no answer yet 5") == "no answer yet 5"
 
 
 def test_strip_after_answer_is_idempotent():
-    completion = "x = 3\n#### 3\nQuestion: y"
-    once = strip_after_answer(completion)
-    assert strip_after_answer(once) == once
+  completion = "x = 3\n#### 3\nQuestion: y"
+  once = strip_after_answer(completion)
+  assert strip_after_answer(once) == once
 
 
 @pytest.mark.parametrize(
-    "pred, gold, expected",
-    [
-        ("7", "7.0", True),
-        ("1200.5", "$1,200.50", True),
-        ("0.333333", "1/3", True),
-        ("7", "8", False),
-        ("-3", "3", False),
-        (None, "1", False),
-        ("1", None, False),
-        ("abc", "1", False),
-        ("1000000", "1000000.00001", True),
-    ],
+  "pred, gold, expected",
+  [
+    ("7", "7.0", True),
+    ("1200.5", "$1,200.50", True),
+    ("0.333333", "1/3", True),
+    ("7", "8", False),
+    ("-3", "3", False),
+    (None, "1", False),
+    ("1", None, False),
+    ("abc", "1", False),
+    ("1000000", "1000000.00001", True),
+  ],
 )
 def test_answers_match(pred, gold, expected):
-    assert answers_match(pred, gold) is expected
+  assert answers_match(pred, gold) is expected

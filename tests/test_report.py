@@ -18,132 +18,175 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 N = 10
 
 
-def rows_for(student: str, correct: dict[str, Iterable[int]], checkpoint: str | None = None,
-             teacher: str | None = "teacher-big") -> list[dict[str, Any]]:
-    """One row per (policy, problem); `correct` lists the problems each policy gets right."""
-    out = []
-    for policy, right in correct.items():
-        right = set(right)
-        tt = 0 if policy == "never" else 20 if policy == "always" else 5
-        for i in range(N):
-            out.append(dict(
-                row_id=f"{student}|{checkpoint}|{policy}|0|p{i}", task="synthetic", problem_id=f"p{i}",
-                student=student, teacher=teacher, checkpoint=checkpoint, policy=policy, seed=0,
-                completion="...", prediction=str(i) if i in right else "0", answer=str(100 + i),
-                correct=i in right, student_tokens=20 - tt, teacher_tokens=tt, teacher_prefilled=0,
-                switches=0 if policy in ("never", "always") else 1,
-                intervention_steps=[] if policy == "never" else [1], num_steps=3,
-                teacher_text="" if policy == "never" else
-                f"The answer is {100 + i}." if policy == "always" else "First, 2 * 3 = 6.\n"))
-    return out
+def rows_for(
+  student: str,
+  correct: dict[str, Iterable[int]],
+  checkpoint: str | None = None,
+  teacher: str | None = "teacher-big",
+) -> list[dict[str, Any]]:
+  """One row per (policy, problem); `correct` lists the problems each policy gets right."""
+  out = []
+  for policy, right in correct.items():
+    right = set(right)
+    tt = 0 if policy == "never" else 20 if policy == "always" else 5
+    for i in range(N):
+      out.append(
+        dict(
+          row_id=f"{student}|{checkpoint}|{policy}|0|p{i}",
+          task="synthetic",
+          problem_id=f"p{i}",
+          student=student,
+          teacher=teacher,
+          checkpoint=checkpoint,
+          policy=policy,
+          seed=0,
+          completion="...",
+          prediction=str(i) if i in right else "0",
+          answer=str(100 + i),
+          correct=i in right,
+          student_tokens=20 - tt,
+          teacher_tokens=tt,
+          teacher_prefilled=0,
+          switches=0 if policy in ("never", "always") else 1,
+          intervention_steps=[] if policy == "never" else [1],
+          num_steps=3,
+          teacher_text=""
+          if policy == "never"
+          else f"The answer is {100 + i}."
+          if policy == "always"
+          else "First, 2 * 3 = 6.\n",
+        )
+      )
+  return out
 
 
-FIRST_STEP_WINS = {"never": {0, 1}, "step:1": {1, 2, 3, 4, 5, 6}, "step:2": {0, 1, 2}, "step:3": {0, 1},
-                   "entropy:2.0": {0, 1, 2, 3}, "always": range(N)}
+FIRST_STEP_WINS = {
+  "never": {0, 1},
+  "step:1": {1, 2, 3, 4, 5, 6},
+  "step:2": {0, 1, 2},
+  "step:3": {0, 1},
+  "entropy:2.0": {0, 1, 2, 3},
+  "always": range(N),
+}
 LATER_STEP_WINS = {"never": {0}, "step:1": {0, 1}, "step:2": {0, 1, 2, 3, 4}, "always": range(N)}
 
 
 def write_results(out: Path, rows: list[dict[str, Any]], split: int = 2) -> None:
-    """Spread rows over results.jsonl, results-1.jsonl, ... as parallel writers would."""
-    for k in range(split):
-        name = "results.jsonl" if k == 0 else f"results-{k}.jsonl"
-        (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows[k::split]))
+  """Spread rows over results.jsonl, results-1.jsonl, ... as parallel writers would."""
+  for k in range(split):
+    name = "results.jsonl" if k == 0 else f"results-{k}.jsonl"
+    (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows[k::split]))
 
 
 def check_png(path: Path) -> None:
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE
-    width, height = struct.unpack(">II", data[16:24])  # IHDR
-    assert width > 200 and height > 200 and len(data) > 10_000
+  data = path.read_bytes()
+  assert data[:8] == PNG_SIGNATURE
+  width, height = struct.unpack(">II", data[16:24])  # IHDR
+  assert width > 200 and height > 200 and len(data) > 10_000
 
 
 def test_write_report_from_results_files(tmp_path: Path) -> None:
-    rows = rows_for("student-small", FIRST_STEP_WINS) + rows_for("student-tiny", LATER_STEP_WINS)
-    write_results(tmp_path, rows)
-    paths = report.write_report(tmp_path)
+  rows = rows_for("student-small", FIRST_STEP_WINS) + rows_for("student-tiny", LATER_STEP_WINS)
+  write_results(tmp_path, rows)
+  paths = report.write_report(tmp_path)
 
-    assert set(paths) == {"summary", "report", "accuracy_vs_step", "accuracy_vs_teacher_fraction"}
-    assert all(p.exists() and p.parent == tmp_path for p in paths.values())
-    assert not (tmp_path / report.PLOT_CHECKPOINTS).exists()  # one (missing) checkpoint label only
-    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))  # atomic: no leftovers
-    for name in (report.PLOT_STEP, report.PLOT_FRACTION):
-        check_png(tmp_path / name)
+  assert set(paths) == {"summary", "report", "accuracy_vs_step", "accuracy_vs_teacher_fraction"}
+  assert all(p.exists() and p.parent == tmp_path for p in paths.values())
+  assert not (tmp_path / report.PLOT_CHECKPOINTS).exists()  # one (missing) checkpoint label only
+  assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))  # atomic: no leftovers
+  for name in (report.PLOT_STEP, report.PLOT_FRACTION):
+    check_png(tmp_path / name)
 
-    csv = pd.read_csv(paths["summary"])
-    expected = analysis.summarize(pd.DataFrame(rows))
-    assert list(csv.columns) == analysis.SUMMARY_COLUMNS and len(csv) == len(expected)
-    s1 = csv[(csv.student == "student-small") & (csv.policy == "step:1")].iloc[0]
-    assert s1.gain_points == pytest.approx(40.0) and (s1.rescue, s1.harm) == (5, 1)
+  csv = pd.read_csv(paths["summary"])
+  expected = analysis.summarize(pd.DataFrame(rows))
+  assert list(csv.columns) == analysis.SUMMARY_COLUMNS and len(csv) == len(expected)
+  s1 = csv[(csv.student == "student-small") & (csv.policy == "step:1")].iloc[0]
+  assert s1.gain_points == pytest.approx(40.0) and (s1.rescue, s1.harm) == (5, 1)
 
-    text = paths["report"].read_text()
-    for student in ("student-small", "student-tiny"):
-        assert student in text
-    assert f"]({report.PLOT_STEP})" in text and f"]({report.PLOT_FRACTION})" in text
-    assert "Step 1 is the best timing: +40.0 points" in text        # student-small
-    assert "Step 1 is NOT the best timing here: `step:2` gains +40.0 points vs +10.0" in text  # student-tiny
-    assert "Best guided policy: `step:1` at 60.0%" in text
-    assert "| synthetic | student-small | teacher-big | - | `step:1` | 10 | 5 | 1 | +4 |" in text  # rescue/harm row
-    assert ("Excluding `always` (where the teacher writes the final answer by design): 0 of 60 (0.0%). "
-            "So the guided gains are not the teacher handing over the answer.") in text
+  text = paths["report"].read_text()
+  for student in ("student-small", "student-tiny"):
+    assert student in text
+  assert f"]({report.PLOT_STEP})" in text and f"]({report.PLOT_FRACTION})" in text
+  assert "Step 1 is the best timing: +40.0 points" in text  # student-small
+  assert "Step 1 is NOT the best timing here: `step:2` gains +40.0 points vs +10.0" in text  # student-tiny
+  assert "Best guided policy: `step:1` at 60.0%" in text
+  assert (
+    "| synthetic | student-small | teacher-big | - | `step:1` | 10 | 5 | 1 | +4 |" in text
+  )  # rescue/harm row
+  assert (
+    "Excluding `always` (where the teacher writes the final answer by design): 0 of 60 (0.0%). "
+    "So the guided gains are not the teacher handing over the answer."
+  ) in text
 
 
 def test_leaking_policy_is_flagged(tmp_path: Path) -> None:
-    rows = rows_for("student-small", {"never": {0}, "step:1": {0, 1, 2}, "step:2": {0}})
-    for r in rows:
-        if r["policy"] == "step:1" and r["problem_id"] in ("p1", "p2"):
-            r["teacher_text"] = f"So <<{r['answer']}*1={r['answer']}>>.\n"
-        if r["policy"] == "step:2":
-            r["teacher_text"] = f"Then 1{r['answer']} - 1 = {int('1' + r['answer']) - 1}.\n"  # not the answer
-    text = report.write_report(tmp_path, df=pd.DataFrame(rows))["report"].read_text()
-    assert "in 2 of 20 rows where the teacher wrote (10.0%)" in text
-    assert "may partly be the teacher handing over the answer" in text
-    assert "| synthetic | student-small | teacher-big | - | `step:1` | 20.0% |" in text
-    assert "`step:2` | 0.0% |" not in text  # only leaking policies are listed
+  rows = rows_for("student-small", {"never": {0}, "step:1": {0, 1, 2}, "step:2": {0}})
+  for r in rows:
+    if r["policy"] == "step:1" and r["problem_id"] in ("p1", "p2"):
+      r["teacher_text"] = f"So <<{r['answer']}*1={r['answer']}>>.\n"
+    if r["policy"] == "step:2":
+      r["teacher_text"] = f"Then 1{r['answer']} - 1 = {int('1' + r['answer']) - 1}.\n"  # not the answer
+  text = report.write_report(tmp_path, df=pd.DataFrame(rows))["report"].read_text()
+  assert "in 2 of 20 rows where the teacher wrote (10.0%)" in text
+  assert "may partly be the teacher handing over the answer" in text
+  assert "| synthetic | student-small | teacher-big | - | `step:1` | 20.0% |" in text
+  assert "`step:2` | 0.0% |" not in text  # only leaking policies are listed
 
 
 def test_df_argument_and_checkpoint_plot(tmp_path: Path) -> None:
-    early = {"never": {0}, "step:1": {0, 1, 2, 3, 4, 5}, "step:2": {0, 1}, "always": range(N)}
-    late = {"never": {0, 1, 2, 3, 4}, "step:1": {0, 1, 2, 3, 4, 5}, "step:2": {0, 1, 2, 3, 4}, "always": range(N)}
-    rows = (rows_for("student-small", early, checkpoint="step_2000")
-            + rows_for("student-small", late, checkpoint="step_10000"))
-    paths = report.write_report(tmp_path, df=pd.DataFrame(rows))  # no results files needed
-    assert "accuracy_vs_step_by_checkpoint" in paths
-    check_png(paths["accuracy_vs_step_by_checkpoint"])
-    text = paths["report"].read_text()
-    assert f"]({report.PLOT_CHECKPOINTS})" in text
-    # The per-checkpoint table shows early guidance mattering less as the student trains.
-    assert "| synthetic | student-small | teacher-big | step_2000 | 10.0% | 60.0% | +50.0 |" in text
-    assert "| synthetic | student-small | teacher-big | step_10000 | 50.0% | 60.0% | +10.0 |" in text
-    assert text.index("step_2000 | 10.0%") < text.index("step_10000 | 50.0%")  # natural order
+  early = {"never": {0}, "step:1": {0, 1, 2, 3, 4, 5}, "step:2": {0, 1}, "always": range(N)}
+  late = {
+    "never": {0, 1, 2, 3, 4},
+    "step:1": {0, 1, 2, 3, 4, 5},
+    "step:2": {0, 1, 2, 3, 4},
+    "always": range(N),
+  }
+  rows = rows_for("student-small", early, checkpoint="step_2000") + rows_for(
+    "student-small", late, checkpoint="step_10000"
+  )
+  paths = report.write_report(tmp_path, df=pd.DataFrame(rows))  # no results files needed
+  assert "accuracy_vs_step_by_checkpoint" in paths
+  check_png(paths["accuracy_vs_step_by_checkpoint"])
+  text = paths["report"].read_text()
+  assert f"]({report.PLOT_CHECKPOINTS})" in text
+  # The per-checkpoint table shows early guidance mattering less as the student trains.
+  assert "| synthetic | student-small | teacher-big | step_2000 | 10.0% | 60.0% | +50.0 |" in text
+  assert "| synthetic | student-small | teacher-big | step_10000 | 50.0% | 60.0% | +10.0 |" in text
+  assert text.index("step_2000 | 10.0%") < text.index("step_10000 | 50.0%")  # natural order
 
 
 def test_no_guided_policy_beats_student_is_said(tmp_path: Path) -> None:
-    rows = rows_for("student-small", {"never": {0, 1, 2}, "step:1": {0}, "step:2": {0, 1}},
-                    teacher="weak-teacher")
-    text = report.write_report(tmp_path, df=pd.DataFrame(rows))["report"].read_text()
-    assert "No guided policy beats the student alone here." in text
-    assert "Step 1 is NOT the best timing here" in text
+  rows = rows_for(
+    "student-small", {"never": {0, 1, 2}, "step:1": {0}, "step:2": {0, 1}}, teacher="weak-teacher"
+  )
+  text = report.write_report(tmp_path, df=pd.DataFrame(rows))["report"].read_text()
+  assert "No guided policy beats the student alone here." in text
+  assert "Step 1 is NOT the best timing here" in text
 
 
 def test_cli_regenerates_report(tmp_path: Path) -> None:
-    write_results(tmp_path, rows_for("student-small", FIRST_STEP_WINS), split=3)
-    assert report.main([str(tmp_path)]) == 0
-    first = (tmp_path / "report.md").read_text()
-    (tmp_path / "report.md").unlink()
-    proc = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path)],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "report.md").read_text() == first  # deterministic: same rows, same report
+  write_results(tmp_path, rows_for("student-small", FIRST_STEP_WINS), split=3)
+  assert report.main([str(tmp_path)]) == 0
+  first = (tmp_path / "report.md").read_text()
+  (tmp_path / "report.md").unlink()
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.report", str(tmp_path)],
+    capture_output=True,
+    text=True,
+    cwd=Path(__file__).resolve().parents[1],
+  )
+  assert proc.returncode == 0, proc.stderr
+  assert (tmp_path / "report.md").read_text() == first  # deterministic: same rows, same report
 
 
 def test_cli_without_results_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert report.main([str(tmp_path)]) == 2
-    assert "no results" in capsys.readouterr().err
-    assert report.main([str(tmp_path / "missing")]) == 2
+  assert report.main([str(tmp_path)]) == 2
+  assert "no results" in capsys.readouterr().err
+  assert report.main([str(tmp_path / "missing")]) == 2
 
 
 def test_cli_corrupt_results_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rows = rows_for("student-small", {"never": {0}})
-    (tmp_path / "results.jsonl").write_text(json.dumps(rows[0]) + "\nnot json\n" + json.dumps(rows[1]) + "\n")
-    assert report.main([str(tmp_path)]) == 1
-    assert "results.jsonl: corrupt line 2" in capsys.readouterr().err
+  rows = rows_for("student-small", {"never": {0}})
+  (tmp_path / "results.jsonl").write_text(json.dumps(rows[0]) + "\nnot json\n" + json.dumps(rows[1]) + "\n")
+  assert report.main([str(tmp_path)]) == 1
+  assert "results.jsonl: corrupt line 2" in capsys.readouterr().err
