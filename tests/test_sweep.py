@@ -146,3 +146,30 @@ def test_bad_config_is_a_clear_error_with_no_output(models, tmp_path, override, 
   r = subprocess.run(_cli(models, out, override), capture_output=True, text=True)
   assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
   assert not (out / "results.jsonl").exists()
+
+
+def test_gsm8k_few_shot_sweep_from_local_files(models, tmp_path):
+  """A real-format task end to end: GSM8K jsonl test + train files, 2-shot CoT, a policy grid."""
+  def line(q, steps, ans):
+    return json.dumps({"question": q, "answer": "\n".join(steps + [f"#### {ans}"])})
+  train = tmp_path / "train.jsonl"
+  train.write_text("\n".join([
+      line("tom has 3 apples and buys 2 more. how many?", ["3 + 2 = <<3+2=5>>5"], 5),
+      line("a box has 4 rows of 6 eggs. how many eggs?", ["4 * 6 = <<4*6=24>>24"], 24),
+      line("sue had 10 pens and lost 4. how many left?", ["10 - 4 = <<10-4=6>>6"], 6)]) + "\n")
+  test = tmp_path / "test.jsonl"
+  test.write_text("\n".join([
+      line("ann has 7 cats and gets 1 more. how many?", ["7 + 1 = <<7+1=8>>8"], 8),
+      line("bob has 9 cards and gives away 3. how many?", ["9 - 3 = <<9-3=6>>6"], 6)]) + "\n")
+  cfg = sweep_config(models, tmp_path / "out", policies=("never", "step:1", "always"))
+  cfg.task = ConfigDict(dict(name="gsm8k", path=str(test), num_problems=-1))
+  cfg.exemplars = ConfigDict(dict(path=str(train), task="gsm8k", k=2, seed=0))
+  stats = run_sweep(cfg, progress=False)
+  rows = rows_of(tmp_path / "out")
+  assert len(rows) == 2 * 3 and stats["compiles"] == 1
+  assert {r["answer"] for r in rows.values()} == {"8", "6"}
+  assert {r["problem_id"] for r in rows.values()} == {"gsm8k/test/0", "gsm8k/test/1"}
+  for r in rows.values():  # the prediction is what the answer extractor reads off the completion
+    from experiments.answers import extract_answer, strip_after_answer
+    assert r["prediction"] == extract_answer(strip_after_answer(r["completion"]))
+    assert r["correct"] == (r["prediction"] is not None and float(r["prediction"]) == float(r["answer"]))
