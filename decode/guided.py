@@ -17,6 +17,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from decode.loop import run_loop
+
+_TRACES = [0]
+
+
+def _traced_loop(cfg_s, cfg_t, lc: LoopConfig, params_s, params_t, inp: LoopInputs):
+  _TRACES[0] += 1  # runs at trace time only: counts compilations of the loop
+  return run_loop(cfg_s, cfg_t, lc, params_s, params_t, inp)
+
+
+# One jit for every decoder: decoders whose models share configs (e.g. checkpoints of one training
+# run, evaluated one after another in a sweep) reuse each other's compiled loop.
+_JITTED_LOOP = jax.jit(_traced_loop, static_argnums=(0, 1, 2))
 from decode.policy import Policy, PolicyArrays, PolicyError, parse_policy
 from decode.state import PROMPT, STUDENT, TEACHER, LoopConfig, LoopInputs
 from decode.vocab import VocabMasks, build_masks, check_same_tokenizer
@@ -85,15 +97,12 @@ class GuidedDecoder:
     self.lockstep, self.length_bucket = lockstep, length_bucket
     # Placement: rows over the mesh's 'data' axis; each cache follows its own model's rules.
     self.mesh, self.student_rules, self.teacher_rules = mesh, tuple(student_rules), tuple(teacher_rules)
-    self.compiles = 0
+    for what, value in (("teacher_chunk", teacher_chunk), ("prefill_chunk", prefill_chunk),
+                        ("length_bucket", length_bucket)):
+      if not isinstance(value, (int, np.integer)) or value < 1:
+        raise DecodeInputError(f"{what} must be a positive integer, got {value!r}")
+    self.compiles = 0  # compilations of the loop triggered by this decoder's calls
     self.last_stats: LoopStats | None = None
-    self._jitted = jax.jit(self._traced, static_argnums=(0,))
-
-  # -- compiled part ---------------------------------------------------------------------------
-  def _traced(self, lc: LoopConfig, params_s, params_t, inp: LoopInputs):
-    self.compiles += 1  # runs at trace time only: counts compilations of the loop
-    t_cfg = self.teacher.cfg if lc.has_teacher else None
-    return run_loop(self.student.cfg, t_cfg, lc, params_s, params_t, inp)
 
   # -- host part -------------------------------------------------------------------------------
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -138,6 +147,11 @@ class GuidedDecoder:
     pols = self._policies(policies, n)
     prefixes = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in range(n)]
     prefix_steps = list(prefix_steps) if prefix_steps is not None else [0] * n
+    if len(prefixes) != n or len(prefix_steps) != n:
+      raise DecodeInputError(f"{len(prefixes)} prefixes / {len(prefix_steps)} prefix_steps for {n} prompts")
+    for name, value in (("seeds", seeds), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
+      if np.ndim(value) and len(value) != n:
+        raise DecodeInputError(f"{name} has {len(value)} entries for {n} prompts; give one per prompt or a scalar")
     full = [list(p) + q for p, q in zip(prompts, prefixes)]
     if any(len(p) == 0 for p in prompts):
       raise DecodeInputError("empty prompt: every prompt needs at least one token")
@@ -177,14 +191,21 @@ class GuidedDecoder:
         temperature=col(temperature, np.float32, 0.0), top_k=col(top_k, np.int32, 0),
         top_p=col(top_p, np.float32, 1.0), policy=PolicyArrays.stack(pols + pad_policy),
         delimiter_mask=self.masks.delimiter, content_mask=self.masks.content, eos_mask=self.masks.eos)
-    if np.any(inp.temperature < 0):
-      raise DecodeInputError("temperature must be >= 0 (0 = greedy)")
+    if not np.all(np.isfinite(inp.temperature)) or np.any(inp.temperature < 0):
+      raise DecodeInputError("temperature must be finite and >= 0 (0 = greedy)")
+    if not np.all((inp.top_p > 0) & (inp.top_p <= 1)):
+      raise DecodeInputError("top_p must be in (0, 1] (1 = off)")
+    if np.any(inp.top_k < 0):
+      raise DecodeInputError("top_k must be >= 0 (0 = off)")
     has_teacher = self.teacher is not None
     lc = LoopConfig(max_len=T, vocab_size=self.vocab_size, prefill_chunk=self.prefill_chunk,
                     teacher_chunk=self.teacher_chunk, has_teacher=has_teacher, lockstep=self.lockstep,
                     **self._cache_shardings(B, T))
     inp = self._place(inp)
-    state = self._jitted(lc, self.student.params, self.teacher.params if has_teacher else None, inp)
+    traces = _TRACES[0]
+    state = _JITTED_LOOP(self.student.cfg, self.teacher.cfg if has_teacher else None, lc, self.student.params,
+                         self.teacher.params if has_teacher else None, inp)
+    self.compiles += _TRACES[0] - traces
     out = jax.device_get({"tokens": state.tokens, "authors": state.authors, "step_ids": state.step_ids,
                           "length": state.length, "st": state.student_tokens, "tt": state.teacher_tokens,
                           "tp": state.teacher_prefilled, "sw": state.switches, "steps": state.steps_done,

@@ -43,7 +43,7 @@ def _policy_wants_teacher(s: LoopState, inp: LoopInputs, student_logits) -> tupl
   k = s.steps_done + 1  # the coming step, 1-based
   in_window = (k >= p.step_lo) & (k < p.step_hi)
   # The vocabulary-wide softmax only runs when a row at a step start has an uncertainty trigger.
-  uses_metric = s.at_step_start & (p.trigger >= pol.TRIGGER_ENTROPY) & (p.trigger <= pol.TRIGGER_MARGIN)
+  uses_metric = s.at_step_start & ~s.done & (p.trigger >= pol.TRIGGER_ENTROPY) & (p.trigger <= pol.TRIGGER_MARGIN)
   B = student_logits.shape[0]
   entropy, maxprob, margin = jax.lax.cond(
       jnp.any(uses_metric), _uncertainty, lambda _: (jnp.zeros((B,)),) * 3, student_logits)

@@ -80,8 +80,8 @@ def _options(text: str, spec: str, allowed: set[str]) -> dict[str, float]:
 
 
 def _positive_int(value: float, what: str, spec: str) -> int:
-  if value != int(value) or value < 1:
-    raise PolicyError(f"policy {spec!r}: {what} must be a positive integer, got {value:g}")
+  if value != int(value) or value < 1 or value >= 2 ** 24:
+    raise PolicyError(f"policy {spec!r}: {what} must be an integer in [1, 2^24), got {value:g}")
   return int(value)
 
 

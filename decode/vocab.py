@@ -9,6 +9,10 @@ import dataclasses
 import numpy as np
 
 
+class VocabError(ValueError):
+  """A step delimiter the tokenizer cannot express."""
+
+
 class TokenizerMismatchError(ValueError):
   """Student and teacher do not share a tokenizer: the loop would mix incompatible token ids."""
 
@@ -38,12 +42,12 @@ def eos_ids(tokenizer, extra: tuple[int, ...] = ()) -> set[int]:
 
 def build_masks(tokenizer, delimiter: str = "\n", extra_eos: tuple[int, ...] = ()) -> VocabMasks:
   if not delimiter:
-    raise ValueError("the step delimiter must be a non-empty string (default: a newline)")
+    raise VocabError("the step delimiter must be a non-empty string (default: a newline)")
   texts = token_texts(tokenizer)
   special = set(getattr(tokenizer, "all_special_ids", []))
   delim = np.array([delimiter in t and i not in special for i, t in enumerate(texts)], bool)
   if not delim.any():
-    raise ValueError(f"no token of the tokenizer contains the step delimiter {delimiter!r}; choose another "
+    raise VocabError(f"no token of the tokenizer contains the step delimiter {delimiter!r}; choose another "
                      "--step-delimiter")
   content = np.array([bool(t.strip()) and i not in special for i, t in enumerate(texts)], bool)
   eos = np.zeros(len(texts), bool)

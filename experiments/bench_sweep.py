@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+
 from experiments.bench_models import Context, log, median, timed
 
 
@@ -37,6 +39,7 @@ def bench_sweep(ctx: Context, result: dict) -> None:
     if ctx.roundtrip(ids) != ids:
       raise RuntimeError("benchmark tokenizer does not round-trip the prompts")
   settings = DecodeSettings(batch_size=p.sweep_batch, max_len=ctx.max_len, max_new_tokens=p.max_new_tokens)
+  jax.clear_caches()  # decoders share compiled loops; start cold so the first sweep shows its compiles
   dec = GuidedDecoder(ctx.student, ctx.teacher)  # fresh: its first sweep shows how many compiles a sweep takes
   tmp = ctx.student_dir.parent / "sweep_stores"  # inside setup's temporary directory: removed at the end
   rows = _sweep_rows(ctx, p.sweep_prompts)

@@ -30,7 +30,7 @@ def main() -> int:
     return 2
   out = Path(cfg.output_dir)
   print(f"\nDemo finished in {time.time() - start:.0f} s: {stats['rows']} rows, {stats['loop_calls']} loop calls, "
-        f"{stats['compiles']} compilations (one per student model).")
+        f"{stats['compiles']} compilations (one per model architecture; checkpoints share one).")
   summary = out / "summary.csv"
   if summary.exists():
     import pandas as pd

@@ -60,4 +60,5 @@ def forkable(policy: Policy) -> bool:
   """A pure timing policy: the teacher cannot act before step `step_lo`, so the student's own run
   up to that step is a valid prefix (never is trivially forkable: it is the base run)."""
   from decode.policy import TRIGGER_NONE
-  return policy.trigger == TRIGGER_NONE and (policy.step_lo >= 1 or policy.step_hi <= policy.step_lo)
+  # K = 1 (always, step:1, hint:1) has an empty prefix: forking gains nothing, so it runs plain.
+  return policy.trigger == TRIGGER_NONE and (policy.step_lo >= 2 or policy.step_hi <= policy.step_lo)

@@ -95,9 +95,10 @@ class SweepRunner:
     base: dict[tuple, RowResult] = {}
     for rec in self.store.rows.values():  # finished student-only runs are reused, not re-decoded
       if rec["policy"] == "never":
-        base[(rec["student"], rec["checkpoint"], rec["seed"], rec["problem_id"])] = result_from_record(rec)
-    key = lambda r: (r.student.name, r.student.checkpoint, r.seed, r.problem.problem_id)
-    internal = {key(r): r for r in forked if key(r) not in base and key(r) not in {key(b) for b in base_rows}}
+        base[(rec["task"], rec["student"], rec["checkpoint"], rec["seed"], rec["problem_id"])] = result_from_record(rec)
+    key = lambda r: (r.task, r.student.name, r.student.checkpoint, r.seed, r.problem.problem_id)
+    recorded = {key(b) for b in base_rows}
+    internal = {key(r): r for r in forked if key(r) not in base and key(r) not in recorded}
     total = self._n_batches(len(plain)) + self._n_batches(len(base_rows)) + self._n_batches(len(internal))
     total += self._n_batches(len(forked))
     self._bar = tqdm(total=total, desc="batches", disable=not self.progress)

@@ -16,7 +16,7 @@ from ml_collections import ConfigDict, config_flags
 
 from decode.guided import DecodeInputError, GuidedDecoder
 from decode.policy import PolicyError, parse_policy
-from decode.vocab import TokenizerMismatchError
+from decode.vocab import TokenizerMismatchError, VocabError
 from experiments.grid import ModelEntry, expand_grid
 from experiments.prompts import PromptError, build_prompt, select_exemplars
 from experiments.results_store import ResultsStore
@@ -34,7 +34,7 @@ class SweepConfigError(ValueError):
 
 USER_ERRORS = (ModelLoadError, PolicyError, DecodeInputError, TokenizerMismatchError, PromptError,
                TaskFormatError, UnknownTaskError, SyntheticConfigError, MeshError, SweepConfigError,
-               FileNotFoundError)
+               VocabError, FileNotFoundError)
 
 
 def _synthetic(cfg: ConfigDict, split: str, n: int) -> list[Problem]:
@@ -110,6 +110,8 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
   problems = load_problems(cfg.task)
   if cfg.get("limit", -1) and cfg.limit > 0:
     problems = problems[:cfg.limit]
+  if not problems:
+    raise SweepConfigError(f"task {cfg.task.name!r} has no problems to evaluate (empty file or limit)")
   teacher = None
   if cfg.teacher.get("path"):
     teacher = load_model(cfg.teacher.path, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.teacher_rules,

@@ -1,4 +1,5 @@
 """The compiled guided loop against the plain host-side reference (tests/guided_reference.py)."""
+import jax
 import pytest
 
 from decode.guided import GuidedDecoder
@@ -84,6 +85,7 @@ def test_one_compilation_for_a_grid_of_policies(pair, delimiter):
   s, t = pair
   g = GuidedDecoder(s, t, step_delimiter=delimiter)
   ids = g.encode(PROMPTS)
+  jax.clear_caches()  # count from a cold start (decoders with equal configs share compiled loops)
   grid = ["never", "always", "step:1", "step:2", "step:3", "step:1,n=2", "hint:1,m=2", "entropy:1.0",
           "entropy:2.5,budget=1", "maxprob:0.5", "margin:0.2", "random:0.3"]
   for spec in grid:  # same bucketed shape every time -> the same compiled program
@@ -171,3 +173,15 @@ def test_policy_parsing_errors():
       parse_policy(bad)
   assert parse_policy("step:2,n=3").step_hi == 5
   assert parse_policy(" ALWAYS ").spec == "always"
+
+
+def test_bad_generation_arguments_are_clear_errors(pair, decoder):
+  from decode.guided import DecodeInputError
+  s, t = pair
+  with pytest.raises(DecodeInputError, match="teacher_chunk"):
+    GuidedDecoder(s, t, teacher_chunk=0)
+  ids = decoder.encode(PROMPTS)
+  for kw, msg in [(dict(top_p=0.0), "top_p"), (dict(top_k=-1), "top_k"), (dict(temperature=float("nan")), "temperature"),
+                  (dict(seeds=[1, 2]), "seeds"), (dict(max_new_tokens=0), "max_new_tokens")]:
+    with pytest.raises(DecodeInputError, match=msg):
+      decoder.generate(ids, "never", **{"max_new_tokens": 4, **kw})
