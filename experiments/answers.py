@@ -134,3 +134,9 @@ def answers_match(pred: str | None, gold: str | None) -> bool:
   if pred_norm is None or gold_norm is None:
     return False
   return math.isclose(float(pred_norm), float(gold_norm), rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE)
+
+
+def score(completion: str, gold: str | None) -> tuple[str | None, bool]:
+  """(prediction, correct): the study's one correctness rule, shared by sweeps and evaluation."""
+  prediction = extract_answer(completion)
+  return prediction, answers_match(prediction, gold)

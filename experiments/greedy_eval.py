@@ -20,7 +20,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from decode.guided import GuidedDecoder
-from experiments.answers import answers_match, extract_answer
+from experiments.answers import score
 from experiments.synthetic import SyntheticConfig, generate_problems
 from experiments.synthetic_format import prompt_text
 from experiments.tasks import Problem
@@ -31,7 +31,7 @@ TRAINING_FILE = "training.json"
 
 def is_correct(problem: Problem, completion: str) -> bool:
   """The study's correctness rule: the extracted final answer matches the gold answer."""
-  return answers_match(extract_answer(completion), problem.answer)
+  return score(completion, problem.answer)[1]
 
 
 def decode_greedy(lm: LanguageModel, problems: Sequence[Problem], *, batch_size: int = 128,

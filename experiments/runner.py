@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from decode.guided import GuidedDecoder, RowResult
 from decode.policy import parse_policy
-from experiments.answers import answers_match, extract_answer, strip_after_answer
+from experiments.answers import score
 from experiments.grid import SweepRow, forkable
 from experiments.results_store import ResultsStore
 
@@ -44,12 +44,12 @@ class SweepRunner:
 
   # -- records -----------------------------------------------------------------------------------
   def record(self, row: SweepRow, res: RowResult, mode: str) -> dict:
-    pred = extract_answer(strip_after_answer(res.completion))
+    pred, correct = score(res.completion, row.problem.answer)
     rec = res.to_json()
     rec.update(
         row_id=row.row_id, task=row.task, problem_id=row.problem.problem_id, student=row.student.name,
         checkpoint=row.student.checkpoint, teacher=row.teacher, policy=row.policy.spec, seed=row.seed,
-        prediction=pred, answer=row.problem.answer, correct=answers_match(pred, row.problem.answer), mode=mode)
+        prediction=pred, answer=row.problem.answer, correct=correct, mode=mode)
     return rec
 
   # -- decoding ----------------------------------------------------------------------------------
