@@ -75,8 +75,8 @@ class GuidedDecoder:
 
   def __init__(self, student: LanguageModel, teacher: LanguageModel | None = None, *,
                step_delimiter: str = "\n", teacher_chunk: int = 32, prefill_chunk: int = 64,
-               lockstep: bool = False, length_bucket: int = 64, mesh=None, student_rules=(),
-               teacher_rules=()):
+               lockstep: bool = False, length_bucket: int = 64, teacher_sub_batches: int = 3, mesh=None,
+               student_rules=(), teacher_rules=()):
     self.student, self.teacher = student, teacher
     tok = student.tokenizer
     if tok is None:
@@ -101,6 +101,9 @@ class GuidedDecoder:
                         ("length_bucket", length_bucket)):
       if not isinstance(value, (int, np.integer)) or value < 1:
         raise DecodeInputError(f"{what} must be a positive integer, got {value!r}")
+    if not isinstance(teacher_sub_batches, (int, np.integer)) or teacher_sub_batches < 0:
+      raise DecodeInputError(f"teacher_sub_batches must be an integer >= 0, got {teacher_sub_batches!r}")
+    self.teacher_sub_batches = teacher_sub_batches
     self.compiles = 0  # compilations of the loop triggered by this decoder's calls
     self.last_stats: LoopStats | None = None
 
@@ -200,6 +203,7 @@ class GuidedDecoder:
     has_teacher = self.teacher is not None
     lc = LoopConfig(max_len=T, vocab_size=self.vocab_size, prefill_chunk=self.prefill_chunk,
                     teacher_chunk=self.teacher_chunk, has_teacher=has_teacher, lockstep=self.lockstep,
+                    teacher_row_buckets=self._teacher_row_buckets(B) if has_teacher else (),
                     **self._cache_shardings(B, T))
     inp = self._place(inp)
     traces = _TRACES[0]
@@ -212,6 +216,16 @@ class GuidedDecoder:
                           "calls": state.teacher_calls, "it": state.iterations})
     self.last_stats = LoopStats(teacher_calls=int(out["calls"]), iterations=int(out["it"]))
     return [self._row(out, i, len(prompts[i]), pols[i].spec) for i in range(n)]
+
+  def _teacher_row_buckets(self, B: int) -> tuple[int, ...]:
+    """B/2, B/4, ... (`teacher_sub_batches` halvings): sub-batches for the teacher's decode.
+
+    Off when rows are split over devices: a sub-batch would gather cache rows across devices, and
+    accelerators, memory-bound at these batch sizes, gain little from fewer rows anyway.
+    """
+    if self.mesh is not None and self.mesh.shape.get("data", 1) > 1:
+      return ()
+    return tuple(sorted({max(1, B >> i) for i in range(1, self.teacher_sub_batches + 1)} - {B}))
 
   def _cache_shardings(self, B: int, T: int) -> dict:
     if self.mesh is None:

@@ -89,9 +89,48 @@ def _teacher_logits(cfg_t: DecoderConfig, lc: LoopConfig, params_t, s: LoopState
   cache, _, caught = catch_up(cfg_t, params_t, s.tokens, s.teacher_cache, s.teacher_seen, target, lc.teacher_chunk)
   last = s.length - 1
   n = need.astype(jnp.int32)
-  logits, cache = forward(cfg_t, params_t, _take(s.tokens, last[:, None]), last, n, cache)
+  logits, cache = _decode_rows(cfg_t, lc, params_t, _take(s.tokens, last[:, None]), last, n, cache, need)
   seen = jnp.where(need, s.length, s.teacher_seen)
-  return logits[:, 0, :lc.vocab_size], cache, seen, s.teacher_prefilled + caught + n
+  return logits, cache, seen, s.teacher_prefilled + caught + n
+
+
+def _decode_rows(cfg: DecoderConfig, lc: LoopConfig, params, tokens, start, n, cache, need):
+  """One-token forward of tokens [B, 1] for the rows in `need` [B]; logits [B, V] (others: 0).
+
+  With `lc.teacher_row_buckets`, the forward runs on the smallest bucket of rows that holds every
+  row in need (rows in need first, then filler rows that write nothing): on a compute-bound device
+  a step's tail, where a few rows still wait for the teacher, then costs a few rows' forward
+  instead of the whole batch's (measured at B=16 on CPU: step:1 10.3 s -> 8.1 s).
+  """
+  B, V = tokens.shape[0], lc.vocab_size
+
+  def full(cache):
+    logits, cache = forward(cfg, params, tokens, start, n, cache)
+    return logits[:, 0, :V], cache
+
+  sizes = sorted({b for b in lc.teacher_row_buckets if 0 < b < B})
+  if not sizes:
+    return full(cache)
+  order = jnp.argsort(~need, stable=True)  # [B] rows in need first
+
+  def sub_batch(b: int):
+    def run(cache):
+      idx = order[:b]  # [b]
+      logits, cache = forward(cfg, params, tokens[idx], start[idx], n[idx], cache, rows=idx)
+      return jnp.zeros((B, V), logits.dtype).at[idx].set(logits[:, 0, :V]), cache
+    return run
+
+  # A chain of (run | pass through) conds, exactly one of which runs, rather than one multi-way
+  # switch: XLA copies every cache buffer into a conditional whose branches all update it in place
+  # (measured: +120 ms per teacher call at B=16); a branch that passes it through costs nothing.
+  count = jnp.sum(need)
+  bounds = [0] + sizes + [B]
+  logits = jnp.zeros((B, V), jnp.float32)
+  passthrough = lambda c: (jnp.zeros((B, V), jnp.float32), c)
+  for lo, hi, run in zip(bounds[:-1], bounds[1:], [sub_batch(b) for b in sizes] + [full]):
+    out, cache = jax.lax.cond((count > lo) & (count <= hi), run, passthrough, cache)
+    logits += out
+  return logits, cache
 
 
 def _placed(cache, sharding):

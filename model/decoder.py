@@ -66,8 +66,11 @@ class Attention(nn.Module):
   layer: int
 
   @nn.compact
-  def __call__(self, x, positions, start, lengths, k_cache, v_cache):
-    """x [B, C, E]; positions [B, C]; caches [B, K, S, D] -> (out [B, C, E], k_cache, v_cache)."""
+  def __call__(self, x, positions, start, lengths, k_cache, v_cache, rows=None):
+    """x [b, C, E]; positions [b, C]; caches [B, K, S, D] -> (out [b, C, E], k_cache, v_cache).
+
+    rows [b]: the cache rows x belongs to (None: all of them, b == B).
+    """
     cfg, dt = self.cfg, self.cfg.jnp_dtype
     B, C, _ = x.shape
     N, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -81,9 +84,10 @@ class Attention(nn.Module):
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
 
-    k_cache = write_chunk(k_cache, k.transpose(0, 2, 1, 3), start, lengths)  # [B, K, S, D]
-    v_cache = write_chunk(v_cache, v.transpose(0, 2, 1, 3), start, lengths)
-    out = attend(q, k_cache, v_cache, positions, cfg.window(self.layer))  # [B, C, N, D]
+    k_cache = write_chunk(k_cache, k.transpose(0, 2, 1, 3), start, lengths, rows)  # [B, K, S, D]
+    v_cache = write_chunk(v_cache, v.transpose(0, 2, 1, 3), start, lengths, rows)
+    k_rows, v_rows = (k_cache, v_cache) if rows is None else (k_cache[rows], v_cache[rows])  # [b, K, S, D]
+    out = attend(q, k_rows, v_rows, positions, cfg.window(self.layer))  # [b, C, N, D]
     out = out.reshape(B, C, N * D)
     return _dense(cfg.hidden_size, ("heads", "embed"), cfg.o_bias, dt, "o_proj")(out), k_cache, v_cache
 
@@ -104,11 +108,11 @@ class Block(nn.Module):
   layer: int
 
   @nn.compact
-  def __call__(self, x, positions, start, lengths, k_cache, v_cache):
+  def __call__(self, x, positions, start, lengths, k_cache, v_cache, rows=None):
     cfg = self.cfg
     h, k_cache, v_cache = Attention(cfg, self.layer, name="attn")(
         RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="input_norm")(x), positions, start, lengths,
-        k_cache, v_cache)
+        k_cache, v_cache, rows)
     x = x + h
     x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="post_attn_norm")(x))
     return x, k_cache, v_cache
@@ -129,14 +133,18 @@ class Decoder(nn.Module):
       self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_dtype,
                               kernel_init=_part(_init, ("embed", "vocab")), name="lm_head")
 
-  def __call__(self, tokens, start, lengths, cache: KVCache):
-    """tokens [B, C] int32; start [B]; lengths [B] (valid tokens per row)."""
+  def __call__(self, tokens, start, lengths, cache: KVCache, rows=None):
+    """tokens [b, C] int32; start [b]; lengths [b] (valid tokens per row).
+
+    rows [b] int32: the cache rows these token rows belong to, so a forward can run on a sub-batch
+    of the cache's B rows (None: all rows, b == B). Attention then reads only those rows.
+    """
     C = tokens.shape[1]
     positions = start[:, None] + jnp.arange(C, dtype=start.dtype)[None, :]  # [B, C]
     x = self.embed(tokens)
     keys, values = [], []
     for i, block in enumerate(self.blocks):
-      x, k, v = block(x, positions, start, lengths, cache.keys[i], cache.values[i])
+      x, k, v = block(x, positions, start, lengths, cache.keys[i], cache.values[i], rows)
       keys.append(k)
       values.append(v)
     return self.norm(x), KVCache(keys=tuple(keys), values=tuple(values))
@@ -149,6 +157,6 @@ class Decoder(nn.Module):
       out = self.lm_head(hidden)
     return out.astype(jnp.float32)
 
-  def forward_logits(self, tokens, start, lengths, cache: KVCache):
-    hidden, cache = self(tokens, start, lengths, cache)
+  def forward_logits(self, tokens, start, lengths, cache: KVCache, rows=None):
+    hidden, cache = self(tokens, start, lengths, cache, rows)
     return self.logits(hidden), cache

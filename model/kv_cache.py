@@ -39,15 +39,17 @@ def init_cache(cfg: DecoderConfig, batch_size: int, max_len: int) -> KVCache:
                  values=tuple(zeros() for _ in range(cfg.num_layers)))
 
 
-def write_chunk(cache_arr: jax.Array, new: jax.Array, start: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Writes new [B, K, C, D] into cache [B, K, S, D] at positions start[b] + c for c < lengths[b].
+def write_chunk(cache_arr: jax.Array, new: jax.Array, start: jax.Array, lengths: jax.Array,
+                rows: jax.Array | None = None) -> jax.Array:
+  """Writes new [b, K, C, D] into cache [B, K, S, D] at positions start[i] + c for c < lengths[i].
 
-  Positions past a row's length or past the cache end are dropped (never clamped, which would
-  silently overwrite valid history).
+  rows [b]: the cache row of each new row (default: new row i is cache row i, b == B). Positions
+  past a row's length or past the cache end are dropped (never clamped, which would silently
+  overwrite valid history).
   """
-  B, K, C, _ = new.shape
+  b, K, C, _ = new.shape
   c = jnp.arange(C)[None, :]  # [1, C]
-  pos = jnp.where(c < lengths[:, None], start[:, None] + c, cache_arr.shape[2])  # [B, C]
-  rows = jnp.arange(B)[:, None, None]
+  pos = jnp.where(c < lengths[:, None], start[:, None] + c, cache_arr.shape[2])  # [b, C]
+  rows = (jnp.arange(b) if rows is None else rows)[:, None, None]
   heads = jnp.arange(K)[None, :, None]
   return cache_arr.at[rows, heads, pos[:, None, :]].set(new.astype(cache_arr.dtype), mode="drop")

@@ -32,10 +32,14 @@ class LanguageModel:
     return init_cache(self.cfg, batch_size, max_len)
 
 
-def forward(cfg: DecoderConfig, params, tokens, start, lengths, cache: KVCache, *, with_logits: bool = True):
-  """Pure function for use inside jit: logits [B, C, V] (or hidden [B, C, E]) and the new cache."""
+def forward(cfg: DecoderConfig, params, tokens, start, lengths, cache: KVCache, *, with_logits: bool = True,
+            rows=None):
+  """Pure function for use inside jit: logits [b, C, V] (or hidden [b, C, E]) and the new cache.
+
+  rows [b]: run on these cache rows only (a sub-batch); None: tokens cover all B rows.
+  """
   method = Decoder.forward_logits if with_logits else Decoder.__call__
-  return Decoder(cfg).apply(params, tokens, start, lengths, cache, method=method)
+  return Decoder(cfg).apply(params, tokens, start, lengths, cache, rows, method=method)
 
 
 def _init_fn(cfg: DecoderConfig):

@@ -104,6 +104,22 @@ def test_teacher_never_runs_when_no_row_needs_it(decoder):
   assert decoder.last_stats.teacher_calls > 0
 
 
+def test_teacher_sub_batches_equal_whole_batch(pair, delimiter):
+  """The teacher decoding on a sub-batch of the rows that need it changes nothing but the cost."""
+  s, t = pair
+  ids = GuidedDecoder(s, t).encode(PROMPTS)
+  specs = ["never", "step:1", "never", "step:2", "never", "hint:1,m=2", "never", "always"]
+  prompts = [ids[i % len(ids)] for i in range(len(specs))]
+  runs = {}
+  for k in (0, 1, 3):  # whole batch only; B/2; B/2, B/4, B/8
+    g = GuidedDecoder(s, t, step_delimiter=delimiter, teacher_sub_batches=k)
+    assert g._teacher_row_buckets(8) == {0: (), 1: (4,), 3: (1, 2, 4)}[k]
+    res = g.generate(prompts, specs, max_new_tokens=MAX_NEW)
+    runs[k] = [(r.token_ids, r.authors, r.teacher_prefilled) for r in res]
+  assert runs[1] == runs[0] and runs[3] == runs[0]
+  assert any(sum(a) for _, a, _ in runs[0])
+
+
 def test_teacher_prefills_each_position_once(decoder):
   """Lazy catch-up: teacher processes exactly the positions before its last written token."""
   ids = decoder.encode(PROMPTS)
