@@ -17,22 +17,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from decode.loop import run_loop
+from decode.policy import Policy, PolicyArrays, PolicyError, parse_policy
+from decode.state import PROMPT, STUDENT, TEACHER, LoopCaches, LoopConfig, LoopInputs
+from decode.vocab import VocabMasks, build_masks, check_same_tokenizer
+from model.kv_cache import KVCache
+from model.lm import LanguageModel
 
 _TRACES = [0]
 
 
-def _traced_loop(cfg_s, cfg_t, lc: LoopConfig, params_s, params_t, inp: LoopInputs):
+def _traced_loop(cfg_s, cfg_t, lc: LoopConfig, params_s, params_t, inp: LoopInputs, caches: LoopCaches):
   _TRACES[0] += 1  # runs at trace time only: counts compilations of the loop
-  return run_loop(cfg_s, cfg_t, lc, params_s, params_t, inp)
+  return run_loop(cfg_s, cfg_t, lc, params_s, params_t, inp, caches)
 
 
 # One jit for every decoder: decoders whose models share configs (e.g. checkpoints of one training
-# run, evaluated one after another in a sweep) reuse each other's compiled loop.
-_JITTED_LOOP = jax.jit(_traced_loop, static_argnums=(0, 1, 2))
-from decode.policy import Policy, PolicyArrays, PolicyError, parse_policy
-from decode.state import PROMPT, STUDENT, TEACHER, LoopConfig, LoopInputs
-from decode.vocab import VocabMasks, build_masks, check_same_tokenizer
-from model.lm import LanguageModel
+# run, evaluated one after another in a sweep) reuse each other's compiled loop. The caches are
+# donated: the loop updates them in place and hands them back in its final state.
+_JITTED_LOOP = jax.jit(_traced_loop, static_argnums=(0, 1, 2), donate_argnums=(6,))
 
 
 class DecodeInputError(ValueError):
@@ -58,6 +60,32 @@ class RowResult:
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class PrefixCaches:
+  """Student and teacher caches that hold rows' prompt + prefix, to start later calls from.
+
+  Fork mode prefills each problem's prompt + student run once (`GuidedDecoder.prefill`) and starts
+  every timing's row from it (`generate(..., caches=caches.rows(idx, B))`), so neither model
+  re-reads a prefix a cache already holds. `tokens` (host) are what each row's caches hold; a row
+  that reuses them must start with those tokens, which `generate` checks.
+  """
+
+  student: KVCache          # L x [B, K, T, D]
+  teacher: KVCache | None
+  tokens: list[list[int]]   # per row: the ids the caches hold (positions < len - 1 are cached)
+
+  def rows(self, idx: Sequence[int], batch_size: int | None = None) -> "PrefixCaches":
+    """A copy of rows idx (padded with copies of idx[0] to batch_size), for one generate call."""
+    idx = list(idx)
+    if not idx:
+      raise DecodeInputError("PrefixCaches.rows needs at least one row index")
+    if min(idx) < 0 or max(idx) >= len(self.tokens):
+      raise DecodeInputError(f"cache rows {idx} out of range for {len(self.tokens)} cached rows")
+    full = np.asarray(idx + [idx[0]] * ((batch_size or len(idx)) - len(idx)), np.int32)
+    take = lambda c: None if c is None else jax.tree.map(lambda x: x[full], c)
+    return PrefixCaches(student=take(self.student), teacher=take(self.teacher), tokens=[self.tokens[i] for i in idx])
 
 
 @dataclasses.dataclass
@@ -133,12 +161,15 @@ class GuidedDecoder:
   def generate(self, prompts: Sequence[Sequence[int]], policies, *, max_new_tokens: int,
                temperature=0.0, top_k=0, top_p=1.0, seeds=0, max_steps: int | None = None,
                prefixes: Sequence[Sequence[int]] | None = None, prefix_steps: Sequence[int] | None = None,
-               max_len: int | None = None, batch_size: int | None = None) -> list[RowResult]:
+               max_len: int | None = None, batch_size: int | None = None,
+               caches: PrefixCaches | None = None) -> list[RowResult]:
     """Decodes all prompts in one call of the loop (padded to fixed shapes).
 
     prefixes: student-written tokens to continue from (fork mode), with prefix_steps completed steps.
     max_len / batch_size: fixed buckets (buffer length T, rows B), so a sweep keeps one compiled
     shape; by default T = longest prompt + max_new_tokens rounded up to `length_bucket`.
+    caches: rows of a `prefill` (one per prompt, `PrefixCaches.rows`), holding a start of each
+    row's prompt + prefix; only the rest is prefilled.
     """
     n = len(prompts)
     if n == 0:
@@ -148,6 +179,33 @@ class GuidedDecoder:
     if max_steps is not None and max_steps <= 0:
       raise DecodeInputError(f"max_steps must be positive, got {max_steps}")
     pols = self._policies(policies, n)
+    inp, T, B = self._inputs(prompts, pols, max_new_tokens, temperature, top_k, top_p, seeds, max_steps, prefixes,
+                             prefix_steps, max_len, batch_size)
+    out = self._run(inp, T, B, caches, n)
+    return [self._row(out, i, len(prompts[i]), pols[i].spec) for i in range(n)]
+
+  def prefill(self, prompts: Sequence[Sequence[int]], prefixes: Sequence[Sequence[int]], *, max_len: int,
+              batch_size: int | None = None) -> PrefixCaches:
+    """Caches holding each row's prompt + prefix for both models; nothing is decoded.
+
+    Runs the same compiled loop as `generate` (same shapes: no extra compilation), with every row
+    done before the first iteration and the teacher asked to prefill.
+    """
+    n = len(prompts)
+    if n == 0 or len(prefixes) != n:
+      raise DecodeInputError(f"prefill needs one prefix per prompt, got {len(prefixes)} for {n} prompts")
+    never = [parse_policy("never")] * n
+    budget = [len(q) for q in prefixes]  # rows are done at once: the prefix fills the budget
+    inp, T, B = self._inputs(prompts, never, budget, 0.0, 0, 1.0, 0, None, prefixes, None, max_len, batch_size,
+                             teacher_prefill=True)
+    state = self._call(inp, T, B, None)
+    full = [list(p) + list(q) for p, q in zip(prompts, prefixes)]
+    return PrefixCaches(student=state.student_cache, teacher=state.teacher_cache, tokens=full)
+
+  def _inputs(self, prompts, pols, max_new_tokens, temperature, top_k, top_p, seeds, max_steps, prefixes,
+              prefix_steps, max_len, batch_size, teacher_prefill: bool = False):
+    """Validated, padded LoopInputs (host arrays), the buffer length T and batch B."""
+    n = len(prompts)
     prefixes = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in range(n)]
     prefix_steps = list(prefix_steps) if prefix_steps is not None else [0] * n
     if len(prefixes) != n or len(prefix_steps) != n:
@@ -159,15 +217,16 @@ class GuidedDecoder:
     if any(len(p) == 0 for p in prompts):
       raise DecodeInputError("empty prompt: every prompt needs at least one token")
     longest = max(len(p) for p in prompts)
-    need = longest + int(max_new_tokens)
+    new_tokens = int(np.max(max_new_tokens))
+    need = longest + new_tokens
     if need > self.max_context():
       raise DecodeInputError(
-          f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) = {need} exceeds the "
+          f"prompt ({longest} tokens) + max_new_tokens ({new_tokens}) = {need} exceeds the "
           f"models' context of {self.max_context()} positions; shorten the prompt or lower max_new_tokens")
     T = max_len or min(_round_up(need, self.length_bucket), self.max_context())
     if T < need or max(len(f) for f in full) >= T:
       raise DecodeInputError(f"max_len={T} is too short for a prompt of {longest} tokens plus "
-                             f"{max_new_tokens} new tokens")
+                             f"{new_tokens} new tokens")
     B = batch_size or n
     if B < n:
       raise DecodeInputError(f"batch_size={B} is smaller than the {n} prompts given")
@@ -193,29 +252,73 @@ class GuidedDecoder:
         active=col(True, bool, False), seeds=col(seeds, np.int32, 0),
         temperature=col(temperature, np.float32, 0.0), top_k=col(top_k, np.int32, 0),
         top_p=col(top_p, np.float32, 1.0), policy=PolicyArrays.stack(pols + pad_policy),
-        delimiter_mask=self.masks.delimiter, content_mask=self.masks.content, eos_mask=self.masks.eos)
+        delimiter_mask=self.masks.delimiter, content_mask=self.masks.content, eos_mask=self.masks.eos,
+        student_seen=np.zeros((B,), np.int32), teacher_seen=np.zeros((B,), np.int32),
+        teacher_prefill=col(teacher_prefill and self.teacher is not None, bool, False))
     if not np.all(np.isfinite(inp.temperature)) or np.any(inp.temperature < 0):
       raise DecodeInputError("temperature must be finite and >= 0 (0 = greedy)")
     if not np.all((inp.top_p > 0) & (inp.top_p <= 1)):
       raise DecodeInputError("top_p must be in (0, 1] (1 = off)")
     if np.any(inp.top_k < 0):
       raise DecodeInputError("top_k must be >= 0 (0 = off)")
-    has_teacher = self.teacher is not None
-    lc = LoopConfig(max_len=T, vocab_size=self.vocab_size, prefill_chunk=self.prefill_chunk,
-                    teacher_chunk=self.teacher_chunk, has_teacher=has_teacher, lockstep=self.lockstep,
-                    teacher_row_buckets=self._teacher_row_buckets(B) if has_teacher else (),
-                    **self._cache_shardings(B, T))
-    inp = self._place(inp)
-    traces = _TRACES[0]
-    state = _JITTED_LOOP(self.student.cfg, self.teacher.cfg if has_teacher else None, lc, self.student.params,
-                         self.teacher.params if has_teacher else None, inp)
-    self.compiles += _TRACES[0] - traces
+    return inp, T, B
+
+  def _run(self, inp: LoopInputs, T: int, B: int, caches: PrefixCaches | None, n: int) -> dict:
+    if caches is not None:
+      inp = self._with_caches(inp, caches, T, B, n)
+    state = self._call(inp, T, B, caches)
     out = jax.device_get({"tokens": state.tokens, "authors": state.authors, "step_ids": state.step_ids,
                           "length": state.length, "st": state.student_tokens, "tt": state.teacher_tokens,
                           "tp": state.teacher_prefilled, "sw": state.switches, "steps": state.steps_done,
                           "calls": state.teacher_calls, "it": state.iterations})
     self.last_stats = LoopStats(teacher_calls=int(out["calls"]), iterations=int(out["it"]))
-    return [self._row(out, i, len(prompts[i]), pols[i].spec) for i in range(n)]
+    return out
+
+  def _with_caches(self, inp: LoopInputs, caches: PrefixCaches, T: int, B: int, n: int) -> LoopInputs:
+    """Checks that given caches fit this call and hold a start of each row; sets the seen pointers."""
+    shape = (caches.student.batch_size, caches.student.max_len)
+    if shape != (B, T):
+      raise DecodeInputError(f"caches have {shape[0]} rows of {shape[1]} positions but this call needs {B} x {T}; "
+                             "use PrefixCaches.rows(idx, batch_size) and the same max_len as the prefill")
+    if (caches.teacher is None) != (self.teacher is None) or len(caches.tokens) != n:
+      raise DecodeInputError(f"caches hold {len(caches.tokens)} rows "
+                             f"{'without' if caches.teacher is None else 'with'} a teacher cache; this call has "
+                             f"{n} rows {'with' if self.teacher is not None else 'without'} a teacher")
+    seen = np.zeros((B,), np.int32)
+    for i in range(n):
+      row, held = inp.tokens[i, :inp.lengths[i]].tolist(), caches.tokens[i]
+      k = min(len(held), len(row)) - 1  # positions the caches hold that this row can use
+      if row[:k] != held[:k]:
+        raise DecodeInputError(f"row {i}: the given caches hold other tokens than its prompt + prefix; "
+                               "pass the cache rows prefilled from this row's problem")
+      seen[i] = k
+    return inp.replace(student_seen=seen, teacher_seen=seen if self.teacher is not None else inp.teacher_seen)
+
+  def _call(self, inp: LoopInputs, T: int, B: int, caches: PrefixCaches | None):
+    has_teacher = self.teacher is not None
+    lc = LoopConfig(max_len=T, vocab_size=self.vocab_size, prefill_chunk=self.prefill_chunk,
+                    teacher_chunk=self.teacher_chunk, has_teacher=has_teacher, lockstep=self.lockstep,
+                    teacher_row_buckets=self._teacher_row_buckets(B) if has_teacher else (),
+                    **self._cache_shardings(B, T))
+    if caches is None:
+      loop_caches = LoopCaches(student=self._zeros(self.student, B, T, lc.student_cache_sharding),
+                               teacher=self._zeros(self.teacher, B, T, lc.teacher_cache_sharding)
+                               if has_teacher else None)
+    else:
+      loop_caches = LoopCaches(student=caches.student, teacher=caches.teacher)
+    inp = self._place(inp)
+    traces = _TRACES[0]
+    state = _JITTED_LOOP(self.student.cfg, self.teacher.cfg if has_teacher else None, lc, self.student.params,
+                         self.teacher.params if has_teacher else None, inp, loop_caches)
+    self.compiles += _TRACES[0] - traces
+    return state
+
+  @staticmethod
+  def _zeros(lm: LanguageModel, B: int, T: int, sharding) -> KVCache:
+    shape = (B, lm.cfg.num_kv_heads, T, lm.cfg.head_dim)
+    zeros = lambda: jnp.zeros(shape, lm.cfg.jnp_dtype, device=sharding)
+    return KVCache(keys=tuple(zeros() for _ in range(lm.cfg.num_layers)),
+                   values=tuple(zeros() for _ in range(lm.cfg.num_layers)))
 
   def _teacher_row_buckets(self, B: int) -> tuple[int, ...]:
     """B/2, B/4, ... (`teacher_sub_batches` halvings): sub-batches for the teacher's decode.

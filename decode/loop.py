@@ -15,9 +15,8 @@ import jax.numpy as jnp
 
 from decode import policy as pol
 from decode.sampling import position_key, sample_tokens
-from decode.state import STUDENT, TEACHER, LoopConfig, LoopInputs, LoopState, zeros_i32
+from decode.state import STUDENT, TEACHER, LoopCaches, LoopConfig, LoopInputs, LoopState, zeros_i32
 from model.config import DecoderConfig
-from model.kv_cache import init_cache
 from model.lm import forward
 
 _SAMPLE_STREAM, _POLICY_STREAM = 0, 1
@@ -134,30 +133,38 @@ def _decode_rows(cfg: DecoderConfig, lc: LoopConfig, params, tokens, start, n, c
 
 
 def _placed(cache, sharding):
-  """Pins a fresh cache to its model's layout (rows over 'data', kv heads per the model's rules)."""
+  """Pins a cache to its model's layout (rows over 'data', kv heads per the model's rules)."""
   return cache if sharding is None else jax.lax.with_sharding_constraint(cache, sharding)
 
 
-def _init_state(cfg_s: DecoderConfig, cfg_t: DecoderConfig | None, lc: LoopConfig, params_s,
-                inp: LoopInputs) -> LoopState:
+def _init_state(cfg_s: DecoderConfig, cfg_t: DecoderConfig | None, lc: LoopConfig, params_s, params_t,
+                inp: LoopInputs, caches: LoopCaches) -> LoopState:
   B, T = inp.tokens.shape
   tokens, authors, step_ids = inp.tokens, inp.authors, inp.step_ids
-  # Student prefill, chunked: everything but each row's last token, which the first iteration feeds.
-  student_cache, _, _ = catch_up(cfg_s, params_s, tokens, _placed(init_cache(cfg_s, B, T), lc.student_cache_sharding),
-                                 zeros_i32(B), jnp.where(inp.active, inp.lengths - 1, 0), lc.prefill_chunk)
+  # Student prefill, chunked, from what the given cache holds: everything but each row's last
+  # token, which the first iteration feeds.
+  student_cache, _, _ = catch_up(cfg_s, params_s, tokens, _placed(caches.student, lc.student_cache_sharding),
+                                 inp.student_seen, jnp.where(inp.active, inp.lengths - 1, 0), lc.prefill_chunk)
+  teacher_cache, teacher_seen, prefilled = None, zeros_i32(B), zeros_i32(B)
+  if lc.has_teacher:
+    # Rows asking for a teacher prefill (to hand their caches to later calls) get it now; the
+    # others catch the teacher up lazily, when it first writes for them.
+    target = jnp.where(inp.active & inp.teacher_prefill, inp.lengths - 1, inp.teacher_seen)
+    teacher_cache, teacher_seen, prefilled = catch_up(
+        cfg_t, params_t, tokens, _placed(caches.teacher, lc.teacher_cache_sharding), inp.teacher_seen, target,
+        lc.teacher_chunk)
   generated = jnp.arange(T)[None, :] < inp.lengths[:, None]
   count = lambda who: jnp.sum((authors == who) & generated, axis=1).astype(jnp.int32)
   has_prefix = inp.lengths > inp.gen_start
   return LoopState(
       tokens=tokens, authors=authors, step_ids=step_ids, length=inp.lengths,
       done=~inp.active | (inp.lengths - inp.gen_start >= inp.max_new) | (inp.start_steps >= inp.max_steps),
-      student_cache=student_cache,
-      teacher_cache=_placed(init_cache(cfg_t, B, T), lc.teacher_cache_sharding) if lc.has_teacher else None,
-      teacher_seen=zeros_i32(B), writer=zeros_i32(B), at_step_start=jnp.ones((B,), bool),
+      student_cache=student_cache, teacher_cache=teacher_cache,
+      teacher_seen=teacher_seen, writer=zeros_i32(B), at_step_start=jnp.ones((B,), bool),
       step_has_content=jnp.zeros((B,), bool), steps_done=inp.start_steps,
       step_teacher_tokens=zeros_i32(B), triggered=zeros_i32(B),
       last_author=jnp.where(has_prefix, STUDENT, -1).astype(jnp.int32),
-      student_tokens=count(STUDENT), teacher_tokens=count(TEACHER), teacher_prefilled=zeros_i32(B),
+      student_tokens=count(STUDENT), teacher_tokens=count(TEACHER), teacher_prefilled=prefilled,
       switches=zeros_i32(B), teacher_calls=jnp.zeros((), jnp.int32), iterations=jnp.zeros((), jnp.int32))
 
 
@@ -235,8 +242,12 @@ def _iteration(cfg_s, cfg_t, lc: LoopConfig, params_s, params_t, inp: LoopInputs
 
 
 def run_loop(cfg_s: DecoderConfig, cfg_t: DecoderConfig | None, lc: LoopConfig, params_s, params_t,
-             inp: LoopInputs) -> LoopState:
-  """Pure: prefill the student, then iterate until every row is done. Jit with the configs static."""
-  state = _init_state(cfg_s, cfg_t, lc, params_s, inp)
+             inp: LoopInputs, caches: LoopCaches) -> LoopState:
+  """Pure: prefill the student, then iterate until every row is done. Jit with the configs static.
+
+  `caches` are fresh zeros or rows of an earlier call's final caches (with inp.*_seen saying how
+  much of each row they hold); the returned state carries the final caches.
+  """
+  state = _init_state(cfg_s, cfg_t, lc, params_s, params_t, inp, caches)
   body = functools.partial(_iteration, cfg_s, cfg_t, lc, params_s, params_t, inp)
   return jax.lax.while_loop(lambda s: ~jnp.all(s.done), body, state)

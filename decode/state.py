@@ -51,6 +51,18 @@ class LoopInputs:
   delimiter_mask: jax.Array  # [V] bool
   content_mask: jax.Array    # [V] bool
   eos_mask: jax.Array        # [V] bool
+  # Caches given with the call (LoopCaches) already hold positions < *_seen of each row (0: fresh).
+  student_seen: jax.Array    # [B] int32
+  teacher_seen: jax.Array    # [B] int32
+  teacher_prefill: jax.Array  # [B] bool: catch the teacher up on the whole prompt (+ prefix) before decoding
+
+
+@flax.struct.dataclass
+class LoopCaches:
+  """The caches a loop call starts from (donated to it): zeros, or rows of an earlier call's."""
+
+  student: KVCache
+  teacher: KVCache | None
 
 
 @flax.struct.dataclass

@@ -1,8 +1,10 @@
 """Runs sweep rows through one GuidedDecoder in fixed-shape batches, plain or forked.
 
 Fork mode: the student decodes alone once per (problem, seed); every "teacher from step K" row then
-starts from that run's own prefix up to step K (prefilled, not decoded again). Because a row's
-sampling key depends only on (problem, seed, position), forked rows equal plain rows exactly.
+starts from that run's own prefix up to step K. Both models prefill each problem's prompt + student
+run once (`GuidedDecoder.prefill`, a batch of problems at a time), and every timing's row starts
+from those caches, so no prefix is decoded or prefilled twice. Because a row's sampling key depends
+only on (problem, seed, position), forked rows equal plain rows exactly.
 """
 from __future__ import annotations
 
@@ -53,9 +55,12 @@ class SweepRunner:
     return rec
 
   # -- decoding ----------------------------------------------------------------------------------
-  def _decode(self, rows: list[SweepRow], prefixes=None, prefix_steps=None, policies=None) -> list[RowResult]:
+  def _decode(self, rows: list[SweepRow], prefixes=None, prefix_steps=None, policies=None,
+              caches=None) -> list[RowResult]:
     s = self.settings
     out: list[RowResult] = []
+    if caches is not None and len(rows) > s.batch_size:
+      raise ValueError("rows with caches are decoded one batch at a time")
     for i in range(0, len(rows), s.batch_size):
       chunk = rows[i:i + s.batch_size]
       ids = self.decoder.encode([r.prompt for r in chunk])
@@ -65,11 +70,14 @@ class SweepRunner:
           top_k=s.top_k, top_p=s.top_p, seeds=[r.row_seed for r in chunk],
           prefixes=prefixes[i:i + s.batch_size] if prefixes else None,
           prefix_steps=prefix_steps[i:i + s.batch_size] if prefix_steps else None,
-          max_len=s.max_len, batch_size=s.batch_size)
-      self.loop_calls += 1
-      if self._bar is not None:
-        self._bar.update(1)
+          max_len=s.max_len, batch_size=s.batch_size, caches=caches)
+      self._count_call()
     return out
+
+  def _count_call(self) -> None:
+    self.loop_calls += 1
+    if self._bar is not None:
+      self._bar.update(1)
 
   def _run_and_store(self, rows: list[SweepRow], mode: str, **kw) -> list[RowResult]:
     """Decodes in batches, appending each finished batch before the next starts."""
@@ -127,10 +135,29 @@ class SweepRunner:
       prefixes.append(b.token_ids[:cut])
       prefix_steps.append(k - 1)
     self.store.append(copied)
-    if self._bar is not None:  # copied rows need no loop call
-      self._bar.total = self._bar.n + self._n_batches(len(to_run))
+    # Problems in groups of one batch: one prefill of each group's prompts + student runs (as far as
+    # its latest timing needs), then all the group's timings start from those caches.
+    problems = list(dict.fromkeys(key(r) for r in to_run))
+    B = self.settings.batch_size
+    groups = [problems[g:g + B] for g in range(0, len(problems), B)]
+    if self._bar is not None:  # copied rows need no loop call; each group needs a prefill call
+      self._bar.total = self._bar.n + len(groups) + sum(
+          self._n_batches(sum(key(r) in set(g) for r in to_run)) for g in groups)
       self._bar.refresh()
-    # Batch rows with similar remaining budgets together: a batch runs until its longest row ends.
-    order = sorted(range(len(to_run)), key=lambda i: (-len(prefixes[i]), i))
-    self._run_and_store([to_run[i] for i in order], "fork", prefixes=[prefixes[i] for i in order],
-                        prefix_steps=[prefix_steps[i] for i in order])
+    for group in groups:
+      slot = {k: i for i, k in enumerate(group)}
+      members = [i for i, r in enumerate(to_run) if key(r) in slot]
+      first = {key(to_run[i]): to_run[i] for i in reversed(members)}
+      longest = {k: max(len(prefixes[i]) for i in members if key(to_run[i]) == k) for k in group}
+      caches = self.decoder.prefill(self.decoder.encode([first[k].prompt for k in group]),
+                                    [base[k].token_ids[:longest[k]] for k in group],
+                                    max_len=self.settings.max_len, batch_size=B)
+      self._count_call()
+      # Batch rows with similar remaining budgets together: a batch runs until its longest row ends.
+      order = sorted(members, key=lambda i: (-len(prefixes[i]), i))
+      for c in range(0, len(order), B):
+        chunk = order[c:c + B]
+        part = self._decode([to_run[i] for i in chunk], prefixes=[prefixes[i] for i in chunk],
+                            prefix_steps=[prefix_steps[i] for i in chunk],
+                            caches=caches.rows([slot[key(to_run[i])] for i in chunk], B))
+        self.store.append(self.record(to_run[i], res, "fork") for i, res in zip(chunk, part))

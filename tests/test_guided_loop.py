@@ -2,7 +2,7 @@
 import jax
 import pytest
 
-from decode.guided import GuidedDecoder
+from decode.guided import DecodeInputError, GuidedDecoder
 from decode.policy import parse_policy
 from model.hf_import import load_model
 import guided_reference as ref
@@ -180,6 +180,49 @@ def test_fork_from_student_prefix_equals_plain_run(decoder):
     assert (fork.token_ids, fork.authors, fork.step_ids) == (plain.token_ids, plain.authors, plain.step_ids)
     assert (fork.student_tokens, fork.teacher_tokens, fork.switches) == (
         plain.student_tokens, plain.teacher_tokens, plain.switches)
+
+
+def test_prefilled_caches_equal_a_plain_run(pair, delimiter):
+  """prefill once, then each timing from the cached rows == the plain run; the cached prefix is not re-read."""
+  s, t = pair
+  g = GuidedDecoder(s, t, step_delimiter=delimiter, teacher_chunk=4, prefill_chunk=5)
+  ids = g.encode(PROMPTS)
+  kw = dict(max_new_tokens=MAX_NEW, max_len=64, batch_size=4)
+  base = g.generate(ids, "never", **kw)
+  compiles = g.compiles
+  caches = g.prefill(ids, [r.token_ids for r in base], max_len=64, batch_size=4)
+  checked = 0
+  for k in (1, 2, 3):
+    rows = [i for i, r in enumerate(base) if k in r.step_ids][::-1]  # reversed: cache rows are gathered
+    if not rows:
+      continue
+    prompts = [ids[i] for i in rows]
+    prefixes = [base[i].token_ids[:base[i].step_ids.index(k)] for i in rows]
+    plain = g.generate(prompts, f"step:{k}", **kw)
+    cached = g.generate(prompts, f"step:{k}", prefixes=prefixes, prefix_steps=[k - 1] * len(rows),
+                        caches=caches.rows(rows, 4), **kw)
+    for a, b in zip(plain, cached):
+      assert (a.token_ids, a.authors, a.step_ids) == (b.token_ids, b.authors, b.step_ids), k
+      assert b.teacher_prefilled == b.teacher_tokens < a.teacher_prefilled  # only its own step's positions
+      checked += 1
+  assert checked >= 3
+  assert g.compiles == compiles  # prefill and cached calls run the same compiled program
+  # the caches are copied per call (donated to it): reusing them gives the same rows again
+  again = g.generate([ids[0]], "step:1", caches=caches.rows([0], 4), **kw)
+  assert again[0].token_ids == g.generate([ids[0]], "step:1", **kw)[0].token_ids
+
+
+def test_prefilled_caches_reject_other_rows(pair, delimiter):
+  s, t = pair
+  g = GuidedDecoder(s, t, step_delimiter=delimiter)
+  ids = g.encode(PROMPTS)
+  caches = g.prefill(ids, [[], [], []], max_len=64, batch_size=4)
+  with pytest.raises(DecodeInputError, match="other tokens than its prompt"):
+    g.generate([ids[1]], "step:1", max_new_tokens=8, max_len=64, batch_size=4, caches=caches.rows([0], 4))
+  with pytest.raises(DecodeInputError, match="needs 2 x 64"):
+    g.generate([ids[0]], "step:1", max_new_tokens=8, max_len=64, batch_size=2, caches=caches.rows([0], 4))
+  with pytest.raises(DecodeInputError, match="out of range"):
+    caches.rows([5], 4)
 
 
 def test_policy_parsing_errors():

@@ -75,7 +75,12 @@ def test_fork_mode_equals_plain_mode(models, tmp_path):
   for rid in a:
     assert {k: a[rid][k] for k in KEYS} == {k: b[rid][k] for k in KEYS}, rid
   assert any(r["mode"] == "fork" for r in a.values())
-  assert fork["compiles"] == 1  # the whole fork-mode grid: one compilation
+  # Fork rows start from prefilled caches: the teacher reads nothing but its own step's positions,
+  # where a plain row's teacher first catches up on the prompt and the student's prefix.
+  forked = [rid for rid in a if a[rid]["mode"] == "fork"]
+  assert forked and all(a[rid]["teacher_prefilled"] == a[rid]["teacher_tokens"] for rid in forked)
+  assert all(b[rid]["teacher_prefilled"] > b[rid]["teacher_tokens"] for rid in forked)
+  assert fork["compiles"] == 1  # the whole fork-mode grid, prefills included: one compilation
   assert plain["compiles"] == 0  # same models and shapes: the plain run reuses the compiled loop
   assert (tmp_path / "fork" / "summary.csv").exists() and (tmp_path / "fork" / "report.md").exists()
 
