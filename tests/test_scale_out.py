@@ -27,12 +27,22 @@ MESH_SCRIPT = textwrap.dedent("""
       s = load_model(d + "/s", mesh=mesh, rules=REPLICATED)
       t = load_model(d + "/t", mesh=mesh, rules=TENSOR_PARALLEL)
       g = GuidedDecoder(s, t, step_delimiter="e", **kw)
-      res = g.generate(g.encode(prompts), policies, max_new_tokens=16, seeds=list(range(8)),
+      ids = g.encode(prompts)
+      res = g.generate(ids, policies, max_new_tokens=16, seeds=list(range(8)),
                        temperature=[0.0, 0.0, 0.0, 1.0, 0.0, 0.7, 0.0, 1.0])
-      return [(r.token_ids, r.authors) for r in res]
+      # fork mode's path: prefill prompt + the student's first tokens, then continue from the caches
+      base = g.generate(ids, "never", max_new_tokens=16, max_len=64)
+      pre = [r.token_ids[:3] for r in base]
+      caches = g.prefill(ids, pre, max_len=64, batch_size=8)
+      rows = [5, 0, 3]
+      forked = g.generate([ids[i] for i in rows], "step:2", max_new_tokens=16, max_len=64, batch_size=8,
+                          prefixes=[pre[i] for i in rows], caches=caches.rows(rows, 8))
+      return [(r.token_ids, r.authors) for r in res + forked]
     ref = run(None)
-    for shape in [(8, 1), (4, 2), (2, 4)]:
-      mesh = make_mesh({"data": shape[0], "model": shape[1]})
+    meshes = [({"data": 8, "model": 1}, None), ({"data": 4, "model": 2}, None), ({"data": 2, "model": 4}, None),
+              ({"data": 1, "model": 2}, jax.devices()[:2])]  # the last: teacher sub-batches on
+    for shape, devices in meshes:
+      mesh = make_mesh(shape, devices=devices)
       assert run(mesh) == ref, shape
       print("MESH_OK", shape)
     try:
@@ -51,7 +61,7 @@ def test_meshes_give_single_device_tokens(models):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   r = subprocess.run([sys.executable, "-c", MESH_SCRIPT, str(models)], capture_output=True, text=True, env=env)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert r.stdout.count("MESH_OK") == 3
+  assert r.stdout.count("MESH_OK") == 4
   assert "needs 6 devices but 8 are available" in r.stdout
 
 
