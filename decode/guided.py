@@ -69,23 +69,36 @@ class PrefixCaches:
   Fork mode prefills each problem's prompt + student run once (`GuidedDecoder.prefill`) and starts
   every timing's row from it (`generate(..., caches=caches.rows(idx, B))`), so neither model
   re-reads a prefix a cache already holds. `tokens` (host) are what each row's caches hold; a row
-  that reuses them must start with those tokens, which `generate` checks.
+  that reuses them must start with those tokens, which `generate` checks. Caches belong to the
+  decoder that made them (its models' params). A `generate` call consumes (donates) the caches it
+  is given; `rows` makes the copy it needs, so one prefill serves any number of calls, at the
+  price of one more copy of both caches' rows in memory while they live.
   """
 
   student: KVCache          # L x [B, K, T, D]
   teacher: KVCache | None
   tokens: list[list[int]]   # per row: the ids the caches hold (positions < len - 1 are cached)
+  owner: int = 0            # id() of the GuidedDecoder that made them
+  copy: bool = False        # made by `rows` for one call (generate copies anything else first)
+  consumed: bool = False    # donated to a generate call: its arrays are gone
 
   def rows(self, idx: Sequence[int], batch_size: int | None = None) -> "PrefixCaches":
     """A copy of rows idx (padded with copies of idx[0] to batch_size), for one generate call."""
     idx = list(idx)
+    if self.consumed:
+      raise DecodeInputError("these caches were consumed by a generate call; take rows of the prefill's caches "
+                             "(PrefixCaches.rows) for each call instead")
     if not idx:
       raise DecodeInputError("PrefixCaches.rows needs at least one row index")
     if min(idx) < 0 or max(idx) >= len(self.tokens):
       raise DecodeInputError(f"cache rows {idx} out of range for {len(self.tokens)} cached rows")
-    full = np.asarray(idx + [idx[0]] * ((batch_size or len(idx)) - len(idx)), np.int32)
+    B = batch_size or len(idx)
+    if B < len(idx):
+      raise DecodeInputError(f"batch_size={B} is smaller than the {len(idx)} rows asked for")
+    full = np.asarray(idx + [idx[0]] * (B - len(idx)), np.int32)
     take = lambda c: None if c is None else jax.tree.map(lambda x: x[full], c)
-    return PrefixCaches(student=take(self.student), teacher=take(self.teacher), tokens=[self.tokens[i] for i in idx])
+    return PrefixCaches(student=take(self.student), teacher=take(self.teacher), tokens=[self.tokens[i] for i in idx],
+                        owner=self.owner, copy=True)
 
 
 @dataclasses.dataclass
@@ -200,7 +213,7 @@ class GuidedDecoder:
                              teacher_prefill=True)
     state = self._call(inp, T, B, None)
     full = [list(p) + list(q) for p, q in zip(prompts, prefixes)]
-    return PrefixCaches(student=state.student_cache, teacher=state.teacher_cache, tokens=full)
+    return PrefixCaches(student=state.student_cache, teacher=state.teacher_cache, tokens=full, owner=id(self))
 
   def _inputs(self, prompts, pols, max_new_tokens, temperature, top_k, top_p, seeds, max_steps, prefixes,
               prefix_steps, max_len, batch_size, teacher_prefill: bool = False):
@@ -216,8 +229,9 @@ class GuidedDecoder:
     full = [list(p) + q for p, q in zip(prompts, prefixes)]
     if any(len(p) == 0 for p in prompts):
       raise DecodeInputError("empty prompt: every prompt needs at least one token")
-    longest = max(len(p) for p in prompts)
-    new_tokens = int(np.max(max_new_tokens))
+    budgets = np.broadcast_to(np.asarray(max_new_tokens), (n,))
+    worst = int(np.argmax([len(p) + int(m) for p, m in zip(prompts, budgets)]))  # the row needing most positions
+    longest, new_tokens = len(prompts[worst]), int(budgets[worst])
     need = longest + new_tokens
     if need > self.max_context():
       raise DecodeInputError(
@@ -264,9 +278,18 @@ class GuidedDecoder:
     return inp, T, B
 
   def _run(self, inp: LoopInputs, T: int, B: int, caches: PrefixCaches | None, n: int) -> dict:
+    given = caches
     if caches is not None:
+      if caches.consumed or caches.owner != id(self):
+        raise DecodeInputError("these caches were " + ("consumed by an earlier generate call" if caches.consumed else
+                               "made by another GuidedDecoder (other params)") + "; pass rows of this decoder's "
+                               "prefill, PrefixCaches.rows(idx, batch_size), to each call")
+      if not caches.copy:  # the call donates what it is given: never the prefill's own arrays
+        caches = caches.rows(range(len(caches.tokens)), caches.student.batch_size)
       inp = self._with_caches(inp, caches, T, B, n)
     state = self._call(inp, T, B, caches)
+    if given is not None and given.copy:
+      given.consumed = True
     out = jax.device_get({"tokens": state.tokens, "authors": state.authors, "step_ids": state.step_ids,
                           "length": state.length, "st": state.student_tokens, "tt": state.teacher_tokens,
                           "tp": state.teacher_prefilled, "sw": state.switches, "steps": state.steps_done,
@@ -304,8 +327,10 @@ class GuidedDecoder:
       loop_caches = LoopCaches(student=self._zeros(self.student, B, T, lc.student_cache_sharding),
                                teacher=self._zeros(self.teacher, B, T, lc.teacher_cache_sharding)
                                if has_teacher else None)
-    else:
-      loop_caches = LoopCaches(student=caches.student, teacher=caches.teacher)
+    else:  # on the layout the loop expects, so a cached call runs the same executable as a fresh one
+      place = lambda c, sh: c if sh is None or c is None else jax.device_put(c, sh)
+      loop_caches = LoopCaches(student=place(caches.student, lc.student_cache_sharding),
+                               teacher=place(caches.teacher, lc.teacher_cache_sharding))
     inp = self._place(inp)
     traces = _TRACES[0]
     state = _JITTED_LOOP(self.student.cfg, self.teacher.cfg if has_teacher else None, lc, self.student.params,

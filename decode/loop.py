@@ -94,7 +94,7 @@ def _teacher_logits(cfg_t: DecoderConfig, lc: LoopConfig, params_t, s: LoopState
 
 
 def _decode_rows(cfg: DecoderConfig, lc: LoopConfig, params, tokens, start, n, cache, need):
-  """One-token forward of tokens [B, 1] for the rows in `need` [B]; logits [B, V] (others: 0).
+  """One-token forward of tokens [B, 1] for the rows in `need` [B]; logits [B, V], valid where `need`.
 
   With `lc.teacher_row_buckets`, the forward runs on the smallest bucket of rows that holds every
   row in need (rows in need first, then filler rows that write nothing): on a compute-bound device

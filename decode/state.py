@@ -84,7 +84,8 @@ class LoopState:
   last_author: jax.Array     # [B] author of the previous generated token (-1 none)
   student_tokens: jax.Array  # [B]
   teacher_tokens: jax.Array  # [B] written by the teacher
-  teacher_prefilled: jax.Array  # [B] tokens the teacher's forward processed (catch-up + decode)
+  teacher_prefilled: jax.Array  # [B] tokens the teacher's forward processed in this call (catch-up + decode;
+  #                               positions held by given caches were processed by the call that made them)
   switches: jax.Array        # [B] changes of author between consecutive generated tokens
   teacher_calls: jax.Array   # [] iterations in which the teacher's forward ran
   iterations: jax.Array      # []

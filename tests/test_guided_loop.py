@@ -2,7 +2,7 @@
 import jax
 import pytest
 
-from decode.guided import DecodeInputError, GuidedDecoder
+from decode.guided import _JITTED_LOOP, DecodeInputError, GuidedDecoder
 from decode.policy import parse_policy
 from model.hf_import import load_model
 import guided_reference as ref
@@ -108,7 +108,7 @@ def test_teacher_sub_batches_equal_whole_batch(pair, delimiter):
   """The teacher decoding on a sub-batch of the rows that need it changes nothing but the cost."""
   s, t = pair
   ids = GuidedDecoder(s, t).encode(PROMPTS)
-  specs = ["never", "step:1", "never", "step:2", "never", "hint:1,m=2", "never", "always"]
+  specs = ["never", "step:1", "always", "step:2", "always", "hint:1,m=2", "always", "always"]
   prompts = [ids[i % len(ids)] for i in range(len(specs))]
   runs = {}
   for k in (0, 1, 3):  # whole batch only; B/2; B/2, B/4, B/8
@@ -118,6 +118,30 @@ def test_teacher_sub_batches_equal_whole_batch(pair, delimiter):
     runs[k] = [(r.token_ids, r.authors, r.teacher_prefilled) for r in res]
   assert runs[1] == runs[0] and runs[3] == runs[0]
   assert any(sum(a) for _, a, _ in runs[0])
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 8])
+def test_each_sub_batch_bucket_equals_the_whole_batch(pair, count):
+  """_decode_rows with buckets (1, 2, 4) for 1..8 rows in need == the whole-batch forward, logits and cache."""
+  import jax.numpy as jnp
+  import numpy as np
+  from decode.loop import _decode_rows
+  from decode.state import LoopConfig
+  from model.lm import forward
+  _, t = pair
+  B, T = 8, 16
+  rng = np.random.default_rng(count)
+  zeros = jnp.zeros((B,), jnp.int32)
+  _, cache = forward(t.cfg, t.params, jnp.asarray(rng.integers(4, 100, (B, 6))), zeros, zeros + 6, t.init_cache(B, T))
+  need = jnp.asarray(rng.permutation(np.arange(B) < count))
+  tokens, start, n = jnp.asarray(rng.integers(4, 100, (B, 1))), zeros + 6, need.astype(jnp.int32)
+  lc = lambda buckets: LoopConfig(max_len=T, vocab_size=t.cfg.vocab_size, teacher_row_buckets=buckets)
+  want, want_cache = _decode_rows(t.cfg, lc(()), t.params, tokens, start, n, cache, need)
+  got, got_cache = _decode_rows(t.cfg, lc((1, 2, 4)), t.params, tokens, start, n, cache, need)
+  rows = np.flatnonzero(np.asarray(need))
+  np.testing.assert_allclose(np.asarray(got)[rows], np.asarray(want)[rows], atol=2e-5, rtol=2e-5)
+  for a, b in zip(jax.tree.leaves(got_cache), jax.tree.leaves(want_cache)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=2e-5)
 
 
 def test_teacher_prefills_each_position_once(decoder):
@@ -189,7 +213,7 @@ def test_prefilled_caches_equal_a_plain_run(pair, delimiter):
   ids = g.encode(PROMPTS)
   kw = dict(max_new_tokens=MAX_NEW, max_len=64, batch_size=4)
   base = g.generate(ids, "never", **kw)
-  compiles = g.compiles
+  compiles, executables = g.compiles, _JITTED_LOOP._cache_size()
   caches = g.prefill(ids, [r.token_ids for r in base], max_len=64, batch_size=4)
   checked = 0
   for k in (1, 2, 3):
@@ -207,9 +231,34 @@ def test_prefilled_caches_equal_a_plain_run(pair, delimiter):
       checked += 1
   assert checked >= 3
   assert g.compiles == compiles  # prefill and cached calls run the same compiled program
-  # the caches are copied per call (donated to it): reusing them gives the same rows again
-  again = g.generate([ids[0]], "step:1", caches=caches.rows([0], 4), **kw)
-  assert again[0].token_ids == g.generate([ids[0]], "step:1", **kw)[0].token_ids
+  assert _JITTED_LOOP._cache_size() == executables  # ... with the same input layouts: no second executable
+  # Each call consumes (donates) its rows; the prefill's caches stay usable for any number of calls.
+  plain0 = g.generate([ids[0]], "step:1", **kw)[0].token_ids
+  rows0 = caches.rows([0], 4)
+  assert g.generate([ids[0]], "step:1", caches=rows0, **kw)[0].token_ids == plain0
+  with pytest.raises(DecodeInputError, match="consumed"):
+    g.generate([ids[0]], "step:1", caches=rows0, **kw)
+  assert g.generate(ids[:3], "step:1", caches=caches, **kw)[0].token_ids == plain0  # copied, not consumed
+  assert g.generate([ids[0]], "step:1", caches=caches.rows([0], 4), **kw)[0].token_ids == plain0
+
+
+def test_caches_holding_part_of_the_prefix(pair, delimiter):
+  """Caches prefilled on a shorter prefix: the call prefills only the rest, from where they stop."""
+  s, t = pair
+  g = GuidedDecoder(s, t, step_delimiter=delimiter, teacher_chunk=4, prefill_chunk=5)
+  ids = g.encode(PROMPTS)
+  kw = dict(max_new_tokens=MAX_NEW, max_len=64, batch_size=4)
+  base = g.generate(ids, "never", **kw)
+  caches = g.prefill(ids, [r.token_ids[:2] for r in base], max_len=64, batch_size=4)
+  prefixes = [r.token_ids[:7] for r in base]
+  want = g.generate(ids, "always", prefixes=prefixes, **kw)
+  got = g.generate(ids, "always", prefixes=prefixes, caches=caches.rows([0, 1, 2], 4), **kw)
+  for a, b, p, q in zip(want, got, ids, prefixes):
+    assert (a.token_ids, a.authors) == (b.token_ids, b.authors)
+    assert a.teacher_prefilled - b.teacher_prefilled == len(p) + 1  # the cached prompt + 2 tokens, less the last
+  other = GuidedDecoder(s, t, step_delimiter=delimiter)
+  with pytest.raises(DecodeInputError, match="another GuidedDecoder"):
+    other.generate(ids, "always", prefixes=prefixes, caches=caches.rows([0, 1, 2], 4), **kw)
 
 
 def test_prefilled_caches_reject_other_rows(pair, delimiter):

@@ -82,7 +82,7 @@ def test_right_padded_rows_equal_unpadded(pair):
 
 
 def test_sub_batch_forward_touches_only_its_rows(pair):
-  """forward(rows=idx) on 2 of 4 cache rows == those rows of the whole-batch forward; others untouched."""
+  """forward(rows=idx) on 2 of 4 cache rows (+ a filler) == those rows of the whole-batch forward; others untouched."""
   _, lm = pair
   rng = np.random.default_rng(3)
   prompt = jnp.asarray(rng.integers(4, tiny_models.VOCAB, size=(4, 9)))
@@ -90,12 +90,13 @@ def test_sub_batch_forward_touches_only_its_rows(pair):
   _, cache = forward(lm.cfg, lm.params, prompt, zeros, zeros + 9, lm.init_cache(4, 12))
   nxt = jnp.asarray(rng.integers(4, tiny_models.VOCAB, size=(4, 1)))
   full_logits, full_cache = forward(lm.cfg, lm.params, nxt, zeros + 9, zeros + 1, cache)
-  idx = jnp.asarray([2, 0], jnp.int32)
-  sub_logits, sub_cache = forward(lm.cfg, lm.params, nxt[idx], zeros[:2] + 9, zeros[:2] + 1, cache, rows=idx)
-  np.testing.assert_allclose(np.asarray(sub_logits), np.asarray(full_logits[idx]), atol=2e-5, rtol=2e-5)
+  idx = jnp.asarray([2, 0, 3], jnp.int32)  # row 3 is a filler (length 0): it must write nothing
+  sub_logits, sub_cache = forward(lm.cfg, lm.params, nxt[idx], zeros[:3] + 9, jnp.asarray([1, 1, 0], jnp.int32),
+                                  cache, rows=idx)
+  np.testing.assert_allclose(np.asarray(sub_logits[:2]), np.asarray(full_logits[idx[:2]]), atol=2e-5, rtol=2e-5)
   for got, whole, before in zip(sub_cache.keys + sub_cache.values, full_cache.keys + full_cache.values,
                                 cache.keys + cache.values):
-    np.testing.assert_allclose(np.asarray(got[idx]), np.asarray(whole[idx]), atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(np.asarray(got[idx[:2]]), np.asarray(whole[idx[:2]]), atol=2e-5, rtol=2e-5)
     np.testing.assert_array_equal(np.asarray(got[1::2]), np.asarray(before[1::2]))  # rows 1, 3 untouched
 
 
