@@ -56,11 +56,13 @@ def _policy_wants_teacher(s: LoopState, inp: LoopInputs, student_logits) -> tupl
   return in_window | fires, fires
 
 
-def catch_up(cfg: DecoderConfig, params, tokens, cache, seen, target, chunk: int):
+def catch_up(cfg: DecoderConfig, params, tokens, cache, seen, target, chunk: int, buckets: tuple[int, ...] = ()):
   """Feeds tokens [seen, target) of each row into `cache`, `chunk` positions per forward.
 
   A while_loop with a data-dependent trip count: the cost follows the longest row's backlog, not
-  the buffer width, and rows already caught up (seen == target) write nothing.
+  the buffer width, and rows already caught up (seen == target) write nothing. With `buckets`,
+  each chunk's forward runs on a sub-batch of the rows that still have a backlog (`_forward_rows`),
+  so one row catching up mid-run costs one row's prefill, not the batch's.
   Returns (cache, new seen [B], tokens processed per row [B]).
   """
   def cond(c):
@@ -70,12 +72,63 @@ def catch_up(cfg: DecoderConfig, params, tokens, cache, seen, target, chunk: int
     pos, cache = c
     n = jnp.clip(target - pos, 0, chunk)
     toks = _take(tokens, pos[:, None] + jnp.arange(chunk)[None, :])
-    _, cache = forward(cfg, params, toks, pos, n, cache, with_logits=False)
+    _, cache = _forward_rows(cfg, buckets, params, toks, pos, n, cache, n > 0, with_logits=False)
     return pos + n, cache
 
   start = jnp.minimum(seen, target)
   pos, cache = jax.lax.while_loop(cond, body, (start, cache))
   return cache, pos, pos - start
+
+
+def _forward_rows(cfg: DecoderConfig, buckets: tuple[int, ...], params, tokens, start, n, cache, need, *,
+                  with_logits: bool):
+  """forward of tokens [B, C] for the rows in `need` [B]: (logits [B, C, V] valid where `need`, or
+  None without logits; cache).
+
+  With `buckets` (sub-batch sizes < B), the forward runs on the smallest bucket of rows that holds
+  every row in need (rows in need first, then filler rows that write nothing): on a compute-bound
+  device a step's tail, where a few rows still wait for the teacher, then costs a few rows'
+  forward instead of the whole batch's (measured at B=16 on CPU: step:1 10.3 s -> 8.1 s).
+  """
+  B = tokens.shape[0]
+
+  def full(cache):
+    out, cache = forward(cfg, params, tokens, start, n, cache, with_logits=with_logits)
+    return (out, cache) if with_logits else cache
+
+  sizes = sorted({b for b in buckets if 0 < b < B})
+  if not sizes:
+    out = full(cache)
+    return out if with_logits else (None, out)
+  order = jnp.argsort(~need, stable=True)  # [B] rows in need first
+
+  def sub_batch(b: int):
+    def run(cache):
+      idx = order[:b]  # [b]
+      out, cache = forward(cfg, params, tokens[idx], start[idx], n[idx], cache, rows=idx, with_logits=with_logits)
+      return (jnp.zeros((B,) + out.shape[1:], out.dtype).at[idx].set(out), cache) if with_logits else cache
+    return run
+
+  # A chain of (run | pass through) conds, exactly one of which runs, rather than one multi-way
+  # switch: XLA copies every cache buffer into a conditional whose branches all update it in place
+  # (measured: +120 ms per teacher call at B=16); a branch that passes it through costs nothing.
+  count = jnp.sum(need)
+  bounds = [0] + sizes + [B]
+  logits = None
+  if with_logits:
+    shape = jax.eval_shape(full, cache)[0]
+    logits = jnp.zeros(shape.shape, shape.dtype)
+    passthrough = lambda c: (jnp.zeros(shape.shape, shape.dtype), c)
+  else:
+    passthrough = lambda c: c
+  for lo, hi, run in zip(bounds[:-1], bounds[1:], [sub_batch(b) for b in sizes] + [full]):
+    res = jax.lax.cond((count > lo) & (count <= hi), run, passthrough, cache)
+    if with_logits:
+      out, cache = res
+      logits += out
+    else:
+      cache = res
+  return logits, cache
 
 
 def _teacher_logits(cfg_t: DecoderConfig, lc: LoopConfig, params_t, s: LoopState, need):
@@ -85,7 +138,8 @@ def _teacher_logits(cfg_t: DecoderConfig, lc: LoopConfig, params_t, s: LoopState
   so a teacher writing a step pays one token per iteration and never re-reads what it cached.
   """
   target = jnp.where(need, s.length - 1, s.teacher_seen)
-  cache, _, caught = catch_up(cfg_t, params_t, s.tokens, s.teacher_cache, s.teacher_seen, target, lc.teacher_chunk)
+  cache, _, caught = catch_up(cfg_t, params_t, s.tokens, s.teacher_cache, s.teacher_seen, target, lc.teacher_chunk,
+                              lc.teacher_row_buckets)
   last = s.length - 1
   n = need.astype(jnp.int32)
   logits, cache = _decode_rows(cfg_t, lc, params_t, _take(s.tokens, last[:, None]), last, n, cache, need)
@@ -94,42 +148,9 @@ def _teacher_logits(cfg_t: DecoderConfig, lc: LoopConfig, params_t, s: LoopState
 
 
 def _decode_rows(cfg: DecoderConfig, lc: LoopConfig, params, tokens, start, n, cache, need):
-  """One-token forward of tokens [B, 1] for the rows in `need` [B]; logits [B, V], valid where `need`.
-
-  With `lc.teacher_row_buckets`, the forward runs on the smallest bucket of rows that holds every
-  row in need (rows in need first, then filler rows that write nothing): on a compute-bound device
-  a step's tail, where a few rows still wait for the teacher, then costs a few rows' forward
-  instead of the whole batch's (measured at B=16 on CPU: step:1 10.3 s -> 8.1 s).
-  """
-  B, V = tokens.shape[0], lc.vocab_size
-
-  def full(cache):
-    logits, cache = forward(cfg, params, tokens, start, n, cache)
-    return logits[:, 0, :V], cache
-
-  sizes = sorted({b for b in lc.teacher_row_buckets if 0 < b < B})
-  if not sizes:
-    return full(cache)
-  order = jnp.argsort(~need, stable=True)  # [B] rows in need first
-
-  def sub_batch(b: int):
-    def run(cache):
-      idx = order[:b]  # [b]
-      logits, cache = forward(cfg, params, tokens[idx], start[idx], n[idx], cache, rows=idx)
-      return jnp.zeros((B, V), logits.dtype).at[idx].set(logits[:, 0, :V]), cache
-    return run
-
-  # A chain of (run | pass through) conds, exactly one of which runs, rather than one multi-way
-  # switch: XLA copies every cache buffer into a conditional whose branches all update it in place
-  # (measured: +120 ms per teacher call at B=16); a branch that passes it through costs nothing.
-  count = jnp.sum(need)
-  bounds = [0] + sizes + [B]
-  logits = jnp.zeros((B, V), jnp.float32)
-  passthrough = lambda c: (jnp.zeros((B, V), jnp.float32), c)
-  for lo, hi, run in zip(bounds[:-1], bounds[1:], [sub_batch(b) for b in sizes] + [full]):
-    out, cache = jax.lax.cond((count > lo) & (count <= hi), run, passthrough, cache)
-    logits += out
-  return logits, cache
+  """One-token forward of tokens [B, 1] for the rows in `need` [B]; logits [B, V], valid where `need`."""
+  logits, cache = _forward_rows(cfg, lc.teacher_row_buckets, params, tokens, start, n, cache, need, with_logits=True)
+  return logits[:, 0, :lc.vocab_size], cache
 
 
 def _placed(cache, sharding):
@@ -152,7 +173,7 @@ def _init_state(cfg_s: DecoderConfig, cfg_t: DecoderConfig | None, lc: LoopConfi
     target = jnp.where(inp.active & inp.teacher_prefill, inp.lengths - 1, inp.teacher_seen)
     teacher_cache, teacher_seen, prefilled = catch_up(
         cfg_t, params_t, tokens, _placed(caches.teacher, lc.teacher_cache_sharding), inp.teacher_seen, target,
-        lc.teacher_chunk)
+        lc.teacher_chunk, lc.teacher_row_buckets)
   generated = jnp.arange(T)[None, :] < inp.lengths[:, None]
   count = lambda who: jnp.sum((authors == who) & generated, axis=1).astype(jnp.int32)
   has_prefix = inp.lengths > inp.gen_start

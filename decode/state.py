@@ -25,8 +25,8 @@ class LoopConfig:
   teacher_chunk: int = 32  # chunk of the teacher's lazy catch-up
   has_teacher: bool = True
   lockstep: bool = False   # naive baseline: teacher processes every token every iteration
-  # Sub-batch sizes (< B) the teacher's one-token decode may run on when fewer rows need it; one
-  # compiled teacher forward per size. Empty: always the whole batch.
+  # Sub-batch sizes (< B) the teacher's forwards (one-token decode and chunked catch-up) may run on
+  # when fewer rows need them; two compiled teacher forwards per size. Empty: always the whole batch.
   teacher_row_buckets: tuple[int, ...] = ()
   student_cache_sharding: Any = None  # NamedSharding of a [B, K, T, D] cache array, or None
   teacher_cache_sharding: Any = None

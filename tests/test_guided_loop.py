@@ -144,6 +144,27 @@ def test_each_sub_batch_bucket_equals_the_whole_batch(pair, count):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=2e-5)
 
 
+@pytest.mark.parametrize("count", [1, 3, 8])
+def test_catch_up_on_sub_batches_equals_the_whole_batch(pair, count):
+  """Chunked catch-up of `count` rows with backlogs of different lengths, buckets (1, 2, 4) vs none."""
+  import jax.numpy as jnp
+  import numpy as np
+  from decode.loop import catch_up
+  _, t = pair
+  B, T = 8, 24
+  rng = np.random.default_rng(count)
+  tokens = jnp.asarray(rng.integers(4, 100, (B, T)))
+  seen = jnp.asarray(rng.integers(0, 4, B))
+  backlog = np.where(rng.permutation(np.arange(B) < count), rng.integers(1, 13, B), 0)
+  target = seen + jnp.asarray(backlog)
+  cache = t.init_cache(B, T)
+  want, want_pos, _ = catch_up(t.cfg, t.params, tokens, cache, seen, target, 4)
+  got, got_pos, _ = catch_up(t.cfg, t.params, tokens, cache, seen, target, 4, (1, 2, 4))
+  np.testing.assert_array_equal(np.asarray(got_pos), np.asarray(want_pos))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=2e-5)
+
+
 def test_teacher_prefills_each_position_once(decoder):
   """Lazy catch-up: teacher processes exactly the positions before its last written token."""
   ids = decoder.encode(PROMPTS)
@@ -206,13 +227,18 @@ def test_fork_from_student_prefix_equals_plain_run(decoder):
         plain.student_tokens, plain.teacher_tokens, plain.switches)
 
 
-def test_prefilled_caches_equal_a_plain_run(pair, delimiter):
-  """prefill once, then each timing from the cached rows == the plain run; the cached prefix is not re-read."""
+def _student_runs(pair, delimiter):
+  """A fresh decoder, the prompts' ids, fixed shapes, and the student's own runs (fork mode's base)."""
   s, t = pair
   g = GuidedDecoder(s, t, step_delimiter=delimiter, teacher_chunk=4, prefill_chunk=5)
   ids = g.encode(PROMPTS)
   kw = dict(max_new_tokens=MAX_NEW, max_len=64, batch_size=4)
-  base = g.generate(ids, "never", **kw)
+  return g, ids, kw, g.generate(ids, "never", **kw)
+
+
+def test_prefilled_caches_equal_a_plain_run(pair, delimiter):
+  """prefill once, then each timing from the cached rows == the plain run; the cached prefix is not re-read."""
+  g, ids, kw, base = _student_runs(pair, delimiter)
   compiles, executables = g.compiles, _JITTED_LOOP._cache_size()
   caches = g.prefill(ids, [r.token_ids for r in base], max_len=64, batch_size=4)
   checked = 0
@@ -244,11 +270,7 @@ def test_prefilled_caches_equal_a_plain_run(pair, delimiter):
 
 def test_caches_holding_part_of_the_prefix(pair, delimiter):
   """Caches prefilled on a shorter prefix: the call prefills only the rest, from where they stop."""
-  s, t = pair
-  g = GuidedDecoder(s, t, step_delimiter=delimiter, teacher_chunk=4, prefill_chunk=5)
-  ids = g.encode(PROMPTS)
-  kw = dict(max_new_tokens=MAX_NEW, max_len=64, batch_size=4)
-  base = g.generate(ids, "never", **kw)
+  g, ids, kw, base = _student_runs(pair, delimiter)
   caches = g.prefill(ids, [r.token_ids[:2] for r in base], max_len=64, batch_size=4)
   prefixes = [r.token_ids[:7] for r in base]
   want = g.generate(ids, "always", prefixes=prefixes, **kw)
@@ -256,7 +278,7 @@ def test_caches_holding_part_of_the_prefix(pair, delimiter):
   for a, b, p, q in zip(want, got, ids, prefixes):
     assert (a.token_ids, a.authors) == (b.token_ids, b.authors)
     assert a.teacher_prefilled - b.teacher_prefilled == len(p) + 1  # the cached prompt + 2 tokens, less the last
-  other = GuidedDecoder(s, t, step_delimiter=delimiter)
+  other = GuidedDecoder(*pair, step_delimiter=delimiter)
   with pytest.raises(DecodeInputError, match="another GuidedDecoder"):
     other.generate(ids, "always", prefixes=prefixes, caches=caches.rows([0, 1, 2], 4), **kw)
 
