@@ -82,31 +82,37 @@ def catch_up(cfg: DecoderConfig, params, tokens, cache, seen, target, chunk: int
 
 def _forward_rows(cfg: DecoderConfig, buckets: tuple[int, ...], params, tokens, start, n, cache, need, *,
                   with_logits: bool):
-  """forward of tokens [B, C] for the rows in `need` [B]: (logits [B, C, V] valid where `need`, or
+  """forward of tokens [B, C] for the rows in `need` [B] -> (logits [B, C, V] valid where `need`, or
   None without logits; cache).
 
   With `buckets` (sub-batch sizes < B), the forward runs on the smallest bucket of rows that holds
   every row in need (rows in need first, then filler rows that write nothing): on a compute-bound
-  device a step's tail, where a few rows still wait for the teacher, then costs a few rows'
-  forward instead of the whole batch's (measured at B=16 on CPU: step:1 10.3 s -> 8.1 s).
+  device a step's tail, where a few rows still wait for the teacher, or one row catching up on its
+  prefix, then costs a few rows' forward instead of the whole batch's (BENCHMARKS.md).
   """
   B = tokens.shape[0]
 
+  def keep(out, idx=None):
+    """Rows' logits placed in [B, C, V]; without logits an empty placeholder (hidden states unused)."""
+    if not with_logits:
+      return jnp.zeros((0,), jnp.float32)
+    return out if idx is None else jnp.zeros((B,) + out.shape[1:], out.dtype).at[idx].set(out)
+
   def full(cache):
     out, cache = forward(cfg, params, tokens, start, n, cache, with_logits=with_logits)
-    return (out, cache) if with_logits else cache
+    return keep(out), cache
 
   sizes = sorted({b for b in buckets if 0 < b < B})
   if not sizes:
-    out = full(cache)
-    return out if with_logits else (None, out)
+    out, cache = full(cache)
+    return (out if with_logits else None), cache
   order = jnp.argsort(~need, stable=True)  # [B] rows in need first
 
   def sub_batch(b: int):
     def run(cache):
       idx = order[:b]  # [b]
       out, cache = forward(cfg, params, tokens[idx], start[idx], n[idx], cache, rows=idx, with_logits=with_logits)
-      return (jnp.zeros((B,) + out.shape[1:], out.dtype).at[idx].set(out), cache) if with_logits else cache
+      return keep(out, idx), cache
     return run
 
   # A chain of (run | pass through) conds, exactly one of which runs, rather than one multi-way
@@ -114,21 +120,13 @@ def _forward_rows(cfg: DecoderConfig, buckets: tuple[int, ...], params, tokens, 
   # (measured: +120 ms per teacher call at B=16); a branch that passes it through costs nothing.
   count = jnp.sum(need)
   bounds = [0] + sizes + [B]
-  logits = None
-  if with_logits:
-    shape = jax.eval_shape(full, cache)[0]
-    logits = jnp.zeros(shape.shape, shape.dtype)
-    passthrough = lambda c: (jnp.zeros(shape.shape, shape.dtype), c)
-  else:
-    passthrough = lambda c: c
+  shape = jax.eval_shape(full, cache)[0]
+  total = jnp.zeros(shape.shape, shape.dtype)
+  passthrough = lambda c: (jnp.zeros(shape.shape, shape.dtype), c)
   for lo, hi, run in zip(bounds[:-1], bounds[1:], [sub_batch(b) for b in sizes] + [full]):
-    res = jax.lax.cond((count > lo) & (count <= hi), run, passthrough, cache)
-    if with_logits:
-      out, cache = res
-      logits += out
-    else:
-      cache = res
-  return logits, cache
+    out, cache = jax.lax.cond((count > lo) & (count <= hi), run, passthrough, cache)
+    total += out
+  return (total if with_logits else None), cache
 
 
 def _teacher_logits(cfg_t: DecoderConfig, lc: LoopConfig, params_t, s: LoopState, need):
