@@ -24,6 +24,7 @@ def base_config() -> ConfigDict:
   c.step_delimiter = "\n"
   c.fork = True                     # timing rows start from the student's own prefix
   c.teacher_chunk = 32
+  c.teacher_sub_batches = 3         # teacher forwards on B/2, B/4, B/8 rows when fewer need it; 0 = off (faster compile)
   c.dtype = "float32"
   c.mesh = ConfigDict(dict(data=-1, model=1))   # over this process's devices; -1 = the rest
   c.student_rules = "replicated"

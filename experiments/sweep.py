@@ -92,6 +92,8 @@ def validate(cfg: ConfigDict) -> list:
     raise PolicyError("a policy needs a teacher but config.teacher.path is empty")
   if cfg.batch_size <= 0 or cfg.max_new_tokens <= 0:
     raise SweepConfigError("batch_size and max_new_tokens must be positive")
+  if cfg.get("teacher_chunk", 32) < 1 or cfg.get("teacher_sub_batches", 3) < 0:
+    raise SweepConfigError("teacher_chunk must be >= 1 and teacher_sub_batches >= 0 (0 = teacher on whole batches)")
   for entry in student_entries(cfg):
     if not Path(entry.path).is_dir():
       raise ModelLoadError(f"student {entry.name!r}: directory {entry.path} does not exist")
@@ -121,7 +123,8 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
   for entry in student_entries(cfg):
     student = load_model(entry.path, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules, name=entry.name)
     decoder = GuidedDecoder(student, teacher, step_delimiter=cfg.step_delimiter,
-                            teacher_chunk=cfg.get("teacher_chunk", 32), mesh=ctx.mesh,
+                            teacher_chunk=cfg.get("teacher_chunk", 32),
+                            teacher_sub_batches=cfg.get("teacher_sub_batches", 3), mesh=ctx.mesh,
                             student_rules=ctx.student_rules, teacher_rules=ctx.teacher_rules)
     prompts = build_prompts(cfg, problems, student.tokenizer)
     rows = expand_grid(cfg.task.name, problems, prompts, [entry], teacher.name if teacher else None,

@@ -88,7 +88,8 @@ def test_fork_mode_equals_plain_mode(models, tmp_path):
 def test_fork_mode_equals_plain_mode_when_sampling(models, tmp_path):
   kw = dict(temperature=1.0, top_p=0.9, seeds=(0, 1), policies=("never", "step:1", "step:2", "step:3"))
   run_sweep(sweep_config(models, tmp_path / "fork", fork=True, **kw), progress=False)
-  run_sweep(sweep_config(models, tmp_path / "plain", fork=False, **kw), progress=False)
+  # the plain run also turns teacher sub-batches off: neither fork mode nor sub-batches change a row
+  run_sweep(sweep_config(models, tmp_path / "plain", fork=False, teacher_sub_batches=0, **kw), progress=False)
   a, b = rows_of(tmp_path / "fork"), rows_of(tmp_path / "plain")
   assert a.keys() == b.keys()
   for rid in a:
@@ -148,6 +149,7 @@ def test_limit_and_output_dir_overrides(models, tmp_path):
     ("--config.policies=('never','sometimes')", "unknown policy"),
     ("--config.teacher.path=/nonexistent", "does not exist"),
     ("--config.mesh.data=3", "devices"),
+    ("--config.teacher_sub_batches=-1", "teacher_sub_batches >= 0"),
 ])
 def test_bad_config_is_a_clear_error_with_no_output(models, tmp_path, override, message):
   out = tmp_path / "bad"
