@@ -137,21 +137,22 @@ class SweepRunner:
     self.store.append(copied)
     # Problems in groups of one batch: one prefill of each group's prompts + student runs (as far as
     # its latest timing needs), then all the group's timings start from those caches.
-    problems = list(dict.fromkeys(key(r) for r in to_run))
     B = self.settings.batch_size
+    rows_of: dict[tuple, list[int]] = {}  # problem key -> indices into to_run, in order
+    for i, r in enumerate(to_run):
+      rows_of.setdefault(key(r), []).append(i)
+    problems = list(rows_of)
     groups = [problems[g:g + B] for g in range(0, len(problems), B)]
+    members_of = [[i for k in group for i in rows_of[k]] for group in groups]
     if self._bar is not None:  # copied rows need no loop call; each group needs a prefill call
-      self._bar.total = self._bar.n + len(groups) + sum(
-          self._n_batches(sum(key(r) in set(g) for r in to_run)) for g in groups)
+      self._bar.total = self._bar.n + len(groups) + sum(self._n_batches(len(m)) for m in members_of)
       self._bar.refresh()
-    for group in groups:
+    for group, members in zip(groups, members_of):
       slot = {k: i for i, k in enumerate(group)}
-      members = [i for i, r in enumerate(to_run) if key(r) in slot]
-      first = {key(to_run[i]): to_run[i] for i in reversed(members)}
-      longest = {k: max(len(prefixes[i]) for i in members if key(to_run[i]) == k) for k in group}
-      caches = self.decoder.prefill(self.decoder.encode([first[k].prompt for k in group]),
-                                    [base[k].token_ids[:longest[k]] for k in group],
-                                    max_len=self.settings.max_len, batch_size=B)
+      caches = self.decoder.prefill(
+          self.decoder.encode([to_run[rows_of[k][0]].prompt for k in group]),
+          [base[k].token_ids[:max(len(prefixes[i]) for i in rows_of[k])] for k in group],
+          max_len=self.settings.max_len, batch_size=B)
       self._count_call()
       # Batch rows with similar remaining budgets together: a batch runs until its longest row ends.
       order = sorted(members, key=lambda i: (-len(prefixes[i]), i))
