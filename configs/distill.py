@@ -1,7 +1,7 @@
 """Demo students distilled from the demo teacher's correct rationales.
 
-  python -m experiments.distill --config configs/distill.py --config.student_size=small
-  python -m experiments.distill --config configs/distill.py --config.student_size=tiny
+  python -m experiments.training.distill --config configs/distill.py --config.student_size=small
+  python -m experiments.training.distill --config configs/distill.py --config.student_size=tiny
 
 Students are deliberately small and briefly trained: the study needs students well below the
 teacher, so that guidance has room to help.
@@ -20,7 +20,7 @@ SIZES = {
 
 def get_config() -> ConfigDict:
   c = ConfigDict()
-  c.teacher_dir = "runs/teacher/hf"   # HF dir written by experiments.train (assets/demo/teacher ships one)
+  c.teacher_dir = "runs/teacher/hf"   # HF dir written by experiments.training.train (assets/demo/teacher ships one)
   c.student_size = "small"            # a key of `sizes`
   c.sizes = {k: dict(v) for k, v in SIZES.items()}
   c.workdir = ""                      # "" = runs/student-<student_size>

@@ -1,10 +1,10 @@
 """Demo teacher: a ~1.9M-param Llama trained from scratch on the synthetic task.
 
-  python -m experiments.train --config configs/train_teacher.py [--config.steps=1600 ...]
+  python -m experiments.training.train --config configs/train_teacher.py [--config.steps=1600 ...]
 """
 from ml_collections import ConfigDict
 
-# The synthetic task every demo model is trained and evaluated on (experiments.synthetic knobs).
+# The synthetic task every demo model is trained and evaluated on (experiments.tasks.synthetic knobs).
 SYNTHETIC = dict(num_steps=(2, 4), num_distractors=(0, 2), number_range=(2, 9), multiplier_range=(2, 3),
                  operations="+-*", max_value=99, seed=0)
 
@@ -16,7 +16,7 @@ OPTIM = dict(learning_rate=2e-3, warmup_steps=100, final_lr_fraction=0.05, weigh
 
 
 def training_fields(c: ConfigDict) -> ConfigDict:
-  """Fields experiments.train.train() reads; shared with configs/distill.py."""
+  """Fields experiments.training.train.train() reads; shared with configs/distill.py."""
   c.seed = 0
   c.synthetic = dict(SYNTHETIC)
   c.vocab_multiple = 64        # embedding rows padded past the tokenizer, as real models are

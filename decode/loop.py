@@ -88,7 +88,7 @@ def _forward_rows(cfg: DecoderConfig, buckets: tuple[int, ...], params, tokens, 
   With `buckets` (sub-batch sizes < B), the forward runs on the smallest bucket of rows that holds
   every row in need (rows in need first, then filler rows that write nothing): on a compute-bound
   device a step's tail, where a few rows still wait for the teacher, or one row catching up on its
-  prefix, then costs a few rows' forward instead of the whole batch's (BENCHMARKS.md).
+  prefix, then costs a few rows' forward instead of the whole batch's (experiments/bench/BENCHMARKS.md).
   """
   B = tokens.shape[0]
 

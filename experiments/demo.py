@@ -14,7 +14,7 @@ from configs import demo as demo_config
 
 
 def main() -> int:
-  from experiments.sweep import USER_ERRORS, run_sweep
+  from experiments.sweep.run import USER_ERRORS, run_sweep
 
   cfg = demo_config.get_config()
   missing = [p for p in [cfg.teacher.path] + [s.path for s in cfg.students] if not Path(p).is_dir()]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import analysis
+from experiments.report import analysis
 
 N = 10
 ANSWERS = [str(10 + i) for i in range(N)]  # problem i's gold answer

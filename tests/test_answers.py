@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.answers import answers_match, extract_answer, normalize_number, strip_after_answer
+from experiments.tasks.answers import answers_match, extract_answer, normalize_number, strip_after_answer
 
 
 @pytest.mark.parametrize(

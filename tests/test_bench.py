@@ -5,7 +5,8 @@ compile per sweep, equal token counts, fork == separate, and greedy parity with 
 """
 import json
 
-from experiments import bench, bench_models
+from experiments.bench import run as bench
+from experiments.bench import models as bench_models
 
 
 def test_tokenizer_has_steps_and_roundtrips(tmp_path):

@@ -6,13 +6,13 @@ import pytest
 
 from configs import distill as distill_config
 from configs import train_teacher
-from experiments import distill
-from experiments.answers import extract_answer
-from experiments.greedy_eval import is_correct
-from experiments.synthetic import SyntheticConfig, generate_problems
-from experiments.synthetic_format import target_text
-from experiments.synthetic_tokenizer import build_tokenizer
-from experiments.train import export_model, model_config
+from experiments.training import distill
+from experiments.tasks.answers import extract_answer
+from experiments.training.greedy_eval import is_correct
+from experiments.tasks.synthetic import SyntheticConfig, generate_problems
+from experiments.tasks.synthetic_format import target_text
+from experiments.tasks.synthetic_tokenizer import build_tokenizer
+from experiments.training.train import export_model, model_config
 from model.hf_import import load_model
 from model.lm import init_params
 
@@ -32,7 +32,7 @@ def _config(tmp_path, teacher_dir, n=12):
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
-  """A tiny random 'teacher' exported the way experiments.train exports real ones."""
+  """A tiny random 'teacher' exported the way experiments.training.train exports real ones."""
   root = tmp_path_factory.mktemp("teacher")
   build_tokenizer(root / "tok", generate_problems(TASK, 40, "train"))
   from model.hf_import import load_tokenizer

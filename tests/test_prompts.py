@@ -4,8 +4,8 @@ import pytest
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
-from experiments.answers import extract_answer
-from experiments.prompts import (
+from experiments.tasks.answers import extract_answer
+from experiments.tasks.prompts import (
   QUESTCOT_OPENER,
   NotEnoughExemplarsError,
   PromptError,
@@ -15,7 +15,7 @@ from experiments.prompts import (
   strip_annotations,
   subquestion_for_step,
 )
-from experiments.tasks import Problem
+from experiments.tasks.datasets import Problem
 
 
 def make_problem(index, split="train", rationale=True):

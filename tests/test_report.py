@@ -12,7 +12,8 @@ from typing import Any, Iterable
 import pandas as pd
 import pytest
 
-from experiments import analysis, report
+from experiments.report import analysis
+from experiments.report import writer as report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 N = 10

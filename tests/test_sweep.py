@@ -12,9 +12,9 @@ from ml_collections import ConfigDict
 
 from configs.base import base_config
 from decode.policy import parse_policy
-from experiments.grid import ModelEntry, expand_grid, forkable
-from experiments.sweep import run_sweep
-from experiments.tasks import Problem
+from experiments.sweep.grid import ModelEntry, expand_grid, forkable
+from experiments.sweep.run import run_sweep
+from experiments.tasks.datasets import Problem
 import tiny_models
 
 POLICIES = ("never", "always", "step:1", "step:2", "step:3", "step:2,n=2", "hint:1,m=2", "entropy:2.0")
@@ -181,6 +181,6 @@ def test_gsm8k_few_shot_sweep_from_local_files(models, tmp_path):
   assert {r["answer"] for r in rows.values()} == {"8", "6"}
   assert {r["problem_id"] for r in rows.values()} == {"gsm8k/test/0", "gsm8k/test/1"}
   for r in rows.values():  # the prediction is what the answer extractor reads off the completion
-    from experiments.answers import extract_answer, strip_after_answer
+    from experiments.tasks.answers import extract_answer, strip_after_answer
     assert r["prediction"] == extract_answer(strip_after_answer(r["completion"]))
     assert r["correct"] == (r["prediction"] is not None and float(r["prediction"]) == float(r["answer"]))

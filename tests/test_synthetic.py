@@ -6,8 +6,8 @@ import re
 import pytest
 from transformers import AutoTokenizer
 
-from experiments.prompts import build_prompt, format_exemplar, select_exemplars
-from experiments.synthetic import (
+from experiments.tasks.prompts import build_prompt, format_exemplar, select_exemplars
+from experiments.tasks.synthetic import (
   NAMES,
   OBJECTS,
   SyntheticConfig,
@@ -16,8 +16,8 @@ from experiments.synthetic import (
   split_of_question,
   write_gsm8k_jsonl,
 )
-from experiments.synthetic_tokenizer import BOS, EOS, PAD, UNK, build_tokenizer
-from experiments.tasks import load_gsm8k, load_task
+from experiments.tasks.synthetic_tokenizer import BOS, EOS, PAD, UNK, build_tokenizer
+from experiments.tasks.datasets import load_gsm8k, load_task
 
 ANNOTATION = re.compile(r"<<(\d+)([+\-*])(\d+)=(\d+)>>(\d+)")
 CFG = SyntheticConfig(seed=3)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments.tasks import (
+from experiments.tasks.datasets import (
   Problem,
   TaskFormatError,
   UnknownTaskError,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from configs import train_teacher
-from experiments import train as train_lib
-from experiments.synthetic import SyntheticConfig, generate_problems
-from experiments.synthetic_format import prompt_text, target_text
-from experiments.synthetic_tokenizer import build_tokenizer
-from experiments.train_data import batch_at, tokenize_examples
+from experiments.training import train as train_lib
+from experiments.tasks.synthetic import SyntheticConfig, generate_problems
+from experiments.tasks.synthetic_format import prompt_text, target_text
+from experiments.tasks.synthetic_tokenizer import build_tokenizer
+from experiments.training.train_data import batch_at, tokenize_examples
 from model.hf_import import load_model, load_tokenizer
 from model.lm import init_params
 

@@ -1,13 +1,13 @@
 """Distil a small student on the teacher's own correct rationales.
 
-  python -m experiments.distill --config configs/distill.py [--config.student_size=tiny ...]
+  python -m experiments.training.distill --config configs/distill.py [--config.student_size=tiny ...]
 
 1. The teacher (an HF dir) solves synthetic train problems greedily through the decode loop
    (GuidedDecoder with the teacher alone, batched, fixed shapes).
 2. `filter_correct` keeps only rationales whose extracted answer is right, so the student never
    learns from a wrong chain: data_dir/distill_data.jsonl, with counts in distill_counts.json.
    Both are reused by later students when teacher, task and size of the set are unchanged.
-3. experiments.train.train fits the student (same tokenizer and prompt format as the teacher).
+3. experiments.training.train.train fits the student (same tokenizer and prompt format as the teacher).
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from typing import Sequence
 from absl import app, logging
 from ml_collections import ConfigDict, config_flags
 
-from experiments.greedy_eval import decode_greedy, is_correct, synthetic_config_of
-from experiments.synthetic import generate_problems
-from experiments.synthetic_format import prompt_text, target_from_completion
-from experiments.tasks import Problem
-from experiments.train import TrainConfigError, to_plain, evaluate, quiet_orbax, synthetic_config, train
+from experiments.training.greedy_eval import decode_greedy, is_correct, synthetic_config_of
+from experiments.tasks.synthetic import generate_problems
+from experiments.tasks.synthetic_format import prompt_text, target_from_completion
+from experiments.tasks.datasets import Problem
+from experiments.training.train import TrainConfigError, to_plain, evaluate, quiet_orbax, synthetic_config, train
 
 
 DATA_FILE = "distill_data.jsonl"
@@ -85,7 +85,7 @@ def run_distill(config: ConfigDict) -> Path:
     raise TrainConfigError(f"student_size={size!r} is not one of config.sizes: {sorted(config.sizes)}")
   if not (Path(config.teacher_dir) / "config.json").exists():
     raise TrainConfigError(f"teacher_dir={config.teacher_dir!r} is not an HF model dir; train the teacher "
-                           "first (python -m experiments.train --config configs/train_teacher.py)")
+                           "first (python -m experiments.training.train --config configs/train_teacher.py)")
   kept, counts = teacher_rationales(config)
   if not kept:
     raise TrainConfigError(f"the teacher got none of {counts['generated']} problems right; nothing to distil")

@@ -5,7 +5,7 @@ import dataclasses
 import zlib
 
 from decode.policy import Policy
-from experiments.tasks import Problem
+from experiments.tasks.datasets import Problem
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The one prompt/target format the demo models are trained on -- and must be prompted with.
 
-A model trained from scratch only knows the layout it saw, so training (experiments.train,
-experiments.distill) and evaluation (sweeps, greedy accuracy) all build text here:
+A model trained from scratch only knows the layout it saw, so training (experiments.training.train,
+experiments.training.distill) and evaluation (sweeps, greedy accuracy) all build text here:
 
     prompt:  build_prompt(problem, PROMPT_STYLE, exemplars=[])  ==  "Question: <q>\\nAnswer:"
     target:  " <step 1>\\n<step 2>\\n...\\n#### <N>"   (+ <eos> id, appended by the trainer)
@@ -11,9 +11,9 @@ A sweep over the demo models uses prompt style PROMPT_STYLE with NUM_SHOTS exemp
 """
 from __future__ import annotations
 
-from experiments.answers import strip_after_answer
-from experiments.prompts import build_prompt, format_solution
-from experiments.tasks import Problem
+from experiments.tasks.answers import strip_after_answer
+from experiments.tasks.prompts import build_prompt, format_solution
+from experiments.tasks.datasets import Problem
 
 PROMPT_STYLE = "cot"
 NUM_SHOTS = 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from experiments.answers import normalize_number
+from experiments.tasks.answers import normalize_number
 
 logger = logging.getLogger(__name__)
 

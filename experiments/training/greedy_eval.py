@@ -3,10 +3,10 @@
 Used to generate the teacher's distillation rationales and to measure teacher-only /
 student-only accuracy of the demo models -- both through GuidedDecoder, as the sweep decodes.
 
-  python -m experiments.greedy_eval --model assets/demo/teacher [--n 500] [--split test]
+  python -m experiments.training.greedy_eval --model assets/demo/teacher [--n 500] [--split test]
 
 The synthetic task settings come from the model directory's training.json (written by
-experiments.train), so a model is always evaluated on the task it was trained for.
+experiments.training.train), so a model is always evaluated on the task it was trained for.
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from typing import Sequence
 from tqdm import tqdm
 
 from decode.guided import GuidedDecoder
-from experiments.answers import score
-from experiments.synthetic import SyntheticConfig, generate_problems
-from experiments.synthetic_format import prompt_text
-from experiments.tasks import Problem
+from experiments.tasks.answers import score
+from experiments.tasks.synthetic import SyntheticConfig, generate_problems
+from experiments.tasks.synthetic_format import prompt_text
+from experiments.tasks.datasets import Problem
 from model.lm import LanguageModel
 
 TRAINING_FILE = "training.json"
@@ -64,7 +64,7 @@ def synthetic_config_of(model_dir: str | Path) -> SyntheticConfig:
   """The SyntheticConfig a model in `model_dir` was trained on (from its training.json)."""
   path = Path(model_dir) / TRAINING_FILE
   if not path.exists():
-    raise FileNotFoundError(f"{path} is missing: the model was not trained by experiments.train, "
+    raise FileNotFoundError(f"{path} is missing: the model was not trained by experiments.training.train, "
                             "so its synthetic task settings are unknown")
   raw = json.loads(path.read_text())["synthetic"]
   return SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
@@ -80,8 +80,8 @@ def evaluate_dir(model_dir: str | Path, n: int, split: str = "test", batch_size:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m experiments.greedy_eval", description=__doc__.split("\n\n")[0])
-  p.add_argument("--model", required=True, nargs="+", help="HF model directories written by experiments.train")
+  p = argparse.ArgumentParser(prog="python -m experiments.training.greedy_eval", description=__doc__.split("\n\n")[0])
+  p.add_argument("--model", required=True, nargs="+", help="HF model directories written by experiments.training.train")
   p.add_argument("--n", type=int, default=500, help="number of problems")
   p.add_argument("--split", default="test", choices=["train", "dev", "test"])
   p.add_argument("--batch-size", type=int, default=125)

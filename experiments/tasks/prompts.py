@@ -20,7 +20,7 @@ import random
 import re
 from typing import Any, Iterable, Sequence
 
-from experiments.tasks import Problem
+from experiments.tasks.datasets import Problem
 
 STYLES = ("cot", "subques", "questcot", "zero_shot", "chat")
 FEW_SHOT_STYLES = ("cot", "subques", "questcot")

@@ -1,9 +1,9 @@
 """Benchmark section `sweep`: a timing sweep in fork mode vs the same rows as separate runs.
 
-Runs `experiments.runner.SweepRunner` over `step:1..step:sweep_timings` on one fresh decoder, with
+Runs `experiments.sweep.runner.SweepRunner` over `step:1..step:sweep_timings` on one fresh decoder, with
 fork=True and fork=False (interleaved), and counts the compiles a fresh decoder's first sweep takes.
 Gives sweep_vs_separate_runs and compiles_per_sweep.
-Run through experiments/bench.py; metrics: experiments/BENCHMARKS.md.
+Run through experiments/bench/run.py; metrics: experiments/bench/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import dataclasses
 
 import jax
 
-from experiments.bench_models import Context, log, median, timed
+from experiments.bench.models import Context, log, median, timed
 
 
 def _sweep_rows(ctx: Context, n_prompts: int):
   from decode.policy import parse_policy
-  from experiments.grid import ModelEntry, expand_grid
-  from experiments.tasks import Problem
+  from experiments.sweep.grid import ModelEntry, expand_grid
+  from experiments.tasks.datasets import Problem
   p = ctx.preset
   probs, texts = [], {}
   for i, ids in enumerate(ctx.prompts[:n_prompts]):
@@ -32,8 +32,8 @@ def _sweep_rows(ctx: Context, n_prompts: int):
 def bench_sweep(ctx: Context, result: dict) -> None:
   """An 8-timing sweep in fork mode vs the same rows as 8 plain calls (fork=False), one decoder."""
   from decode.guided import GuidedDecoder
-  from experiments.results_store import ResultsStore
-  from experiments.runner import DecodeSettings, SweepRunner
+  from experiments.sweep.store import ResultsStore
+  from experiments.sweep.runner import DecodeSettings, SweepRunner
   p = ctx.preset
   for ids in ctx.prompts[:p.sweep_prompts]:
     if ctx.roundtrip(ids) != ids:

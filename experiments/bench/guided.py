@@ -3,7 +3,7 @@
 Ours (`GuidedDecoder`, lazy and lockstep, plus `never` with and without a teacher) against what a
 user without this codebase does with HF `generate`, one row at a time (`hf_orchestration`).
 Gives guided_speedup_vs_hf_orchestration, guided_never_overhead and first_step_vs_lockstep.
-Run through experiments/bench.py; metrics: experiments/BENCHMARKS.md.
+Run through experiments/bench/run.py; metrics: experiments/bench/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from experiments import bench_models as bm
-from experiments.bench_models import Context, interleaved, log, median, timed
+from experiments.bench import models as bm
+from experiments.bench.models import Context, interleaved, log, median, timed
 
 
 class DelimiterStop:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from experiments.tasks import Problem
+from experiments.tasks.datasets import Problem
 
 NAMES = ("Ava", "Ben", "Cara", "Dan", "Eva", "Finn", "Gus", "Ivy")
 OBJECTS = ("apples", "pears", "books", "coins", "cards", "stamps")

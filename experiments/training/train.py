@@ -1,13 +1,13 @@
 """Train a Llama-family decoder from scratch on the synthetic task (the demo teacher).
 
-  python -m experiments.train --config configs/train_teacher.py [--config.steps=500 ...]
+  python -m experiments.training.train --config configs/train_teacher.py [--config.steps=500 ...]
 
 Loss on target tokens only; AdamW with warmup + cosine decay and global-norm clipping; one jitted
 step. An orbax CheckpointManager saves {params, opt_state} every `save_every` steps; a rerun with
 the same workdir resumes from the latest step and continues bit-for-bit (the batch at each step
-is a pure function of (seed, step), see experiments.train_data). The result is exported as a
+is a pure function of (seed, step), see experiments.training.train_data). The result is exported as a
 Hugging Face directory (workdir/hf) so the decode loop loads it through the real import path.
-`train()` is the reusable part (experiments.distill trains students with it).
+`train()` is the reusable part (experiments.training.distill trains students with it).
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ from absl import app, logging
 from ml_collections import ConfigDict, config_flags
 from tqdm import tqdm
 
-from experiments import train_data
-from experiments.greedy_eval import TRAINING_FILE, accuracy, decode_greedy
-from experiments.synthetic import SyntheticConfig, generate_problems
-from experiments.synthetic_format import FORMAT_FILE, FORMAT_RECORD, prompt_text, target_text
+from experiments.training import train_data
+from experiments.training.greedy_eval import TRAINING_FILE, accuracy, decode_greedy
+from experiments.tasks.synthetic import SyntheticConfig, generate_problems
+from experiments.tasks.synthetic_format import FORMAT_FILE, FORMAT_RECORD, prompt_text, target_text
 from model.config import DecoderConfig
 from model.hf_export import export_hf
 from model.hf_import import load_model, load_tokenizer
@@ -236,7 +236,7 @@ def prepare_tokenizer(config: ConfigDict, workdir: Path, train_problems) -> Path
   """The given tokenizer_dir, or one built (once) from the synthetic train split into workdir."""
   if config.tokenizer_dir:
     return Path(config.tokenizer_dir)
-  from experiments.synthetic_tokenizer import build_tokenizer
+  from experiments.tasks.synthetic_tokenizer import build_tokenizer
   tok_dir = Path(workdir) / "tokenizer"
   if not (tok_dir / "tokenizer.json").exists():
     build_tokenizer(tok_dir, train_problems, config.tokenizer_vocab_size)

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import analysis
+from experiments.report import analysis
 
 
 def _figure_png(fig: Figure) -> bytes:

@@ -10,7 +10,7 @@ tokens), then repeated; medians are reported and compile time is excluded. Ratio
 are timed in the same section are measured interleaved (A, B, A, B, ...) so a shared machine's
 drift hits both sides alike. Progress goes to stderr; the LAST line of stdout is the JSON result.
 
-Metrics and targets: experiments/BENCHMARKS.md.
+Metrics and targets: experiments/bench/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments import bench_models as bm
-from experiments.bench_decode import bench_decode
-from experiments.bench_guided import bench_guided
-from experiments.bench_models import cpu_count, cpu_model, setup
-from experiments.bench_sweep import bench_sweep
+from experiments.bench import models as bm
+from experiments.bench.decode import bench_decode
+from experiments.bench.guided import bench_guided
+from experiments.bench.models import cpu_count, cpu_model, setup
+from experiments.bench.sweep import bench_sweep
 
 TARGETS = {
     "decode_speedup_vs_hf_b1": (">=", 1.1),

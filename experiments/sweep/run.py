@@ -11,18 +11,17 @@ import math
 import sys
 from pathlib import Path
 
-from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
 from decode.guided import DecodeInputError, GuidedDecoder
 from decode.policy import PolicyError, parse_policy
 from decode.vocab import TokenizerMismatchError, VocabError
-from experiments.grid import ModelEntry, expand_grid
-from experiments.prompts import PromptError, build_prompt, select_exemplars
-from experiments.results_store import ResultsStore
-from experiments.runner import DecodeSettings, SweepRunner
-from experiments.synthetic import SyntheticConfig, SyntheticConfigError, generate_problems
-from experiments.tasks import Problem, TaskFormatError, UnknownTaskError, load_task
+from experiments.sweep.grid import ModelEntry, expand_grid
+from experiments.tasks.prompts import PromptError, build_prompt, select_exemplars
+from experiments.sweep.store import ResultsStore
+from experiments.sweep.runner import DecodeSettings, SweepRunner
+from experiments.tasks.synthetic import SyntheticConfig, SyntheticConfigError, generate_problems
+from experiments.tasks.datasets import Problem, TaskFormatError, UnknownTaskError, load_task
 from model.errors import ModelLoadError
 from model.sharding import MeshError
 
@@ -105,7 +104,7 @@ def validate(cfg: ConfigDict) -> list:
 def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
   """Runs (or resumes) the sweep; returns stats (compiles, loop calls) for callers and tests."""
   from model.hf_import import load_model
-  from experiments import mesh_setup
+  from experiments.sweep import distributed as mesh_setup
 
   policies = validate(cfg)
   ctx = mesh_setup.setup(cfg)
@@ -147,29 +146,6 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
     stats["rows"] += len(mine)
   ctx.barrier()
   if ctx.is_reporter:
-    from experiments.report import write_report
+    from experiments.report.writer import write_report
     write_report(cfg.output_dir)
   return stats
-
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "sweep config file (configs/NAME.py)", lock_config=True)
-
-
-def main(argv) -> None:
-  del argv
-  cfg = _CONFIG.value
-  if cfg is None:
-    print("error: pass --config configs/NAME.py", file=sys.stderr)
-    sys.exit(2)
-  try:
-    stats = run_sweep(cfg)
-  except USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  print(f"sweep done: {stats['rows']} rows, {stats['loop_calls']} loop calls, {stats['compiles']} compilation(s); "
-        f"report: {Path(cfg.output_dir) / 'report.md'}")
-
-
-if __name__ == "__main__":
-  flags.FLAGS.unparse_flags()
-  app.run(main)

@@ -3,7 +3,7 @@
 Times `GuidedDecoder(student, None)` against HF `generate` on the same weights at batch 1 and batch
 `batch` (interleaved), then divides our batch-1 tokens/s by a memory-bandwidth roofline: numpy copy
 bandwidth over the bytes one decode step must read (all params + the valid KV cache).
-Run through experiments/bench.py; metrics: experiments/BENCHMARKS.md.
+Run through experiments/bench/run.py; metrics: experiments/bench/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from experiments import bench_models as bm
-from experiments.bench_models import Context, cpu_count, interleaved, log, median, timed
+from experiments.bench import models as bm
+from experiments.bench.models import Context, cpu_count, interleaved, log, median, timed
 
 
 def memory_bandwidth(size_mb: int, repeats: int, threads: int) -> dict:

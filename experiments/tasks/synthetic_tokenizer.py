@@ -20,8 +20,8 @@ from typing import Iterable
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from experiments.prompts import INSTRUCTION, format_exemplar
-from experiments.tasks import Problem
+from experiments.tasks.prompts import INSTRUCTION, format_exemplar
+from experiments.tasks.datasets import Problem
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)

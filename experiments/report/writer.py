@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from experiments import analysis
-from experiments.plots import (
+from experiments.report import analysis
+from experiments.report.plots import (
   baseline_row,
   ci,
   keyed,

@@ -13,9 +13,9 @@ from tqdm import tqdm
 
 from decode.guided import GuidedDecoder, RowResult
 from decode.policy import parse_policy
-from experiments.answers import score
-from experiments.grid import SweepRow, forkable
-from experiments.results_store import ResultsStore
+from experiments.tasks.answers import score
+from experiments.sweep.grid import SweepRow, forkable
+from experiments.sweep.store import ResultsStore
 
 NEVER = parse_policy("never")
 

@@ -1,0 +1,1 @@
+"""Analysis of results.jsonl: tables (analysis), figures (plots), summary.csv + report.md (writer)."""

@@ -1,0 +1,5 @@
+"""Sweeps: config -> grid (problems x policies x seeds) -> fixed-shape batches -> results.jsonl.
+
+run: the driver (`run_sweep`); grid: rows and their ids; runner: batching, plain and fork mode;
+store: the append-only results file; distributed: meshes and multi-host row sharding.
+"""

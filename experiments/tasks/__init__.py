@@ -1,0 +1,1 @@
+"""Problems and prompts: dataset readers, answer scoring, prompt styles, the synthetic task."""

@@ -1,0 +1,1 @@
+"""Training the demo models: teacher training, distillation of students, greedy evaluation."""
