@@ -16,10 +16,7 @@ from pathlib import Path
 
 from decode.guided import DecodeInputError, GuidedDecoder
 from decode.policy import PolicyError, parse_policy
-from decode.vocab import TokenizerMismatchError
-from model.errors import ModelLoadError
-
-USER_ERRORS = (ModelLoadError, PolicyError, DecodeInputError, TokenizerMismatchError, ValueError, OSError)
+from model.errors import report_user_errors
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,11 +89,7 @@ def run(args) -> list[dict]:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
-  try:
-    rows = run(args)
-  except USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  rows = report_user_errors(lambda: run(args))
   for row in rows:
     print(json.dumps(row))
   return 0

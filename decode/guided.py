@@ -20,6 +20,7 @@ from decode.loop import run_loop
 from decode.policy import Policy, PolicyArrays, PolicyError, parse_policy
 from decode.state import PROMPT, STUDENT, TEACHER, LoopCaches, LoopConfig, LoopInputs
 from decode.vocab import VocabMasks, build_masks, check_same_tokenizer
+from model.errors import UserError
 from model.kv_cache import KVCache
 from model.lm import LanguageModel
 
@@ -37,7 +38,7 @@ def _traced_loop(cfg_s, cfg_t, lc: LoopConfig, params_s, params_t, inp: LoopInpu
 _JITTED_LOOP = jax.jit(_traced_loop, static_argnums=(0, 1, 2), donate_argnums=(6,))
 
 
-class DecodeInputError(ValueError):
+class DecodeInputError(UserError):
   """Bad arguments to generation (lengths, limits, policies)."""
 
 

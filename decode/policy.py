@@ -19,6 +19,8 @@ import flax.struct
 import jax.numpy as jnp
 import numpy as np
 
+from model.errors import UserError
+
 NO_LIMIT = np.int32(2 ** 30)
 
 TRIGGER_NONE, TRIGGER_ENTROPY, TRIGGER_MAXPROB, TRIGGER_MARGIN, TRIGGER_RANDOM = range(5)
@@ -26,7 +28,7 @@ _TRIGGERS = {"entropy": TRIGGER_ENTROPY, "maxprob": TRIGGER_MAXPROB, "margin": T
              "random": TRIGGER_RANDOM}
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError):
   """A policy spec that cannot be parsed or used as asked."""
 
 

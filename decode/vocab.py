@@ -8,12 +8,14 @@ import dataclasses
 
 import numpy as np
 
+from model.errors import UserError
 
-class VocabError(ValueError):
+
+class VocabError(UserError):
   """A step delimiter the tokenizer cannot express."""
 
 
-class TokenizerMismatchError(ValueError):
+class TokenizerMismatchError(UserError):
   """Student and teacher do not share a tokenizer: the loop would mix incompatible token ids."""
 
 

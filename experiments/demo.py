@@ -14,7 +14,8 @@ from configs import demo as demo_config
 
 
 def main() -> int:
-  from experiments.sweep.run import USER_ERRORS, run_sweep
+  from experiments.sweep.run import run_sweep
+  from model.errors import report_user_errors
 
   cfg = demo_config.get_config()
   missing = [p for p in [cfg.teacher.path] + [s.path for s in cfg.students] if not Path(p).is_dir()]
@@ -23,11 +24,7 @@ def main() -> int:
           f"{demo_config.ASSETS}/README.md", file=sys.stderr)
     return 2
   start = time.time()
-  try:
-    stats = run_sweep(cfg)
-  except USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  stats = report_user_errors(lambda: run_sweep(cfg))
   out = Path(cfg.output_dir)
   print(f"\nDemo finished in {time.time() - start:.0f} s: {stats['rows']} rows, {stats['loop_calls']} loop calls, "
         f"{stats['compiles']} compilations (one per model architecture; checkpoints share one).")

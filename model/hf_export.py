@@ -24,7 +24,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict
 
 from model.config import DecoderConfig
-from model.errors import ModelLoadError
+from model.errors import ModelLoadError, UserError
 from model.hf_import import _hf_name
 
 STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -33,7 +33,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
   """The params/config cannot be written as a Hugging Face directory as asked."""
 
 

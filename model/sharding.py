@@ -11,13 +11,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from model.errors import ModelLoadError
+from model.errors import ModelLoadError, UserError
 from model.kv_cache import CACHE_AXES, KVCache
 
 Rules = Sequence[tuple[str, Any]]
 
 
-class MeshError(ValueError):
+class MeshError(UserError):
   """A mesh shape that does not fit the available devices."""
 
 

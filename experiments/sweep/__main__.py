@@ -7,7 +7,8 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.sweep.run import USER_ERRORS, run_sweep
+from experiments.sweep.run import run_sweep
+from model.errors import report_user_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "sweep config file (configs/NAME.py)", lock_config=True)
 
@@ -18,11 +19,7 @@ def main(argv) -> None:
   if cfg is None:
     print("error: pass --config configs/NAME.py", file=sys.stderr)
     sys.exit(2)
-  try:
-    stats = run_sweep(cfg)
-  except USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  stats = report_user_errors(lambda: run_sweep(cfg))
   print(f"sweep done: {stats['rows']} rows, {stats['loop_calls']} loop calls, {stats['compiles']} compilation(s); "
         f"report: {Path(cfg.output_dir) / 'report.md'}")
 

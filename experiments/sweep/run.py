@@ -8,32 +8,23 @@ append-only, so re-running the same command resumes), summary.csv, report.md and
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 from ml_collections import ConfigDict
 
 from decode.guided import DecodeInputError, GuidedDecoder
 from decode.policy import PolicyError, parse_policy
-from decode.vocab import TokenizerMismatchError, VocabError
 from experiments.sweep.grid import ModelEntry, expand_grid
-from experiments.tasks.prompts import PromptError, build_prompt, select_exemplars
-from experiments.sweep.store import ResultsStore
 from experiments.sweep.runner import DecodeSettings, SweepRunner
-from experiments.tasks.synthetic import SyntheticConfig, SyntheticConfigError, generate_problems
-from experiments.tasks.datasets import Problem, TaskFormatError, UnknownTaskError, load_task
-from model.errors import ModelLoadError
-from model.sharding import MeshError
+from experiments.sweep.store import ResultsStore
+from experiments.tasks.datasets import Problem, load_task
+from experiments.tasks.prompts import build_prompt, select_exemplars
+from experiments.tasks.synthetic import SyntheticConfig, generate_problems
+from model.errors import MissingFileError, ModelLoadError, UserError
 
 
-
-class SweepConfigError(ValueError):
+class SweepConfigError(UserError):
   """A sweep config that cannot run as written."""
-
-
-USER_ERRORS = (ModelLoadError, PolicyError, DecodeInputError, TokenizerMismatchError, PromptError,
-               TaskFormatError, UnknownTaskError, SyntheticConfigError, MeshError, SweepConfigError,
-               VocabError, FileNotFoundError)
 
 
 def _synthetic(cfg: ConfigDict, split: str, n: int) -> list[Problem]:
@@ -51,7 +42,7 @@ def load_problems(task: ConfigDict) -> list[Problem]:
     raise SweepConfigError(f"task {task.name!r} needs --config.task.path pointing at a local file")
   path = Path(task.path)
   if not path.exists():
-    raise FileNotFoundError(f"task file {path} does not exist")
+    raise MissingFileError(f"task file {path} does not exist; check --config.task.path")
   return load_task(task.name, path)
 
 
@@ -103,8 +94,8 @@ def validate(cfg: ConfigDict) -> list:
 
 def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
   """Runs (or resumes) the sweep; returns stats (compiles, loop calls) for callers and tests."""
-  from model.hf_import import load_model
   from experiments.sweep import distributed as mesh_setup
+  from model.hf_import import load_model
 
   policies = validate(cfg)
   ctx = mesh_setup.setup(cfg)

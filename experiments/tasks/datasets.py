@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from experiments.tasks.answers import normalize_number
+from model.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
-class TaskFormatError(ValueError):
+class TaskFormatError(UserError):
   """A task file or one of its records does not have the expected format."""
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(UserError):
   """`load_task` was asked for a task name that has no loader."""
 
 

@@ -21,6 +21,7 @@ import re
 from typing import Any, Iterable, Sequence
 
 from experiments.tasks.datasets import Problem
+from model.errors import UserError
 
 STYLES = ("cot", "subques", "questcot", "zero_shot", "chat")
 FEW_SHOT_STYLES = ("cot", "subques", "questcot")
@@ -37,7 +38,7 @@ FALLBACK_SUBQUESTION = "Q: What else do we know?"
 _ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]*)>>")
 
 
-class PromptError(ValueError):
+class PromptError(UserError):
   """A prompt cannot be built as asked (unknown style, missing rationale, leak, ...)."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from experiments.tasks.datasets import Problem
+from model.errors import UserError
 
 NAMES = ("Ava", "Ben", "Cara", "Dan", "Eva", "Finn", "Gus", "Ivy")
 OBJECTS = ("apples", "pears", "books", "coins", "cards", "stamps")
@@ -36,7 +37,7 @@ SOURCE = "synthetic"
 MAX_FAILURES_IN_A_ROW = 5_000
 
 
-class SyntheticConfigError(ValueError):
+class SyntheticConfigError(UserError):
   """A SyntheticConfig that cannot produce the requested problems."""
 
 

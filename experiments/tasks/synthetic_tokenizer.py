@@ -20,8 +20,9 @@ from typing import Iterable
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from experiments.tasks.prompts import INSTRUCTION, format_exemplar
 from experiments.tasks.datasets import Problem
+from experiments.tasks.prompts import INSTRUCTION, format_exemplar
+from model.errors import UserError
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -33,7 +34,7 @@ DEFAULT_VOCAB_SIZE = 512
 PIECE_PATTERN = r" ?[A-Za-z]+| ?\d| ?#+| ?<<| ?>>|\n| ?[^\sA-Za-z\d]|\s"
 
 
-class TokenizerBuildError(ValueError):
+class TokenizerBuildError(UserError):
   """The tokenizer cannot be built from what was given."""
 
 

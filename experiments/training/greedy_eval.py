@@ -21,9 +21,10 @@ from tqdm import tqdm
 
 from decode.guided import GuidedDecoder
 from experiments.tasks.answers import score
+from experiments.tasks.datasets import Problem
 from experiments.tasks.synthetic import SyntheticConfig, generate_problems
 from experiments.tasks.synthetic_format import prompt_text
-from experiments.tasks.datasets import Problem
+from model.errors import MissingFileError, report_user_errors
 from model.lm import LanguageModel
 
 TRAINING_FILE = "training.json"
@@ -64,7 +65,7 @@ def synthetic_config_of(model_dir: str | Path) -> SyntheticConfig:
   """The SyntheticConfig a model in `model_dir` was trained on (from its training.json)."""
   path = Path(model_dir) / TRAINING_FILE
   if not path.exists():
-    raise FileNotFoundError(f"{path} is missing: the model was not trained by experiments.training.train, "
+    raise MissingFileError(f"{path} is missing: the model was not trained by experiments.training.train, "
                             "so its synthetic task settings are unknown")
   raw = json.loads(path.read_text())["synthetic"]
   return SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
@@ -89,11 +90,8 @@ def main(argv=None) -> int:
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = p.parse_args(argv)
   for model_dir in args.model:
-    try:
-      result = evaluate_dir(model_dir, args.n, args.split, args.batch_size, args.max_new_tokens, args.dtype)
-    except (OSError, ValueError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
+    result = report_user_errors(
+        lambda: evaluate_dir(model_dir, args.n, args.split, args.batch_size, args.max_new_tokens, args.dtype))
     print(json.dumps(result))
   return 0
 

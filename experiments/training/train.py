@@ -26,16 +26,16 @@ from absl import app, logging
 from ml_collections import ConfigDict, config_flags
 from tqdm import tqdm
 
-from experiments.training import train_data
-from experiments.training.greedy_eval import TRAINING_FILE, accuracy, decode_greedy
 from experiments.tasks.synthetic import SyntheticConfig, generate_problems
 from experiments.tasks.synthetic_format import FORMAT_FILE, FORMAT_RECORD, prompt_text, target_text
+from experiments.training import train_data
+from experiments.training.greedy_eval import TRAINING_FILE, accuracy, decode_greedy
 from model.config import DecoderConfig
+from model.errors import UserError, report_user_errors
 from model.hf_export import export_hf
 from model.hf_import import load_model, load_tokenizer
 from model.kv_cache import init_cache
 from model.lm import forward, init_params
-
 
 # Config fields that must not change between a run and its resumption (they change the result).
 RESUME_KEYS = ("model", "optim", "seed", "batch_size", "seq_len", "steps", "vocab_multiple")
@@ -43,7 +43,7 @@ MODEL_KEYS = {"family", "hidden_size", "num_layers", "num_heads", "num_kv_heads"
               "intermediate_size", "max_position_embeddings", "tie_word_embeddings", "rope_theta", "rms_norm_eps"}
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(UserError):
   """A training config that cannot be run as given."""
 
 
@@ -279,7 +279,7 @@ def main(argv):
   quiet_orbax()
   if _CONFIG.value is None:
     raise app.UsageError("pass --config configs/train_teacher.py")
-  print(run_teacher(_CONFIG.value))
+  print(report_user_errors(lambda: run_teacher(_CONFIG.value)))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
+from model.errors import UserError
 
-class TrainDataError(ValueError):
+
+class TrainDataError(UserError):
   """The examples cannot be packed into the requested shapes."""
 
 
