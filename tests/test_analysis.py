@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,14 @@ def one(summary: pd.DataFrame, policy: str, **keys: Any) -> pd.Series:
     ("step:1", 1),
     ("step:3", 3),
     ("step:2,n=1", 2),
-    ("step:4,budget=2", 4),
-    ("step:2,n=3", None),
+    (" STEP:4 ", 4),  # parse_policy's spelling rules
+    ("step:2,n=3", None),  # several steps
+    ("step:2,m=3", None),  # part of step 2: the same policy as hint:2,m=3
+    ("hint:1,m=3", None),
+    ("hint:2", None),
     ("never", None),
     ("always", None),
     ("entropy:0.5", None),
-    ("hint:1,m=3", None),
     ("random:0.2,budget=1", None),
   ],
 )
@@ -110,10 +113,20 @@ def test_intervention_step(policy: str, k: int | None) -> None:
   assert analysis.intervention_step(policy) == k
 
 
-@pytest.mark.parametrize("policy", ["step:", "step:x", "step:0", "step:1,n=two"])
-def test_intervention_step_rejects_malformed(policy: str) -> None:
-  with pytest.raises(ValueError, match="malformed step policy"):
-    analysis.intervention_step(policy)
+@pytest.mark.parametrize(
+  "policy", ["step:", "step:x", "step:0", "step:1,n=two", "step:4,budget=2", "entropy:abc", "bogus", ""]
+)
+def test_malformed_policy_is_an_error_naming_it(policy: str) -> None:
+  # decode.policy.parse_policy is the one grammar: whatever it rejects, the report rejects.
+  for parse in (analysis.intervention_step, analysis.policy_sort_key):
+    with pytest.raises(ValueError, match=re.escape(f"malformed policy {policy!r} in the results")):
+      parse(policy)
+
+
+def test_summarize_names_a_malformed_policy() -> None:
+  rows = [row("never", 0, True), row("step:two", 0, True, row_id="bad")]
+  with pytest.raises(ValueError, match="malformed policy 'step:two'"):
+    analysis.summarize(pd.DataFrame(rows), n_boot=10)
 
 
 def test_policy_sort_order() -> None:
@@ -124,6 +137,37 @@ def test_policy_sort_order() -> None:
     "step:2",
     "step:10",
     "entropy:0.5",
+    "always",
+  ]
+
+
+def test_policy_sort_order_within_families() -> None:
+  policies = [
+    "random:0.2",
+    "always",
+    "step:2,m=3",
+    "margin:1",
+    "entropy:0.5",
+    "step:2,n=3",
+    "maxprob:0.3",
+    "hint:1,m=3",
+    "entropy:0.5,budget=2",
+    "step:2",
+    "entropy:0.25",
+    "never",
+  ]
+  assert sorted(policies, key=analysis.policy_sort_key) == [
+    "never",
+    "step:2",
+    "step:2,n=3",
+    "hint:1,m=3",
+    "step:2,m=3",  # a hint: the teacher writes 3 tokens of step 2
+    "entropy:0.25",
+    "entropy:0.5,budget=2",
+    "entropy:0.5",  # no budget: unlimited, after every budget
+    "maxprob:0.3",
+    "margin:1",
+    "random:0.2",
     "always",
   ]
 
@@ -145,10 +189,39 @@ def test_policy_sort_order() -> None:
     ("10-5=5", "-5", False),
     ("0.5 of the cake", "5", False),
     ("", "24", False),
-    ("a24b", "24", False),
+    ("a 24 b", "24", True),
+    ("the answer is many", "many", True),  # non-numeric gold: whole-token text match
+    ("the answer is manymore", "many", False),
   ],
 )
 def test_answer_leaked_matches_whole_numbers(text: str, answer: str, leaked: bool) -> None:
+  assert analysis.answer_leaked(text, answer) is leaked
+
+
+# Where the old leakage grammar disagreed with scoring; now a number is in the text exactly when
+# scoring would read the same value there (answers.numbers_in + answers.answers_match).
+@pytest.mark.parametrize(
+  "text,answer,leaked",
+  [
+    ("she paid 1000 dollars", "$1,000", True),  # was False: "$1,000" gold was matched as text
+    ("she paid $1,000", "1000", True),
+    ("a discount of 50 percent", "50%", True),  # was False: "50%" gold was matched as text
+    ("a 50% discount", "50", True),
+    ("she ate 3/4 of the pie", "0.75", True),  # was False: 3/4 was read as 3 and 4
+    ("she ate 3/4 of the pie", "3", False),  # was True
+    ("she ate 3/4 of the pie", "4", False),  # was True
+    ("0.75 of the pie", "3/4", True),  # was False: "3/4" gold was matched as text
+    ("it fell to \u22125 degrees", "-5", True),  # was False: the unicode minus was dropped
+    ("it fell to \u22125 degrees", "5", False),  # was True
+    ("costs 2.50 each", "2.5", True),
+    ("costs 2.5 each", "2.50", True),
+    ("sold 1,000, then 2,000", "1000", True),  # was False: "1,000," was read as 1 and 0
+    (".5 of the cake", "0.5", True),  # was False: a leading "." hid the number
+    ("<<48/2=24>>", "48", False),  # was True: scoring reads 48/2 as one number, 24
+    ("a24b", "24", True),  # was False: scoring reads 24 in "a24b"
+  ],
+)
+def test_answer_leaked_reads_numbers_as_scoring_does(text: str, answer: str, leaked: bool) -> None:
   assert analysis.answer_leaked(text, answer) is leaked
 
 

@@ -2,7 +2,13 @@
 
 import pytest
 
-from experiments.tasks.answers import answers_match, extract_answer, normalize_number, strip_after_answer
+from experiments.tasks.answers import (
+  answers_match,
+  extract_answer,
+  normalize_number,
+  numbers_in,
+  strip_after_answer,
+)
 
 
 @pytest.mark.parametrize(
@@ -101,3 +107,45 @@ def test_strip_after_answer_is_idempotent():
 )
 def test_answers_match(pred, gold, expected):
   assert answers_match(pred, gold) is expected
+
+
+# The cases where the report's old leakage grammar read numbers differently from scoring.
+@pytest.mark.parametrize(
+  "text, expected",
+  [
+    ("She paid $1,000 for it.", ["1000"]),
+    ("a 50% discount", ["50"]),
+    ("she ate 3/4 of the pie", ["0.75"]),  # one number, not 3 and 4
+    ("it fell to \u22125 degrees", ["-5"]),
+    ("costs 2.50 each", ["2.5"]),
+    ("sold 1,000, then 2,000.", ["1000", "2000"]),
+    (".5 of the cake", ["0.5"]),
+    ("<<48/2=24>> so 24 cookies", ["24", "24", "24"]),  # 48/2 is read as the fraction 24
+  ],
+)
+def test_numbers_in_reads_the_scoring_grammar(text, expected):
+  assert numbers_in(text) == expected
+
+
+@pytest.mark.parametrize(
+  "text, expected",
+  [
+    ("she has 124 apples", ["124"]),  # whole numbers: never "24"
+    ("about 1,024 people", ["1024"]),
+    ("10-5=5", ["10", "5", "5"]),  # binary minus: no -5
+    ("x = -5 and 2.45 or 24.0", ["-5", "2.45", "24"]),
+    ("1/0 of it", []),  # a zero denominator is no number
+    ("no numbers here", []),
+    ("", []),
+    (None, []),
+  ],
+)
+def test_numbers_in_whole_numbers_in_order(text, expected):
+  assert numbers_in(text) == expected
+
+
+@pytest.mark.parametrize(
+  "text", ["She paid $1,000 for it.", "a 50% discount", "ate 3/4", "to \u22125 degrees", "2.50", "7 - 2 = 5"]
+)
+def test_extract_answer_falls_back_to_the_last_of_numbers_in(text):
+  assert extract_answer(text) == numbers_in(text)[-1]

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import pandas as pd
 import pytest
 
+from experiments import files
 from experiments.report import analysis
 from experiments.report import writer as report
 
@@ -191,3 +192,45 @@ def test_cli_corrupt_results_names_the_line(tmp_path: Path, capsys: pytest.Captu
   (tmp_path / "results.jsonl").write_text(json.dumps(rows[0]) + "\nnot json\n" + json.dumps(rows[1]) + "\n")
   assert report.main([str(tmp_path)]) == 1
   assert "results.jsonl: corrupt line 2" in capsys.readouterr().err
+
+
+def test_cli_malformed_policy_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+  rows = rows_for("student-small", {"never": {0}, "step:two": {0}})
+  write_results(tmp_path, rows)
+  assert report.main([str(tmp_path)]) == 1
+  assert "malformed policy 'step:two' in the results" in capsys.readouterr().err
+  assert not (tmp_path / "report.md").exists() and not (tmp_path / "summary.csv").exists()
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def test_atomic_write_creates_parents_and_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+  synced = []
+  real_fsync = files.os.fsync
+  monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+  path = tmp_path / "a" / "b" / "out.txt"
+  files.atomic_write_text(path, "caf\u00e9\n")
+  assert path.read_bytes() == "caf\u00e9\n".encode() and len(synced) == 1
+  files.atomic_write_bytes(path, b"new")
+  assert path.read_bytes() == b"new" and len(synced) == 2
+  assert [p.name for p in path.parent.iterdir()] == ["out.txt"]  # no temp files left
+
+
+def test_atomic_write_failure_keeps_old_file_and_removes_temp(
+  tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+  path = tmp_path / "summary.csv"
+  path.write_text("old")
+
+  def fail(src: Any, dst: Any) -> None:
+    raise OSError("disk on fire")
+
+  monkeypatch.setattr(files.os, "replace", fail)
+  with pytest.raises(OSError, match="disk on fire"):
+    files.atomic_write_text(path, "new")
+  monkeypatch.undo()
+  with pytest.raises(TypeError):
+    files.atomic_write_bytes(path, "not bytes")  # type: ignore[arg-type]  # fails inside the write
+  assert path.read_text() == "old"
+  assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]

@@ -13,14 +13,27 @@ relative gain in percent of the baseline accuracy.
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+
+from decode.policy import (
+  NO_LIMIT,
+  TRIGGER_ENTROPY,
+  TRIGGER_MARGIN,
+  TRIGGER_MAXPROB,
+  TRIGGER_NONE,
+  TRIGGER_RANDOM,
+  Policy,
+  PolicyError,
+  parse_policy,
+)
+from experiments.tasks.answers import answers_match, normalize_number, numbers_in
 
 RESULTS_GLOB = "results*.jsonl"
 CONFIG_KEYS = ["task", "student", "teacher", "checkpoint"]
@@ -127,58 +140,55 @@ def load_results(output_dir: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------- policies
 
 
-def _parse_policy(policy: str) -> tuple[str, list[str], dict[str, str]]:
-  """'step:2,n=3,budget=5' -> ('step', ['2'], {'n': '3', 'budget': '5'})."""
-  name, _, rest = policy.strip().partition(":")
-  args: list[str] = []
-  opts: dict[str, str] = {}
-  for part in filter(None, (p.strip() for p in rest.split(","))):
-    key, eq, value = part.partition("=")
-    if eq:
-      opts[key.strip()] = value.strip()
-    else:
-      args.append(part)
-  return name.strip(), args, opts
+def _policy(policy: str) -> Policy:
+  """`decode.policy.parse_policy`, the one policy grammar; an error names the policy in the results."""
+  try:
+    return parse_policy(policy)
+  except PolicyError as err:
+    raise PolicyError(f"malformed policy {policy!r} in the results: {err}") from err
 
 
 def intervention_step(policy: str) -> int | None:
-  """K of a single-step "teacher writes step K" policy ('step:K' or 'step:K,n=1'), else None.
+  """K of a "teacher writes all of step K, once" policy ('step:K', 'step:K,n=1'), else None.
 
-  Multi-step policies (n > 1) are not points on the paper's step curve, so they give None.
+  Only those are points on the paper's step curve: several steps (n > 1), part of a step
+  (hint:K, step:K,m=M), triggers, never and always give None. A policy that parse_policy
+  rejects raises PolicyError (a ValueError) naming it.
   """
-  name, args, opts = _parse_policy(policy)
-  if name != "step":
-    return None
-  if len(args) != 1 or not args[0].isdigit() or int(args[0]) < 1:
-    raise ValueError(f"malformed step policy {policy!r}: expected 'step:K[,n=N]' with K >= 1")
-  n = opts.get("n", "1")
-  if not n.isdigit():
-    raise ValueError(f"malformed step policy {policy!r}: n must be an integer")
-  return int(args[0]) if int(n) == 1 else None
+  p = _policy(policy)
+  whole_single_step = (
+    p.trigger == TRIGGER_NONE
+    and p.step_lo >= 1
+    and p.step_hi == p.step_lo + 1
+    and p.token_limit == int(NO_LIMIT)
+  )
+  return p.step_lo if whole_single_step else None
 
 
-_FAMILY_RANK = {
-  "never": 0,
-  "step": 1,
-  "hint": 2,
-  "entropy": 3,
-  "maxprob": 4,
-  "margin": 5,
-  "random": 6,
-  "always": 9,
-}
+# Reading order of policy families; within a family, by the policy's numbers.
+_RANK_NEVER, _RANK_STEP, _RANK_HINT, _RANK_ALWAYS = 0, 1, 2, 9
+_TRIGGER_RANK = {TRIGGER_ENTROPY: 3, TRIGGER_MAXPROB: 4, TRIGGER_MARGIN: 5, TRIGGER_RANDOM: 6}
+
+
+def _limit(value: int) -> float:
+  return math.inf if value >= int(NO_LIMIT) else float(value)
 
 
 def policy_sort_key(policy: str) -> tuple:
-  """Reading order for tables: never, step:1..K, other policies, always last."""
-  name, args, opts = _parse_policy(policy)
-  nums = []
-  for value in args + [opts[k] for k in sorted(opts)]:
-    try:
-      nums.append(float(value))
-    except ValueError:
-      nums.append(float("inf"))
-  return (_FAMILY_RANK.get(name, 7), name, tuple(nums), policy)
+  """Reading order for tables: never, step:1..K (and step:K,n=N), hints, triggers, always last.
+
+  Within a family by the parsed numbers (step, number of steps, token limit; triggers by threshold,
+  budget, token limit), no limit counting as infinite. Raises like `intervention_step`.
+  """
+  p = _policy(policy)
+  if p.trigger != TRIGGER_NONE:
+    return (_TRIGGER_RANK[p.trigger], (p.threshold, _limit(p.budget), _limit(p.token_limit)), p.spec, policy)
+  if not p.needs_teacher:
+    return (_RANK_NEVER, (), p.spec, policy)
+  if p.step_hi >= int(NO_LIMIT):
+    return (_RANK_ALWAYS, (), p.spec, policy)
+  rank = _RANK_STEP if p.token_limit >= int(NO_LIMIT) else _RANK_HINT
+  return (rank, (p.step_lo, p.step_hi - p.step_lo, _limit(p.token_limit)), p.spec, policy)
 
 
 def natural_sort_key(label: Any) -> tuple:
@@ -191,34 +201,22 @@ def natural_sort_key(label: Any) -> tuple:
 
 # --------------------------------------------------------------------------- leakage
 
-_NUMBER_RE = re.compile(r"(?<![\w.])(-(?=\d))?(\d{1,3}(?:,\d{3})+(?![\d,])|\d+)(\.\d+)?")
-
-
-def _to_decimal(text: str) -> Decimal | None:
-  try:
-    return Decimal(text.replace(",", "").strip())
-  except (InvalidOperation, ValueError):
-    return None
-
-
-def numbers_in(text: str) -> list[Decimal]:
-  """Whole numbers written in `text`: '124' is one number, never '24'; '1,000' is 1000."""
-  out = []
-  for m in _NUMBER_RE.finditer(text or ""):
-    value = _to_decimal("".join(g or "" for g in m.groups()))
-    if value is not None:
-      out.append(value)
-  return out
-
 
 def answer_leaked(teacher_text: str | None, answer: str | None) -> bool:
-  """Does the gold answer appear as a whole number (numerically equal) in the teacher's text?"""
+  """Does the teacher's text contain the gold answer as a number that scoring would accept?
+
+  The numbers in the text are read with the scoring grammar (`answers.numbers_in`) and compared
+  with the scoring rule (`answers.answers_match`), so a number counts exactly when an answer
+  written that way would be scored correct: "$1,000" holds 1000, "3/4" holds 0.75 (not 3 or 4),
+  "\u22125" holds -5. Numbers are whole: "124" does not contain 24. A gold answer that is not a
+  number falls back to a whole-token text match.
+  """
   if not teacher_text or answer is None or str(answer).strip() == "":
     return False
-  gold = _to_decimal(str(answer))
-  if gold is None:  # non-numeric gold: fall back to a whole-token text match
-    return re.search(rf"(?<![\w.]){re.escape(str(answer).strip())}(?![\w])", teacher_text) is not None
-  return any(value == gold for value in numbers_in(teacher_text))
+  gold = str(answer).strip()
+  if normalize_number(gold) is None:
+    return re.search(rf"(?<![\w.]){re.escape(gold)}(?![\w])", teacher_text) is not None
+  return any(answers_match(number, gold) for number in numbers_in(teacher_text))
 
 
 # --------------------------------------------------------------------------- bootstrap

@@ -2,7 +2,8 @@
 
 The narrative states what the numbers show, including when they contradict the paper
 (e.g. when teacher help at step 1 is not the best timing). Every file is written atomically
-(temp file in the same directory, then os.replace), so a reader never sees half a report.
+(experiments.files: temp file in the same directory, fsync, os.replace), so a reader never sees
+half a report.
 
 CLI: `python -m experiments.report OUTPUT_DIR` regenerates everything from the results files.
 """
@@ -10,15 +11,14 @@ CLI: `python -m experiments.report OUTPUT_DIR` regenerates everything from the r
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from experiments.files import atomic_write_bytes, atomic_write_text
 from experiments.report import analysis
 from experiments.report.plots import (
   baseline_row,
@@ -28,36 +28,16 @@ from experiments.report.plots import (
   markdown_table,
   missing,
   pct,
-  points,
   plot_accuracy_vs_step,
   plot_accuracy_vs_step_by_checkpoint,
   plot_accuracy_vs_teacher_fraction,
+  points,
   summary_row,
 )
 
 PLOT_STEP = "accuracy_vs_step.png"
 PLOT_FRACTION = "accuracy_vs_teacher_fraction.png"
 PLOT_CHECKPOINTS = "accuracy_vs_step_by_checkpoint.png"
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-  """Write via a temp file in the same directory and os.replace, so readers see old or new."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # A fresh name opened with "xb" (not mkstemp) so the file gets the usual umask permissions.
-  tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-  try:
-    with open(tmp, "xb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 # --------------------------------------------------------------------------- narrative
@@ -334,7 +314,7 @@ def write_report(output_dir: str | Path, df: pd.DataFrame | None = None) -> dict
     raise FileNotFoundError(f"no result rows for {output_dir}")
   summary = analysis.summarize(df)
   paths: dict[str, Path] = {"summary": output_dir / "summary.csv"}
-  atomic_write_bytes(paths["summary"], summary.to_csv(index=False).encode())
+  atomic_write_text(paths["summary"], summary.to_csv(index=False))
 
   plots = {
     "Accuracy vs intervention step": (PLOT_STEP, plot_accuracy_vs_step),
@@ -353,7 +333,7 @@ def write_report(output_dir: str | Path, df: pd.DataFrame | None = None) -> dict
     df, summary, {caption: name for caption, (name, _) in plots.items()}, output_dir.name
   )
   paths["report"] = output_dir / "report.md"
-  atomic_write_bytes(paths["report"], text.encode())
+  atomic_write_text(paths["report"], text)
   return paths
 
 

@@ -1,4 +1,5 @@
 """The sweep grid: (student x checkpoint) x seeds x policies x problems -> rows with stable ids."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,13 +30,17 @@ class SweepRow:
 
   @property
   def row_id(self) -> str:
-    return "|".join([self.task, self.student.name, self.student.checkpoint or "-", self.teacher or "-",
-                     self.policy.spec, str(self.seed), self.problem.problem_id])
-
-  @property
-  def pair_key(self) -> tuple:
-    """Rows that differ only in policy share this key (and their sampling randomness)."""
-    return (self.student, self.seed, self.problem.problem_id)
+    return "|".join(
+      [
+        self.task,
+        self.student.name,
+        self.student.checkpoint or "-",
+        self.teacher or "-",
+        self.policy.spec,
+        str(self.seed),
+        self.problem.problem_id,
+      ]
+    )
 
   @property
   def row_seed(self) -> int:
@@ -43,8 +48,15 @@ class SweepRow:
     return zlib.crc32(f"{self.problem.problem_id}|{self.seed}".encode()) & 0x7FFFFFFF
 
 
-def expand_grid(task: str, problems: list[Problem], prompts: dict[str, str], students: list[ModelEntry],
-                teacher: str | None, policies: list[Policy], seeds: list[int]) -> list[SweepRow]:
+def expand_grid(
+  task: str,
+  problems: list[Problem],
+  prompts: dict[str, str],
+  students: list[ModelEntry],
+  teacher: str | None,
+  policies: list[Policy],
+  seeds: list[int],
+) -> list[SweepRow]:
   """Deterministic order: student entry, seed, policy, problem."""
   seen: set[str] = set()
   specs = []
@@ -52,13 +64,19 @@ def expand_grid(task: str, problems: list[Problem], prompts: dict[str, str], stu
     if p.spec not in seen:
       seen.add(p.spec)
       specs.append(p)
-  return [SweepRow(task, prob, prompts[prob.problem_id], st, teacher, pol, seed)
-          for st in students for seed in seeds for pol in specs for prob in problems]
+  return [
+    SweepRow(task, prob, prompts[prob.problem_id], st, teacher, pol, seed)
+    for st in students
+    for seed in seeds
+    for pol in specs
+    for prob in problems
+  ]
 
 
 def forkable(policy: Policy) -> bool:
   """A pure timing policy: the teacher cannot act before step `step_lo`, so the student's own run
   up to that step is a valid prefix (never is trivially forkable: it is the base run)."""
   from decode.policy import TRIGGER_NONE
+
   # K = 1 (always, step:1, hint:1) has an empty prefix: forking gains nothing, so it runs plain.
   return policy.trigger == TRIGGER_NONE and (policy.step_lo >= 2 or policy.step_hi <= policy.step_lo)

@@ -4,7 +4,8 @@ Accuracy in every experiment hinges on reading the number a model meant as its a
 so the rules live in one place: prefer an explicit GSM8K "#### N" line, then
 "The answer is N", then the last number in the text -- always after cutting the
 completion at its first final-answer line, because small students keep generating
-new questions after answering.
+new questions after answering. The same grammar decides which numbers a text contains
+(`numbers_in`), e.g. for the report's check whether the teacher's text already holds the answer.
 """
 
 from __future__ import annotations
@@ -92,6 +93,17 @@ def normalize_number(text: str | int | float) -> str | None:
     return None
 
 
+def numbers_in(text: str | None) -> list[str]:
+  """Every number written in `text`, normalised, in order: the values scoring can read there.
+
+  One grammar for the whole study (`NUMBER_PATTERN` + `normalize_number`), so "$1,000" -> "1000",
+  "50%" -> "50", "3/4" -> "0.75" (one number, not 3 and 4), "\u22125" (U+2212 minus) -> "-5", "2.50" -> "2.5".
+  Numbers are whole: "124" gives "124", never "24"; "5-3" gives "5" and "3" (a binary minus).
+  """
+  found = (normalize_number(candidate) for candidate in NUMBER_PATTERN.findall(text or ""))
+  return [number for number in found if number is not None]
+
+
 def strip_after_answer(completion: str) -> str:
   """Cut a completion after its first final-answer line ("#### N" / "The answer is N").
 
@@ -111,19 +123,15 @@ def extract_answer(completion: str) -> str | None:
   """The normalised final answer of a completion, or None when it states no number.
 
   Order of preference: "#### N", "The answer is N", the last number in the text
-  (after `strip_after_answer`).
+  (the last of `numbers_in`, after `strip_after_answer`).
   """
   text = strip_after_answer(completion)
   for pattern in (_HASH_ANSWER, _SAID_ANSWER):
     found = pattern.search(text)
     if found is not None:
       return normalize_number(found.group(1))
-  numbers = NUMBER_PATTERN.findall(text)
-  for candidate in reversed(numbers):
-    normalised = normalize_number(candidate)
-    if normalised is not None:
-      return normalised
-  return None
+  numbers = numbers_in(text)
+  return numbers[-1] if numbers else None
 
 
 def answers_match(pred: str | None, gold: str | None) -> bool:

@@ -9,22 +9,29 @@
    Both are reused by later students when teacher, task and size of the set are unchanged.
 3. experiments.training.train.train fits the student (same tokenizer and prompt format as the teacher).
 """
+
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
 from absl import app, logging
 from ml_collections import ConfigDict, config_flags
 
-from experiments.training.greedy_eval import decode_greedy, is_correct, synthetic_config_of
+from experiments.files import atomic_write_text
+from experiments.tasks.datasets import Problem
 from experiments.tasks.synthetic import generate_problems
 from experiments.tasks.synthetic_format import prompt_text, target_from_completion
-from experiments.tasks.datasets import Problem
-from experiments.training.train import TrainConfigError, to_plain, evaluate, quiet_orbax, synthetic_config, train
-
+from experiments.training.greedy_eval import decode_greedy, is_correct, synthetic_config_of
+from experiments.training.train import (
+  TrainConfigError,
+  evaluate,
+  quiet_orbax,
+  synthetic_config,
+  to_plain,
+  train,
+)
 
 DATA_FILE = "distill_data.jsonl"
 COUNTS_FILE = "distill_counts.json"
@@ -34,18 +41,24 @@ def filter_correct(problems: Sequence[Problem], completions: Sequence[str]) -> t
   """Training rows for the completions whose final answer is correct, and the counts."""
   if len(problems) != len(completions):
     raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
-  kept = [{"problem_id": p.problem_id, "answer": p.answer, "prompt": prompt_text(p),
-           "target": target_from_completion(c)}
-          for p, c in zip(problems, completions) if is_correct(p, c)]
+  kept = [
+    {
+      "problem_id": p.problem_id,
+      "answer": p.answer,
+      "prompt": prompt_text(p),
+      "target": target_from_completion(c),
+    }
+    for p, c in zip(problems, completions)
+    if is_correct(p, c)
+  ]
   n = len(problems)
-  counts = {"generated": n, "kept": len(kept), "dropped": n - len(kept), "kept_fraction": len(kept) / max(n, 1)}
+  counts = {
+    "generated": n,
+    "kept": len(kept),
+    "dropped": n - len(kept),
+    "kept_fraction": len(kept) / max(n, 1),
+  }
   return kept, counts
-
-
-def _write_atomic(path: Path, text: str) -> None:
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def teacher_rationales(config: ConfigDict) -> tuple[list[dict], dict]:
@@ -53,10 +66,16 @@ def teacher_rationales(config: ConfigDict) -> tuple[list[dict], dict]:
   teacher_dir = Path(config.teacher_dir)
   task = synthetic_config(config)
   if synthetic_config_of(teacher_dir) != task:
-    raise TrainConfigError(f"config.synthetic {task} differs from the task the teacher in {teacher_dir} was "
-                           "trained on (its training.json); students must learn the teacher's task")
-  meta = {"teacher_dir": str(teacher_dir.absolute()), "synthetic": to_plain(config.synthetic),
-          "num_problems": config.num_distill_problems, "max_new_tokens": config.max_new_tokens}
+    raise TrainConfigError(
+      f"config.synthetic {task} differs from the task the teacher in {teacher_dir} was "
+      "trained on (its training.json); students must learn the teacher's task"
+    )
+  meta = {
+    "teacher_dir": str(teacher_dir.absolute()),
+    "synthetic": to_plain(config.synthetic),
+    "num_problems": config.num_distill_problems,
+    "max_new_tokens": config.max_new_tokens,
+  }
   data_dir = Path(config.data_dir)
   counts_path, data_path = data_dir / COUNTS_FILE, data_dir / DATA_FILE
   if counts_path.exists() and data_path.exists():
@@ -66,16 +85,20 @@ def teacher_rationales(config: ConfigDict) -> tuple[list[dict], dict]:
       return [json.loads(r) for r in data_path.read_text().splitlines() if r.strip()], counts
 
   from model.hf_import import load_model
+
   teacher = load_model(teacher_dir, name="teacher")
   problems = generate_problems(task, config.num_distill_problems, "train")
-  completions = decode_greedy(teacher, problems, batch_size=config.decode_batch_size,
-                              max_new_tokens=config.max_new_tokens)
+  completions = decode_greedy(
+    teacher, problems, batch_size=config.decode_batch_size, max_new_tokens=config.max_new_tokens
+  )
   kept, counts = filter_correct(problems, completions)
   counts["meta"] = meta
   data_dir.mkdir(parents=True, exist_ok=True)
-  _write_atomic(data_path, "".join(json.dumps(r) + "\n" for r in kept))
-  _write_atomic(counts_path, json.dumps(counts, indent=2) + "\n")  # written last: marks the data complete
-  logging.info("teacher rationales: %d of %d correct, kept in %s", counts["kept"], counts["generated"], data_path)
+  atomic_write_text(data_path, "".join(json.dumps(r) + "\n" for r in kept))
+  atomic_write_text(counts_path, json.dumps(counts, indent=2) + "\n")  # written last: marks the data complete
+  logging.info(
+    "teacher rationales: %d of %d correct, kept in %s", counts["kept"], counts["generated"], data_path
+  )
   return kept, counts
 
 
@@ -84,8 +107,10 @@ def run_distill(config: ConfigDict) -> Path:
   if size not in config.sizes:
     raise TrainConfigError(f"student_size={size!r} is not one of config.sizes: {sorted(config.sizes)}")
   if not (Path(config.teacher_dir) / "config.json").exists():
-    raise TrainConfigError(f"teacher_dir={config.teacher_dir!r} is not an HF model dir; train the teacher "
-                           "first (python -m experiments.training.train --config configs/train_teacher.py)")
+    raise TrainConfigError(
+      f"teacher_dir={config.teacher_dir!r} is not an HF model dir; train the teacher "
+      "first (python -m experiments.training.train --config configs/train_teacher.py)"
+    )
   kept, counts = teacher_rationales(config)
   if not kept:
     raise TrainConfigError(f"the teacher got none of {counts['generated']} problems right; nothing to distil")
