@@ -1,6 +1,8 @@
 """Defaults shared by every sweep config; each configs/NAME.py starts from base_config()."""
 from ml_collections import ConfigDict
 
+from decode.guided import DecodeOptions
+
 
 def base_config() -> ConfigDict:
   c = ConfigDict()
@@ -21,10 +23,10 @@ def base_config() -> ConfigDict:
   c.temperature = 0.0               # 0 = greedy (the paper's setting)
   c.top_k = 0
   c.top_p = 1.0
-  c.step_delimiter = "\n"
+  c.step_delimiter = DecodeOptions.step_delimiter
   c.fork = True                     # timing rows start from the student's own prefix
-  c.teacher_chunk = 32
-  c.teacher_sub_batches = 3         # teacher forwards on B/2, B/4, B/8 rows when fewer need it; 0 = off (faster compile)
+  c.teacher_chunk = DecodeOptions.teacher_chunk  # tokens per forward of the teacher's catch-up
+  c.teacher_sub_batches = DecodeOptions.teacher_sub_batches  # teacher forwards on B/2, B/4, B/8 rows when fewer need it; 0 = off (faster compile)
   c.dtype = "float32"
   c.mesh = ConfigDict(dict(data=-1, model=1))   # over this process's devices; -1 = the rest
   c.student_rules = "replicated"

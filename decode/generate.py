@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from decode.guided import DecodeInputError, GuidedDecoder
+from decode.batching import DecodeInputError
+from decode.guided import GuidedDecoder
 from decode.policy import PolicyError, parse_policy
 from model.errors import report_user_errors
 

@@ -4,8 +4,7 @@ Built once per tokenizer; passed into the loop as arrays (so a different delimit
 """
 from __future__ import annotations
 
-import dataclasses
-
+import flax.struct
 import numpy as np
 
 from model.errors import UserError
@@ -19,11 +18,13 @@ class TokenizerMismatchError(UserError):
   """Student and teacher do not share a tokenizer: the loop would mix incompatible token ids."""
 
 
-@dataclasses.dataclass(frozen=True)
+@flax.struct.dataclass
 class VocabMasks:
+  """Per-token facts the loop reads (a pytree: host arrays here, traced inside the loop)."""
+
   delimiter: np.ndarray  # [V] bool: decoded token text contains the step delimiter
-  content: np.ndarray    # [V] bool: decoded token text has a non-whitespace character
-  eos: np.ndarray        # [V] bool
+  content: np.ndarray  # [V] bool: decoded token text has a non-whitespace character
+  eos: np.ndarray  # [V] bool
 
   @property
   def size(self) -> int:

@@ -7,10 +7,10 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
 from model.lm import logical_param_axes, param_shapes
-from model import sharding as sharding_lib
 
 
 def save_params(path: str | os.PathLike, params) -> Path:

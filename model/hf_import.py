@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
 from model.lm import LanguageModel, logical_param_axes, param_shapes
-from model import sharding as sharding_lib
 
 
 def _hf_name(path: tuple[str, ...]) -> tuple[str, bool]:

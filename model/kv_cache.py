@@ -32,9 +32,18 @@ class KVCache:
     return self.keys[0].shape[0]
 
 
-def init_cache(cfg: DecoderConfig, batch_size: int, max_len: int) -> KVCache:
-  shape = (batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
-  zeros = lambda: jnp.zeros(shape, cfg.jnp_dtype)
+def cache_shape(cfg: DecoderConfig, batch_size: int, max_len: int) -> tuple[int, int, int, int]:
+  """Shape of one layer's keys (or values): [B, K, S, D]."""
+  return (batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
+
+
+def init_cache(cfg: DecoderConfig, batch_size: int, max_len: int, sharding=None) -> KVCache:
+  """Zeros, created in place on `sharding` (a NamedSharding of one [B, K, S, D] array) if given."""
+  shape = cache_shape(cfg, batch_size, max_len)
+
+  def zeros():
+    return jnp.zeros(shape, cfg.jnp_dtype, device=sharding)
+
   return KVCache(keys=tuple(zeros() for _ in range(cfg.num_layers)),
                  values=tuple(zeros() for _ in range(cfg.num_layers)))
 

@@ -24,10 +24,6 @@ class LanguageModel:
   name: str = "model"
   eos_token_ids: tuple[int, ...] = ()  # from config.json / generation_config.json (e.g. Llama 3's two)
 
-  @property
-  def module(self) -> Decoder:
-    return Decoder(self.cfg)
-
   def init_cache(self, batch_size: int, max_len: int) -> KVCache:
     return init_cache(self.cfg, batch_size, max_len)
 

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from model.errors import ModelLoadError, UserError
+from model.errors import UserError
 from model.kv_cache import CACHE_AXES, KVCache
 
 Rules = Sequence[tuple[str, Any]]
@@ -73,11 +73,6 @@ def array_sharding(logical: Sequence[str | None], shape: Sequence[int], mesh: Me
 
 
 def cache_sharding(cache: KVCache, mesh: Mesh, rules: Rules) -> KVCache:
-  """Shardings for a cache laid out [B, S, K, D], consistent with the model's kv_heads rule."""
+  """Shardings for a cache laid out [B, K, S, D], consistent with the model's kv_heads rule."""
   return jax.tree.map(lambda a: array_sharding(CACHE_AXES, a.shape, mesh, rules), cache)
 
-
-def check_rules(rules: Rules) -> None:
-  for item in rules:
-    if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
-      raise ModelLoadError(f"bad sharding rule {item!r}: each rule is (logical_axis_name, mesh_axis or None)")

@@ -8,19 +8,14 @@ import pytest
 import tiny_models
 
 
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-  return tiny_models.make_model_pair(tmp_path_factory.mktemp("cli"))
-
-
 def _run(*args):
   return subprocess.run([sys.executable, "-m", "decode.generate", *map(str, args)], capture_output=True, text=True)
 
 
-def test_batched_prompts_with_teacher(dirs, tmp_path):
+def test_batched_prompts_with_teacher(pair_dir, tmp_path):
   f = tmp_path / "p.jsonl"
   f.write_text("\n".join(json.dumps({"prompt": p}) for p in ["what is 3+4?", "ab"]) + "\n")
-  r = _run("--student", dirs / "s", "--teacher", dirs / "t", "--prompts", f, "--policy", "step:1",
+  r = _run("--student", pair_dir / "s", "--teacher", pair_dir / "t", "--prompts", f, "--policy", "step:1",
            "--max-new-tokens", 12, "--step-delimiter", "y")
   assert r.returncode == 0, r.stderr
   rows = [json.loads(l) for l in r.stdout.splitlines()]
@@ -32,8 +27,8 @@ def test_batched_prompts_with_teacher(dirs, tmp_path):
     assert row["authors"][0] == 1  # step:1: the teacher starts
 
 
-def test_single_prompt_student_only(dirs):
-  r = _run("--student", dirs / "s", "--prompt", "ab", "--max-new-tokens", 5)
+def test_single_prompt_student_only(pair_dir):
+  r = _run("--student", pair_dir / "s", "--prompt", "ab", "--max-new-tokens", 5)
   assert r.returncode == 0, r.stderr
   row = json.loads(r.stdout)
   assert row["teacher_tokens"] == 0 and set(row["authors"]) == {0}
@@ -45,29 +40,29 @@ def test_single_prompt_student_only(dirs):
     (["--max-new-tokens", "0"], "must be positive"),
     (["--max-new-tokens", "-3"], "must be positive"),
 ])
-def test_bad_arguments(dirs, args, message):
-  r = _run("--student", dirs / "s", "--prompt", "ab", *args)
+def test_bad_arguments(pair_dir, args, message):
+  r = _run("--student", pair_dir / "s", "--prompt", "ab", *args)
   assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-def test_prompt_longer_than_context(dirs):
-  r = _run("--student", dirs / "s", "--prompt", "a" * 300, "--max-new-tokens", 4)
+def test_prompt_longer_than_context(pair_dir):
+  r = _run("--student", pair_dir / "s", "--prompt", "a" * 1100, "--max-new-tokens", 4)
   assert r.returncode == 2 and "exceeds the models' context" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_tokenizer_mismatch(dirs, tmp_path):
+def test_tokenizer_mismatch(pair_dir, tmp_path):
   import transformers
   other = tmp_path / "other"
   tiny_models.make_hf_model(other, "llama", seed=3, tokenizer=False)
-  tok = transformers.AutoTokenizer.from_pretrained(str(dirs / "s"))
+  tok = transformers.AutoTokenizer.from_pretrained(str(pair_dir / "s"))
   tok.add_tokens(["<extra>"])
   tok.save_pretrained(str(other))
-  r = _run("--student", dirs / "s", "--teacher", other, "--prompt", "ab", "--policy", "step:1")
+  r = _run("--student", pair_dir / "s", "--teacher", other, "--prompt", "ab", "--policy", "step:1")
   assert r.returncode == 2 and "tokenizers differ" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-def test_bad_prompts_file(dirs, tmp_path):
+def test_bad_prompts_file(pair_dir, tmp_path):
   f = tmp_path / "p.jsonl"
   f.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
-  r = _run("--student", dirs / "s", "--prompts", f)
+  r = _run("--student", pair_dir / "s", "--prompts", f)
   assert r.returncode == 2 and "p.jsonl:2" in r.stderr

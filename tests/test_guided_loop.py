@@ -1,21 +1,18 @@
 """The compiled guided loop against the plain host-side reference (tests/guided_reference.py)."""
+import guided_reference as ref
 import jax
 import pytest
+import tiny_models
 
-from decode.guided import _JITTED_LOOP, DecodeInputError, GuidedDecoder
+from decode.batching import DecodeInputError
+from decode.guided import GuidedDecoder
+from decode.loop import loop_executables
+from decode.placement import teacher_row_buckets
 from decode.policy import parse_policy
 from model.hf_import import load_model
-import guided_reference as ref
-import tiny_models
 
 PROMPTS = ["what is 3+4?", "ab", "hello there. x"]
 MAX_NEW = 24
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-  d = tiny_models.make_model_pair(tmp_path_factory.mktemp("pair"))
-  return load_model(d / "s"), load_model(d / "t")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +110,7 @@ def test_teacher_sub_batches_equal_whole_batch(pair, delimiter):
   runs = {}
   for k in (0, 1, 3):  # whole batch only; B/2; B/2, B/4, B/8
     g = GuidedDecoder(s, t, step_delimiter=delimiter, teacher_sub_batches=k)
-    assert g._teacher_row_buckets(8) == {0: (), 1: (4,), 3: (1, 2, 4)}[k]
+    assert teacher_row_buckets(8, k) == {0: (), 1: (4,), 3: (1, 2, 4)}[k]
     res = g.generate(prompts, specs, max_new_tokens=MAX_NEW)
     runs[k] = [(r.token_ids, r.authors, r.teacher_prefilled) for r in res]
   assert runs[1] == runs[0] and runs[3] == runs[0]
@@ -122,11 +119,12 @@ def test_teacher_sub_batches_equal_whole_batch(pair, delimiter):
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5, 8])
 def test_each_sub_batch_bucket_equals_the_whole_batch(pair, count):
-  """_decode_rows with buckets (1, 2, 4) for 1..8 rows in need == the whole-batch forward, logits and cache."""
+  """forward_rows with buckets (1, 2, 4) for 1..8 rows in need == the whole-batch forward, logits and cache."""
   import jax.numpy as jnp
   import numpy as np
-  from decode.loop import _decode_rows
-  from decode.state import LoopConfig
+
+  from decode.loop import forward_rows
+  from decode.state import LoopModel
   from model.lm import forward
   _, t = pair
   B, T = 8, 16
@@ -135,9 +133,9 @@ def test_each_sub_batch_bucket_equals_the_whole_batch(pair, count):
   _, cache = forward(t.cfg, t.params, jnp.asarray(rng.integers(4, 100, (B, 6))), zeros, zeros + 6, t.init_cache(B, T))
   need = jnp.asarray(rng.permutation(np.arange(B) < count))
   tokens, start, n = jnp.asarray(rng.integers(4, 100, (B, 1))), zeros + 6, need.astype(jnp.int32)
-  lc = lambda buckets: LoopConfig(max_len=T, vocab_size=t.cfg.vocab_size, teacher_row_buckets=buckets)
-  want, want_cache = _decode_rows(t.cfg, lc(()), t.params, tokens, start, n, cache, need)
-  got, got_cache = _decode_rows(t.cfg, lc((1, 2, 4)), t.params, tokens, start, n, cache, need)
+  model = LoopModel(params=t.params, cfg=t.cfg)
+  want, want_cache = forward_rows(model, (), tokens, start, n, cache, need, with_logits=True)
+  got, got_cache = forward_rows(model, (1, 2, 4), tokens, start, n, cache, need, with_logits=True)
   rows = np.flatnonzero(np.asarray(need))
   np.testing.assert_allclose(np.asarray(got)[rows], np.asarray(want)[rows], atol=2e-5, rtol=2e-5)
   for a, b in zip(jax.tree.leaves(got_cache), jax.tree.leaves(want_cache)):
@@ -149,8 +147,11 @@ def test_catch_up_on_sub_batches_equals_the_whole_batch(pair, count):
   """Chunked catch-up of `count` rows with backlogs of different lengths, buckets (1, 2, 4) vs none."""
   import jax.numpy as jnp
   import numpy as np
+
   from decode.loop import catch_up
+  from decode.state import LoopModel
   _, t = pair
+  model = LoopModel(params=t.params, cfg=t.cfg)
   B, T = 8, 24
   rng = np.random.default_rng(count)
   tokens = jnp.asarray(rng.integers(4, 100, (B, T)))
@@ -158,8 +159,8 @@ def test_catch_up_on_sub_batches_equals_the_whole_batch(pair, count):
   backlog = np.where(rng.permutation(np.arange(B) < count), rng.integers(1, 13, B), 0)
   target = seen + jnp.asarray(backlog)
   cache = t.init_cache(B, T)
-  want, want_pos, _ = catch_up(t.cfg, t.params, tokens, cache, seen, target, 4)
-  got, got_pos, _ = catch_up(t.cfg, t.params, tokens, cache, seen, target, 4, (1, 2, 4))
+  want, want_pos, _ = catch_up(model, tokens, cache, seen, target, 4)
+  got, got_pos, _ = catch_up(model, tokens, cache, seen, target, 4, (1, 2, 4))
   np.testing.assert_array_equal(np.asarray(got_pos), np.asarray(want_pos))
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=2e-5)
@@ -239,7 +240,7 @@ def _student_runs(pair, delimiter):
 def test_prefilled_caches_equal_a_plain_run(pair, delimiter):
   """prefill once, then each timing from the cached rows == the plain run; the cached prefix is not re-read."""
   g, ids, kw, base = _student_runs(pair, delimiter)
-  compiles, executables = g.compiles, _JITTED_LOOP._cache_size()
+  compiles, executables = g.compiles, loop_executables()
   caches = g.prefill(ids, [r.token_ids for r in base], max_len=64, batch_size=4)
   checked = 0
   for k in (1, 2, 3):
@@ -257,7 +258,7 @@ def test_prefilled_caches_equal_a_plain_run(pair, delimiter):
       checked += 1
   assert checked >= 3
   assert g.compiles == compiles  # prefill and cached calls run the same compiled program
-  assert _JITTED_LOOP._cache_size() == executables  # ... with the same input layouts: no second executable
+  assert loop_executables() == executables  # ... with the same input layouts: no second executable
   # Each call consumes (donates) its rows; the prefill's caches stay usable for any number of calls.
   plain0 = g.generate([ids[0]], "step:1", **kw)[0].token_ids
   rows0 = caches.rows([0], 4)
@@ -306,7 +307,6 @@ def test_policy_parsing_errors():
 
 
 def test_bad_generation_arguments_are_clear_errors(pair, decoder):
-  from decode.guided import DecodeInputError
   s, t = pair
   with pytest.raises(DecodeInputError, match="teacher_chunk"):
     GuidedDecoder(s, t, teacher_chunk=0)

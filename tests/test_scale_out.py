@@ -52,14 +52,9 @@ MESH_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-  return tiny_models.make_model_pair(tmp_path_factory.mktemp("scale"), max_position_embeddings=1024)
-
-
-def test_meshes_give_single_device_tokens(models):
+def test_meshes_give_single_device_tokens(pair_dir):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  r = subprocess.run([sys.executable, "-c", MESH_SCRIPT, str(models)], capture_output=True, text=True, env=env)
+  r = subprocess.run([sys.executable, "-c", MESH_SCRIPT, str(pair_dir)], capture_output=True, text=True, env=env)
   assert r.returncode == 0, r.stderr[-3000:]
   assert r.stdout.count("MESH_OK") == 4
   assert "needs 6 devices but 8 are available" in r.stdout
@@ -71,15 +66,15 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _config(models, tmp_path: Path) -> Path:
+def _config(pair_dir, tmp_path: Path) -> Path:
   f = tmp_path / "cfg.py"
   f.write_text(
       "from ml_collections import ConfigDict\n"
       "from configs.base import base_config\n"
       "def get_config():\n"
       "  c = base_config()\n"
-      f"  c.students = [ConfigDict(dict(name='s', path={str(models / 's')!r}, checkpoint=None))]\n"
-      f"  c.teacher = ConfigDict(dict(name='t', path={str(models / 't')!r}))\n"
+      f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
+      f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
       "  c.policies = ('never', 'step:1', 'step:2', 'entropy:2.0')\n"
       "  c.task.num_problems = 5\n  c.batch_size = 3\n  c.max_new_tokens = 12\n  c.step_delimiter = 'e'\n"
       "  return c\n")
@@ -96,8 +91,8 @@ def _rows(out: Path) -> dict:
   return rows
 
 
-def test_two_processes_split_the_sweep(models, tmp_path):
-  cfg = _config(models, tmp_path)
+def test_two_processes_split_the_sweep(pair_dir, tmp_path):
+  cfg = _config(pair_dir, tmp_path)
   single = tmp_path / "single"
   r = subprocess.run([sys.executable, "-m", "experiments.sweep", f"--config={cfg}", f"--config.output_dir={single}"],
                      capture_output=True, text=True)

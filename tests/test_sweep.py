@@ -20,21 +20,16 @@ import tiny_models
 POLICIES = ("never", "always", "step:1", "step:2", "step:3", "step:2,n=2", "hint:1,m=2", "entropy:2.0")
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-  return tiny_models.make_model_pair(tmp_path_factory.mktemp("sweep_models"), max_position_embeddings=1024)
-
-
-def sweep_config(models, out, **overrides) -> ConfigDict:
+def sweep_config(pair_dir, out, **overrides) -> ConfigDict:
   c = base_config()
   c.output_dir = str(out)
   c.task.num_problems = 6
-  c.students = [ConfigDict(dict(name="s", path=str(models / "s"), checkpoint=None))]
-  c.teacher = ConfigDict(dict(name="t", path=str(models / "t")))
+  c.students = [ConfigDict(dict(name="s", path=str(pair_dir / "s"), checkpoint=None))]
+  c.teacher = ConfigDict(dict(name="t", path=str(pair_dir / "t")))
   c.policies = POLICIES
   c.batch_size = 4
   c.max_new_tokens = 20
-  c.step_delimiter = "e"  # frequent in these random models' output: several steps per row
+  c.step_delimiter = "e"  # frequent in these random pair_dir' output: several steps per row
   for k, v in overrides.items():
     c[k] = v
   return c
@@ -66,10 +61,10 @@ def test_grid_expansion():
   assert not forkable(parse_policy("entropy:1")) and not forkable(parse_policy("random:0.5"))
 
 
-def test_fork_mode_equals_plain_mode(models, tmp_path):
+def test_fork_mode_equals_plain_mode(pair_dir, tmp_path):
   jax.clear_caches()  # count this test's compilations from a cold start
-  fork = run_sweep(sweep_config(models, tmp_path / "fork", fork=True), progress=False)
-  plain = run_sweep(sweep_config(models, tmp_path / "plain", fork=False), progress=False)
+  fork = run_sweep(sweep_config(pair_dir, tmp_path / "fork", fork=True), progress=False)
+  plain = run_sweep(sweep_config(pair_dir, tmp_path / "plain", fork=False), progress=False)
   a, b = rows_of(tmp_path / "fork"), rows_of(tmp_path / "plain")
   assert a.keys() == b.keys() and len(a) == 6 * len(POLICIES)
   for rid in a:
@@ -81,41 +76,41 @@ def test_fork_mode_equals_plain_mode(models, tmp_path):
   assert forked and all(a[rid]["teacher_prefilled"] == a[rid]["teacher_tokens"] for rid in forked)
   assert all(b[rid]["teacher_prefilled"] > b[rid]["teacher_tokens"] for rid in forked)
   assert fork["compiles"] == 1  # the whole fork-mode grid, prefills included: one compilation
-  assert plain["compiles"] == 0  # same models and shapes: the plain run reuses the compiled loop
+  assert plain["compiles"] == 0  # same pair_dir and shapes: the plain run reuses the compiled loop
   assert (tmp_path / "fork" / "summary.csv").exists() and (tmp_path / "fork" / "report.md").exists()
 
 
-def test_fork_mode_equals_plain_mode_when_sampling(models, tmp_path):
+def test_fork_mode_equals_plain_mode_when_sampling(pair_dir, tmp_path):
   kw = dict(temperature=1.0, top_p=0.9, seeds=(0, 1), policies=("never", "step:1", "step:2", "step:3"))
-  run_sweep(sweep_config(models, tmp_path / "fork", fork=True, **kw), progress=False)
+  run_sweep(sweep_config(pair_dir, tmp_path / "fork", fork=True, **kw), progress=False)
   # the plain run also turns teacher sub-batches off: neither fork mode nor sub-batches change a row
-  run_sweep(sweep_config(models, tmp_path / "plain", fork=False, teacher_sub_batches=0, **kw), progress=False)
+  run_sweep(sweep_config(pair_dir, tmp_path / "plain", fork=False, teacher_sub_batches=0, **kw), progress=False)
   a, b = rows_of(tmp_path / "fork"), rows_of(tmp_path / "plain")
   assert a.keys() == b.keys()
   for rid in a:
     assert {k: a[rid][k] for k in KEYS} == {k: b[rid][k] for k in KEYS}, rid
 
 
-def _cli(models, out, *extra):
+def _cli(pair_dir, out, *extra):
   cfg_file = out.parent / "sweep_cfg.py"
   cfg_file.write_text(
       "from ml_collections import ConfigDict\n"
       "from configs.base import base_config\n"
       "def get_config():\n"
       "  c = base_config()\n"
-      f"  c.students = [ConfigDict(dict(name='s', path={str(models / 's')!r}, checkpoint=None))]\n"
-      f"  c.teacher = ConfigDict(dict(name='t', path={str(models / 't')!r}))\n"
+      f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
+      f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
       f"  c.policies = {POLICIES!r}\n"
       "  c.task.num_problems = 6\n  c.batch_size = 2\n  c.max_new_tokens = 20\n  c.step_delimiter = 'e'\n"
       "  return c\n")
   return [sys.executable, "-m", "experiments.sweep", f"--config={cfg_file}", f"--config.output_dir={out}", *extra]
 
 
-def test_killed_sweep_resumes_without_loss_or_duplicates(models, tmp_path):
+def test_killed_sweep_resumes_without_loss_or_duplicates(pair_dir, tmp_path):
   ref = tmp_path / "ref"
-  subprocess.run(_cli(models, ref), check=True, capture_output=True)
+  subprocess.run(_cli(pair_dir, ref), check=True, capture_output=True)
   out = tmp_path / "killed"
-  proc = subprocess.Popen(_cli(models, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(_cli(pair_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   results = out / "results.jsonl"
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -128,7 +123,7 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(models, tmp_path):
   assert 0 < partial < len(rows_of(ref)), "the kill should land mid-sweep"
   with results.open("a") as f:  # as if killed in the middle of a write
     f.write('{"row_id": "half a li')
-  r = subprocess.run(_cli(models, out), capture_output=True, text=True)
+  r = subprocess.run(_cli(pair_dir, out), capture_output=True, text=True)
   assert r.returncode == 0, r.stderr[-2000:]
   a, b = rows_of(ref), rows_of(out)
   assert a.keys() == b.keys()
@@ -136,9 +131,9 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(models, tmp_path):
     assert {k: a[rid][k] for k in KEYS} == {k: b[rid][k] for k in KEYS}
 
 
-def test_limit_and_output_dir_overrides(models, tmp_path):
+def test_limit_and_output_dir_overrides(pair_dir, tmp_path):
   out = tmp_path / "lim"
-  r = subprocess.run(_cli(models, out, "--config.limit=2"), capture_output=True, text=True)
+  r = subprocess.run(_cli(pair_dir, out, "--config.limit=2"), capture_output=True, text=True)
   assert r.returncode == 0, r.stderr[-2000:]
   rows = rows_of(out)
   assert len({x["problem_id"] for x in rows.values()}) == 2 and len(rows) == 2 * len(POLICIES)
@@ -151,14 +146,14 @@ def test_limit_and_output_dir_overrides(models, tmp_path):
     ("--config.mesh.data=3", "devices"),
     ("--config.teacher_sub_batches=-1", "teacher_sub_batches >= 0"),
 ])
-def test_bad_config_is_a_clear_error_with_no_output(models, tmp_path, override, message):
+def test_bad_config_is_a_clear_error_with_no_output(pair_dir, tmp_path, override, message):
   out = tmp_path / "bad"
-  r = subprocess.run(_cli(models, out, override), capture_output=True, text=True)
+  r = subprocess.run(_cli(pair_dir, out, override), capture_output=True, text=True)
   assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
   assert not (out / "results.jsonl").exists()
 
 
-def test_gsm8k_few_shot_sweep_from_local_files(models, tmp_path):
+def test_gsm8k_few_shot_sweep_from_local_files(pair_dir, tmp_path):
   """A real-format task end to end: GSM8K jsonl test + train files, 2-shot CoT, a policy grid."""
   def line(q, steps, ans):
     return json.dumps({"question": q, "answer": "\n".join(steps + [f"#### {ans}"])})
@@ -171,7 +166,7 @@ def test_gsm8k_few_shot_sweep_from_local_files(models, tmp_path):
   test.write_text("\n".join([
       line("ann has 7 cats and gets 1 more. how many?", ["7 + 1 = <<7+1=8>>8"], 8),
       line("bob has 9 cards and gives away 3. how many?", ["9 - 3 = <<9-3=6>>6"], 6)]) + "\n")
-  cfg = sweep_config(models, tmp_path / "out", policies=("never", "step:1", "always"))
+  cfg = sweep_config(pair_dir, tmp_path / "out", policies=("never", "step:1", "always"))
   cfg.task = ConfigDict(dict(name="gsm8k", path=str(test), num_problems=-1))
   cfg.exemplars = ConfigDict(dict(path=str(train), task="gsm8k", k=2, seed=0))
   jax.clear_caches()

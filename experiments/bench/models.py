@@ -203,7 +203,9 @@ def setup(preset: Preset, root: Path) -> Context:
   import jax
   import torch
   import transformers
-  from decode.guided import _round_up
+
+  from decode.batching import round_up
+  from decode.guided import DecodeOptions
   from model.hf_import import load_model
 
   transformers.logging.set_verbosity_error()
@@ -216,7 +218,7 @@ def setup(preset: Preset, root: Path) -> Context:
   hf_s = transformers.AutoModelForCausalLM.from_pretrained(str(s_dir), dtype=torch.float32).eval()
   hf_t = transformers.AutoModelForCausalLM.from_pretrained(str(t_dir), dtype=torch.float32).eval()
   prompts = random_prompts(max(p.batch, p.sweep_prompts), p.prompt_len, p.pair.vocab_size, seed=1)
-  max_len = _round_up(p.prompt_len + p.max_new_tokens, 64)
+  max_len = round_up(p.prompt_len + p.max_new_tokens, DecodeOptions.length_bucket)
   log(f"setup: models built, saved and loaded in {time.perf_counter() - t0:.1f}s "
       f"(jax {jax.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch threads)")
   return Context(preset=p, student=student, teacher=teacher, hf_student=hf_s, hf_teacher=hf_t, tokenizer=tok,

@@ -14,18 +14,16 @@ Metrics and targets: experiments/bench/BENCHMARKS.md.
 """
 from __future__ import annotations
 
-import os
-
 # OpenMP's wait policy is left to the caller: torch's default (spinning) threads are ~2x faster at
 # batch 1 on a quiet machine (measured: HF 116 vs 60 tok/s with OMP_WAIT_POLICY=PASSIVE), so
 # forcing PASSIVE would flatter our ratios; on a machine shared with other jobs, spinning threads
 # collapse instead, and `OMP_WAIT_POLICY=PASSIVE python -m experiments.bench` is the fairer run.
 # The JSON records the policy in effect. JAX's CPU thread pool does not use OpenMP.
-
 import argparse
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import sys
 import tempfile

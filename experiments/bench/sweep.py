@@ -32,8 +32,8 @@ def _sweep_rows(ctx: Context, n_prompts: int):
 def bench_sweep(ctx: Context, result: dict) -> None:
   """An 8-timing sweep in fork mode vs the same rows as 8 plain calls (fork=False), one decoder."""
   from decode.guided import GuidedDecoder
-  from experiments.sweep.store import ResultsStore
   from experiments.sweep.runner import DecodeSettings, SweepRunner
+  from experiments.sweep.store import ResultsStore
   p = ctx.preset
   for ids in ctx.prompts[:p.sweep_prompts]:
     if ctx.roundtrip(ids) != ids:

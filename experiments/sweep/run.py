@@ -7,12 +7,11 @@ append-only, so re-running the same command resumes), summary.csv, report.md and
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from decode.guided import DecodeInputError, GuidedDecoder
+from decode.guided import GuidedDecoder
 from decode.policy import PolicyError, parse_policy
 from experiments.sweep.grid import ModelEntry, expand_grid
 from experiments.sweep.runner import DecodeSettings, SweepRunner
@@ -82,7 +81,7 @@ def validate(cfg: ConfigDict) -> list:
     raise PolicyError("a policy needs a teacher but config.teacher.path is empty")
   if cfg.batch_size <= 0 or cfg.max_new_tokens <= 0:
     raise SweepConfigError("batch_size and max_new_tokens must be positive")
-  if cfg.get("teacher_chunk", 32) < 1 or cfg.get("teacher_sub_batches", 3) < 0:
+  if cfg.teacher_chunk < 1 or cfg.teacher_sub_batches < 0:
     raise SweepConfigError("teacher_chunk must be >= 1 and teacher_sub_batches >= 0 (0 = teacher on whole batches)")
   for entry in student_entries(cfg):
     if not Path(entry.path).is_dir():
@@ -113,19 +112,15 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
   for entry in student_entries(cfg):
     student = load_model(entry.path, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules, name=entry.name)
     decoder = GuidedDecoder(student, teacher, step_delimiter=cfg.step_delimiter,
-                            teacher_chunk=cfg.get("teacher_chunk", 32),
-                            teacher_sub_batches=cfg.get("teacher_sub_batches", 3), mesh=ctx.mesh,
+                            teacher_chunk=cfg.teacher_chunk,
+                            teacher_sub_batches=cfg.teacher_sub_batches, mesh=ctx.mesh,
                             student_rules=ctx.student_rules, teacher_rules=ctx.teacher_rules)
     prompts = build_prompts(cfg, problems, student.tokenizer)
     rows = expand_grid(cfg.task.name, problems, prompts, [entry], teacher.name if teacher else None,
                        policies, list(cfg.seeds))
     mine = ctx.my_rows(rows)
     longest = max(len(ids) for ids in decoder.encode(list(prompts.values())))
-    max_len = int(math.ceil((longest + cfg.max_new_tokens) / 64) * 64)
-    if longest + cfg.max_new_tokens > decoder.max_context():
-      raise DecodeInputError(f"longest prompt ({longest} tokens) + max_new_tokens ({cfg.max_new_tokens}) "
-                             f"exceeds the context of {decoder.max_context()}")
-    max_len = min(max_len, decoder.max_context())
+    max_len = decoder.buffer_length(longest, cfg.max_new_tokens)  # one shape for every batch
     settings = DecodeSettings(batch_size=ctx.global_batch(cfg.batch_size), max_len=max_len,
                               max_new_tokens=cfg.max_new_tokens,
                               max_steps=cfg.max_steps if cfg.get("max_steps", -1) > 0 else None,

@@ -9,13 +9,15 @@ only on (problem, seed, position), forked rows equal plain rows exactly.
 from __future__ import annotations
 
 import dataclasses
+
 from tqdm import tqdm
 
-from decode.guided import GuidedDecoder, RowResult
+from decode.guided import GuidedDecoder
 from decode.policy import parse_policy
-from experiments.tasks.answers import score
+from decode.results import RowResult
 from experiments.sweep.grid import SweepRow, forkable
 from experiments.sweep.store import ResultsStore
+from experiments.tasks.answers import score
 
 NEVER = parse_policy("never")
 
@@ -29,11 +31,6 @@ class DecodeSettings:
   temperature: float = 0.0
   top_k: int = 0
   top_p: float = 1.0
-
-
-def result_from_record(rec: dict) -> RowResult:
-  fields = {f.name for f in dataclasses.fields(RowResult)}
-  return RowResult(**{k: v for k, v in rec.items() if k in fields})
 
 
 class SweepRunner:
@@ -103,7 +100,7 @@ class SweepRunner:
     base: dict[tuple, RowResult] = {}
     for rec in self.store.rows.values():  # finished student-only runs are reused, not re-decoded
       if rec["policy"] == "never":
-        base[(rec["task"], rec["student"], rec["checkpoint"], rec["seed"], rec["problem_id"])] = result_from_record(rec)
+        base[(rec["task"], rec["student"], rec["checkpoint"], rec["seed"], rec["problem_id"])] = RowResult.from_record(rec)
     key = lambda r: (r.task, r.student.name, r.student.checkpoint, r.seed, r.problem.problem_id)
     recorded = {key(b) for b in base_rows}
     internal = {key(r): r for r in forked if key(r) not in base and key(r) not in recorded}

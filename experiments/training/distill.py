@@ -32,6 +32,7 @@ from experiments.training.train import (
   to_plain,
   train,
 )
+from model.errors import report_user_errors
 
 DATA_FILE = "distill_data.jsonl"
 COUNTS_FILE = "distill_counts.json"
@@ -127,7 +128,7 @@ def main(argv):
   quiet_orbax()
   if _CONFIG.value is None:
     raise app.UsageError("pass --config configs/distill.py")
-  print(run_distill(_CONFIG.value))
+  print(report_user_errors(lambda: run_distill(_CONFIG.value)))
 
 
 if __name__ == "__main__":

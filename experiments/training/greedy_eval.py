@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -43,9 +42,7 @@ def decode_greedy(lm: LanguageModel, problems: Sequence[Problem], *, batch_size:
   decoder = GuidedDecoder(lm)
   prompt_ids = decoder.encode([prompt_text(p) for p in problems])
   longest = max(len(p) for p in prompt_ids)
-  bucket = decoder.length_bucket
-  max_len = int(math.ceil((longest + max_new_tokens) / bucket)) * bucket  # one shape for every batch
-  max_len = min(max_len, decoder.max_context())
+  max_len = decoder.buffer_length(longest, max_new_tokens)  # one shape for every batch
   completions: list[str] = []
   starts = range(0, len(prompt_ids), batch_size)
   for start in tqdm(starts, desc=f"greedy {lm.name}", disable=not progress, leave=False):

@@ -1,0 +1,95 @@
+"""The loop's state transition once a token per row is chosen: pure, testable without a model.
+
+It also owns the step-end rule, which the host uses too (the step ids of a forked prefix), so the
+loop and the host can never disagree on where a step ends.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from decode.state import TEACHER, Buffers, CacheState, Counters, LoopInputs, LoopState, StepState
+
+
+def step_boundary(has_content, is_content, is_delimiter):
+  """The step-end rule: a delimiter token ends a step once the step holds a non-whitespace token.
+
+  Works on jnp arrays (the loop) and numpy bools (the host). Returns (ends [B], has_content after
+  this token [B], before any reset at the end of a step).
+  """
+  content = has_content | is_content
+  return is_delimiter & content, content
+
+
+def prefix_step_ids(prefix, vocab) -> list[int]:
+  """1-based step id of each token of a student prefix (fork mode), by the loop's own rule."""
+  ids, step, content = [], 1, np.bool_(False)
+  for t in prefix:
+    ids.append(step)
+    ends, content = step_boundary(content, vocab.content[t], vocab.delimiter[t])
+    if ends:
+      step, content = step + 1, np.bool_(False)
+  return ids
+
+
+def advance(
+  s: LoopState,
+  inp: LoopInputs,
+  max_len: int,
+  tok: jax.Array,  # [B] int32: the token each row writes
+  writer: jax.Array,  # [B] int32: STUDENT / TEACHER
+  fired: jax.Array,  # [B] bool: a trigger gave this step to the teacher at this token
+  caches: CacheState,  # both caches after this iteration's forwards
+  teacher_prefilled: jax.Array,  # [B] counter after this iteration's teacher forward
+  teacher_calls: jax.Array,  # [] counter after this iteration
+) -> LoopState:
+  """Writes each active row's token, then updates step bookkeeping, limits and counters."""
+  b, st, c = s.buffers, s.step, s.counters
+  B = b.length.shape[0]
+  rows = jnp.arange(B)
+  active = ~st.done
+  need = (writer == TEACHER) & active
+  pos = jnp.where(active, b.length, max_len)  # inactive rows write nowhere (dropped)
+  step = st.steps_done + 1
+  buffers = Buffers(
+    tokens=b.tokens.at[rows, pos].set(tok, mode="drop"),
+    authors=b.authors.at[rows, pos].set(writer, mode="drop"),
+    step_ids=b.step_ids.at[rows, pos].set(step, mode="drop"),
+    length=b.length + active.astype(jnp.int32),
+  )
+  is_teacher = need.astype(jnp.int32)
+  is_student = (active & ~need).astype(jnp.int32)
+  switched = active & (st.last_author >= 0) & (st.last_author != writer)
+
+  step_end, has_content = step_boundary(st.step_has_content, inp.vocab.content[tok], inp.vocab.delimiter[tok])
+  step_end &= active
+  steps_done = st.steps_done + step_end.astype(jnp.int32)
+  lim = inp.limits
+  stops = (
+    inp.vocab.eos[tok]
+    | (buffers.length - inp.prompts.gen_start >= lim.max_new)
+    | (steps_done >= lim.max_steps)
+    | (buffers.length >= max_len)
+  )
+  step_state = StepState(
+    done=st.done | (active & stops),
+    writer=writer,
+    at_step_start=jnp.where(active, step_end, st.at_step_start),
+    step_has_content=jnp.where(step_end, False, jnp.where(active, has_content, st.step_has_content)),
+    steps_done=steps_done,
+    step_teacher_tokens=jnp.where(step_end, 0, st.step_teacher_tokens + is_teacher),
+    triggered=st.triggered + (fired & active).astype(jnp.int32),
+    last_author=jnp.where(active, writer, st.last_author),
+  )
+  counters = Counters(
+    student_tokens=c.student_tokens + is_student,
+    teacher_tokens=c.teacher_tokens + is_teacher,
+    teacher_prefilled=teacher_prefilled,
+    switches=c.switches + switched.astype(jnp.int32),
+    teacher_calls=teacher_calls,
+    iterations=c.iterations + 1,
+  )
+  return LoopState(buffers=buffers, step=step_state, counters=counters, caches=caches)
+

@@ -1,0 +1,99 @@
+"""Caches that hold rows' prompt + prefix, and the rules for starting a later call from them.
+
+Fork mode prefills each problem's prompt + student run once (`GuidedDecoder.prefill`) and starts
+every timing's row from it (`generate(..., caches=caches.rows(idx, B))`), so neither model re-reads
+a prefix a cache already holds.
+
+Ownership: caches belong to the decoder that made them (its models' params). A `generate` call
+consumes (donates) the caches it is given; `rows` makes the copy it needs, so one prefill serves any
+number of calls, at the price of one more copy of both caches' rows in memory while they live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from decode.batching import DecodeInputError
+from decode.state import LoopInputs
+from model.kv_cache import KVCache
+
+
+@dataclasses.dataclass
+class PrefixCaches:
+  student: KVCache  # L x [B, K, T, D]
+  teacher: KVCache | None
+  tokens: list[list[int]]  # per row: the ids the caches hold (positions < len - 1 are cached)
+  owner: int = 0  # id() of the GuidedDecoder that made them
+  copy: bool = False  # made by `rows` for one call (generate copies anything else first)
+  consumed: bool = False  # donated to a generate call: its arrays are gone
+
+  def rows(self, idx: Sequence[int], batch_size: int | None = None) -> PrefixCaches:
+    """A copy of rows idx (padded with copies of idx[0] to batch_size), for one generate call."""
+    idx = list(idx)
+    if self.consumed:
+      raise DecodeInputError(
+        "these caches were consumed by a generate call; take rows of the prefill's caches "
+        "(PrefixCaches.rows) for each call instead"
+      )
+    if not idx:
+      raise DecodeInputError("PrefixCaches.rows needs at least one row index")
+    if min(idx) < 0 or max(idx) >= len(self.tokens):
+      raise DecodeInputError(f"cache rows {idx} out of range for {len(self.tokens)} cached rows")
+    B = batch_size or len(idx)
+    if B < len(idx):
+      raise DecodeInputError(f"batch_size={B} is smaller than the {len(idx)} rows asked for")
+    full = np.asarray(idx + [idx[0]] * (B - len(idx)), np.int32)
+
+    def take(c):
+      return None if c is None else jax.tree.map(lambda x: x[full], c)
+
+    return PrefixCaches(
+      student=take(self.student),
+      teacher=take(self.teacher),
+      tokens=[self.tokens[i] for i in idx],
+      owner=self.owner,
+      copy=True,
+    )
+
+  def for_call(self, owner: int) -> PrefixCaches:
+    """The caches a call may donate: checks ownership; copies if these are the prefill's own."""
+    if self.consumed or self.owner != owner:
+      why = "consumed by an earlier generate call" if self.consumed else "made by another GuidedDecoder (other params)"
+      raise DecodeInputError(
+        f"these caches were {why}; pass rows of this decoder's prefill, PrefixCaches.rows(idx, batch_size), "
+        "to each call"
+      )
+    return self if self.copy else self.rows(range(len(self.tokens)), self.student.batch_size)
+
+
+def start_from(inp: LoopInputs, caches: PrefixCaches, T: int, B: int, n: int, has_teacher: bool) -> LoopInputs:
+  """Checks that caches fit this call and hold a start of each row; sets how much each row reuses."""
+  shape = (caches.student.batch_size, caches.student.max_len)
+  if shape != (B, T):
+    raise DecodeInputError(
+      f"caches have {shape[0]} rows of {shape[1]} positions but this call needs {B} x {T}; "
+      "use PrefixCaches.rows(idx, batch_size) and the same max_len as the prefill"
+    )
+  if (caches.teacher is None) == has_teacher or len(caches.tokens) != n:
+    raise DecodeInputError(
+      f"caches hold {len(caches.tokens)} rows {'without' if caches.teacher is None else 'with'} a teacher "
+      f"cache; this call has {n} rows {'with' if has_teacher else 'without'} a teacher"
+    )
+  seen = np.zeros((B,), np.int32)
+  for i in range(n):
+    row, held = inp.prompts.tokens[i, : inp.prompts.lengths[i]].tolist(), caches.tokens[i]
+    k = min(len(held), len(row)) - 1  # positions the caches hold that this row can use
+    if row[:k] != held[:k]:
+      raise DecodeInputError(
+        f"row {i}: the given caches hold other tokens than its prompt + prefix; "
+        "pass the cache rows prefilled from this row's problem"
+      )
+    seen[i] = k
+  start = inp.cache_start
+  return inp.replace(
+    cache_start=start.replace(student_seen=seen, teacher_seen=seen if has_teacher else start.teacher_seen)
+  )

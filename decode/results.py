@@ -1,0 +1,75 @@
+"""A loop call's final state -> one RowResult per prompt (host side)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from decode.state import TEACHER, LoopState
+
+
+@dataclasses.dataclass
+class RowResult:
+  """One row's output; token lists cover generated tokens only (a forked prefix included)."""
+
+  token_ids: list[int]
+  authors: list[int]  # 0 student / 1 teacher per generated token
+  step_ids: list[int]  # 1-based step of each generated token
+  completion: str
+  policy: str
+  student_tokens: int
+  teacher_tokens: int
+  teacher_prefilled: int  # tokens the teacher's forward processed in this call (catch-up + decode)
+  switches: int
+  intervention_steps: list[int]
+  num_steps: int
+  teacher_text: str
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_record(cls, rec: dict) -> RowResult:
+    """From a results.jsonl record (which carries more keys than a RowResult)."""
+    return cls(**{f.name: rec[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass
+class LoopStats:
+  teacher_calls: int  # iterations in which the teacher's forward ran
+  iterations: int
+
+
+def unpack_rows(state: LoopState, gen_starts: list[int], specs: list[str], tokenizer) -> list[RowResult]:
+  """One device_get of what rows need, then RowResults for the first len(gen_starts) rows."""
+  b, st, c = jax.device_get((state.buffers, state.step, state.counters))
+  out = []
+  for i, (gen_start, spec) in enumerate(zip(gen_starts, specs)):
+    end = int(b.length[i])
+    ids = b.tokens[i, gen_start:end].tolist()
+    authors = b.authors[i, gen_start:end].tolist()
+    steps = b.step_ids[i, gen_start:end].tolist()
+    teacher_ids = [t for t, a in zip(ids, authors) if a == TEACHER]
+    out.append(
+      RowResult(
+        token_ids=ids,
+        authors=authors,
+        step_ids=steps,
+        completion=tokenizer.decode(ids, skip_special_tokens=True),
+        policy=spec,
+        student_tokens=int(c.student_tokens[i]),
+        teacher_tokens=int(c.teacher_tokens[i]),
+        teacher_prefilled=int(c.teacher_prefilled[i]),
+        switches=int(c.switches[i]),
+        intervention_steps=sorted({s for s, a in zip(steps, authors) if a == TEACHER}),
+        num_steps=int(st.steps_done[i]),
+        teacher_text=tokenizer.decode(teacher_ids, skip_special_tokens=True),
+      )
+    )
+  return out
+
+
+def loop_stats(state: LoopState) -> LoopStats:
+  calls, iterations = jax.device_get((state.counters.teacher_calls, state.counters.iterations))
+  return LoopStats(teacher_calls=int(calls), iterations=int(iterations))

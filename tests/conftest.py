@@ -1,0 +1,23 @@
+"""Shared fixtures: one tiny model pair per session, loaded once.
+
+Every module that needs a student/teacher pair uses these, so the pair is built and loaded once,
+and decoders of the same pair and shapes reuse one compiled loop across modules (the loop's jit is
+shared by all decoders; its cache is keyed by model configs and shapes).
+"""
+
+import pytest
+
+import tiny_models
+from model.hf_import import load_model
+
+
+@pytest.fixture(scope="session")
+def pair_dir(tmp_path_factory):
+  """Directories s/ and t/: a tiny random student and teacher with one tokenizer (save_pretrained)."""
+  return tiny_models.make_model_pair(tmp_path_factory.mktemp("pair"), max_position_embeddings=1024)
+
+
+@pytest.fixture(scope="session")
+def pair(pair_dir):
+  """(student, teacher) LanguageModels loaded through the real import path."""
+  return load_model(pair_dir / "s"), load_model(pair_dir / "t")
