@@ -87,6 +87,12 @@ def _positive_int(value: float, what: str, spec: str) -> int:
   return int(value)
 
 
+def _shortest(value: float) -> str:
+  """Shortest text that parses back to `value` ('2', '2.5', '2.1234567'): distinct thresholds stay distinct."""
+  text = repr(float(value))
+  return text[:-2] if text.endswith(".0") else text
+
+
 def parse_policy(spec: str) -> Policy:
   """Parses one spec string; errors name the spec and the accepted forms."""
   s = spec.strip().lower()
@@ -114,7 +120,7 @@ def parse_policy(spec: str) -> Policy:
     opts = _options(m.group(3), spec, {"budget", "m"})
     budget = _positive_int(opts["budget"], "budget", spec) if "budget" in opts else int(NO_LIMIT)
     limit = _positive_int(opts["m"], "m", spec) if "m" in opts else int(NO_LIMIT)
-    canon = f"{kind}:{thr:g}" + (f",budget={budget}" if "budget" in opts else "") + (f",m={limit}" if "m" in opts else "")
+    canon = f"{kind}:{_shortest(thr)}" + (f",budget={budget}" if "budget" in opts else "") + (f",m={limit}" if "m" in opts else "")
     return Policy(canon, trigger=_TRIGGERS[kind], threshold=thr, budget=budget, token_limit=limit)
   raise PolicyError(
       f"unknown policy {spec!r}; use one of: never, always, step:K[,n=N], hint:K[,m=M], "

@@ -55,7 +55,7 @@ def build_masks(tokenizer, delimiter: str = "\n", extra_eos: tuple[int, ...] = (
   content = np.array([bool(t.strip()) and i not in special for i, t in enumerate(texts)], bool)
   eos = np.zeros(len(texts), bool)
   for i in eos_ids(tokenizer, extra_eos):
-    if i < len(texts):
+    if 0 <= i < len(texts):  # -1 means "none" in some configs; never wrap to the last token
       eos[i] = True
   return VocabMasks(delimiter=delim, content=content, eos=eos)
 

@@ -130,12 +130,6 @@ def test_errors_name_the_spec_and_the_problem():
   assert issubclass(PolicyError, ValueError)
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="the canonical spec formats thresholds with '{:g}' (6 significant digits), "
-  "so distinct thresholds share one spec; expand_grid dedups policies by spec and row ids use it, "
-  "so a sweep silently drops one of them",
-)
 @pytest.mark.parametrize(
   "a,b", [("entropy:2.1234567", "entropy:2.1234599"), ("random:0.1234561", "random:0.1234564")]
 )

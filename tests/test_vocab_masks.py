@@ -89,11 +89,6 @@ def test_extra_eos_ids(tok):
   assert ids(m.delimiter) == {4, 5, 6} and ids(m.content) == {3, 4, 9, 10, 11, 12}
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="build_masks bounds extra EOS ids only from above (`i < len`), so a "
-  "negative id such as -1 (used by some configs for 'none') wraps and marks the last token as EOS",
-)
 def test_negative_extra_eos_id_does_not_mark_the_last_token(tok):
   try:
     m = build_masks(tok, extra_eos=(-1,))
