@@ -1,4 +1,5 @@
 """Defaults shared by every sweep config; each configs/NAME.py starts from base_config()."""
+
 from ml_collections import ConfigDict
 
 from decode.guided import DecodeOptions
@@ -7,11 +8,16 @@ from decode.guided import DecodeOptions
 def base_config() -> ConfigDict:
   c = ConfigDict()
   c.output_dir = ""
-  c.task = ConfigDict(dict(name="synthetic", path="", num_problems=200,
-                           synthetic=ConfigDict(dict(num_steps=(2, 4), num_distractors=(0, 2),
-                                                     number_range=(2, 20), seed=0))))
-  c.limit = -1                      # first N problems only (-1 = all)
-  c.prompt_style = "cot"            # cot | subques | questcot | zero_shot | chat
+  c.task = ConfigDict(
+    dict(
+      name="synthetic",
+      path="",
+      num_problems=200,
+      synthetic=ConfigDict(dict(num_steps=(2, 4), num_distractors=(0, 2), number_range=(2, 20), seed=0)),
+    )
+  )
+  c.limit = -1  # first N problems only (-1 = all)
+  c.prompt_style = "cot"  # cot | subques | questcot | zero_shot | chat
   c.exemplars = ConfigDict(dict(path="", task="", k=0, seed=0))  # few-shot pool: a train split
   c.students = [ConfigDict(dict(name="student", path="", checkpoint=None))]
   c.teacher = ConfigDict(dict(name="teacher", path=""))
@@ -19,18 +25,21 @@ def base_config() -> ConfigDict:
   c.seeds = (0,)
   c.batch_size = 16
   c.max_new_tokens = 128
-  c.max_steps = -1                  # -1 = no step limit
-  c.temperature = 0.0               # 0 = greedy (the paper's setting)
+  c.max_steps = -1  # -1 = no step limit
+  c.temperature = 0.0  # 0 = greedy (the paper's setting)
   c.top_k = 0
   c.top_p = 1.0
   c.step_delimiter = DecodeOptions.step_delimiter
-  c.fork = True                     # timing rows start from the student's own prefix
+  c.fork = True  # timing rows start from the student's own prefix
   c.teacher_chunk = DecodeOptions.teacher_chunk  # tokens per forward of the teacher's catch-up
-  c.teacher_sub_batches = DecodeOptions.teacher_sub_batches  # teacher forwards on B/2, B/4, B/8 rows when fewer need it; 0 = off (faster compile)
+  c.teacher_sub_batches = (
+    DecodeOptions.teacher_sub_batches
+  )  # teacher forwards on B/2, B/4, B/8 rows when fewer need it; 0 = off (faster compile)
   c.dtype = "float32"
-  c.mesh = ConfigDict(dict(data=-1, model=1))   # over this process's devices; -1 = the rest
+  c.mesh = ConfigDict(dict(data=-1, model=1))  # over this process's devices; -1 = the rest
   c.student_rules = "replicated"
   c.teacher_rules = "tensor_parallel"
-  c.distributed = ConfigDict(dict(enabled=False, coordinator_address="", num_processes=1, process_id=0,
-                                  cpu_collectives=""))
+  c.distributed = ConfigDict(
+    dict(enabled=False, coordinator_address="", num_processes=1, process_id=0, cpu_collectives="")
+  )
   return c

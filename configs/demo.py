@@ -1,7 +1,8 @@
 """The embedded default: the synthetic task with the shipped teacher and two distilled students.
 
-  python -m experiments.sweep --config configs/demo.py
+python -m experiments.sweep --config configs/demo.py
 """
+
 import re
 from pathlib import Path
 
@@ -26,11 +27,22 @@ def get_config() -> ConfigDict:
   c.task.num_problems = 200
   # The generator settings the shipped models were trained with (assets/demo/*/training.json);
   # the test split is disjoint from their training problems by construction.
-  c.task.synthetic = ConfigDict(dict(num_steps=(2, 4), num_distractors=(0, 2), number_range=(2, 9),
-                                     multiplier_range=(2, 3), max_value=99, operations="+-*", seed=0))
+  c.task.synthetic = ConfigDict(
+    dict(
+      num_steps=(2, 4),
+      num_distractors=(0, 2),
+      number_range=(2, 9),
+      multiplier_range=(2, 3),
+      max_value=99,
+      operations="+-*",
+      seed=0,
+    )
+  )
   c.prompt_style = "cot"
-  c.students = [ConfigDict(dict(name="student-small", path=f"{ASSETS}/student-small", checkpoint=None)),
-                ConfigDict(dict(name="student-tiny", path=f"{ASSETS}/student-tiny", checkpoint=None))]
+  c.students = [
+    ConfigDict(dict(name="student-small", path=f"{ASSETS}/student-small", checkpoint=None)),
+    ConfigDict(dict(name="student-tiny", path=f"{ASSETS}/student-tiny", checkpoint=None)),
+  ]
   c.students += checkpoint_entries()
   c.teacher = ConfigDict(dict(name="teacher", path=f"{ASSETS}/teacher"))
   c.policies = ("never", "always", "step:1", "step:2", "step:3", "step:4")

@@ -3,6 +3,7 @@
   python -m experiments.sweep --config configs/gsm8k_cot.py --config.task.path=data/gsm8k/test.jsonl \
       --config.exemplars.path=data/gsm8k/train.jsonl "--config.students[0].path=..." --config.teacher.path=...
 """
+
 from ml_collections import ConfigDict
 
 from configs.base import base_config
@@ -16,8 +17,18 @@ def get_config() -> ConfigDict:
   c.prompt_style = "cot"
   c.students = [ConfigDict(dict(name="student", path="", checkpoint=None))]
   c.teacher = ConfigDict(dict(name="teacher", path=""))
-  c.policies = ("never", "always", "step:1", "step:2", "step:3", "step:4", "step:5", "hint:1,m=16",
-                "entropy:1.0", "random:0.25")
+  c.policies = (
+    "never",
+    "always",
+    "step:1",
+    "step:2",
+    "step:3",
+    "step:4",
+    "step:5",
+    "hint:1,m=16",
+    "entropy:1.0",
+    "random:0.25",
+  )
   c.max_new_tokens = 256
   c.batch_size = 32
   c.dtype = "bfloat16"

@@ -5,16 +5,28 @@ Mesh axes are 'data' (rows of a sweep) and 'model' (tensor parallelism).
 
 # Everything replicated except the batch: the cheap student on every device.
 REPLICATED = (
-    ("batch", "data"),
-    ("vocab", None), ("embed", None), ("heads", None), ("kv_heads", None),
-    ("mlp", None), ("norm", None), ("length", None), ("head_dim", None),
+  ("batch", "data"),
+  ("vocab", None),
+  ("embed", None),
+  ("heads", None),
+  ("kv_heads", None),
+  ("mlp", None),
+  ("norm", None),
+  ("length", None),
+  ("head_dim", None),
 )
 
 # Megatron-style tensor parallelism over 'model': heads, kv heads, MLP and vocab split.
 TENSOR_PARALLEL = (
-    ("batch", "data"),
-    ("vocab", "model"), ("embed", None), ("heads", "model"), ("kv_heads", "model"),
-    ("mlp", "model"), ("norm", None), ("length", None), ("head_dim", None),
+  ("batch", "data"),
+  ("vocab", "model"),
+  ("embed", None),
+  ("heads", "model"),
+  ("kv_heads", "model"),
+  ("mlp", "model"),
+  ("norm", None),
+  ("length", None),
+  ("head_dim", None),
 )
 
 RULES = {"replicated": REPLICATED, "tensor_parallel": TENSOR_PARALLEL}
@@ -23,5 +35,6 @@ RULES = {"replicated": REPLICATED, "tensor_parallel": TENSOR_PARALLEL}
 def get_rules(name: str):
   if name not in RULES:
     from model.sharding import MeshError
+
     raise MeshError(f"unknown sharding rules {name!r}; choose one of {sorted(RULES)}")
   return RULES[name]

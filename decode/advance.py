@@ -92,4 +92,3 @@ def advance(
     iterations=c.iterations + 1,
   )
   return LoopState(buffers=buffers, step=step_state, counters=counters, caches=caches)
-

@@ -75,18 +75,24 @@ def build_inputs(
     raise DecodeInputError(f"{len(prefixes)} prefixes / {len(prefix_steps)} prefix_steps for {n} prompts")
   for name, value in (("seeds", seeds), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
     if np.ndim(value) and len(value) != n:
-      raise DecodeInputError(f"{name} has {len(value)} entries for {n} prompts; give one per prompt or a scalar")
+      raise DecodeInputError(
+        f"{name} has {len(value)} entries for {n} prompts; give one per prompt or a scalar"
+      )
   if any(len(p) == 0 for p in prompts):
     raise DecodeInputError("empty prompt: every prompt needs at least one token")
   full = [list(p) + q for p, q in zip(prompts, prefixes)]
   budgets = np.broadcast_to(np.asarray(max_new_tokens), (n,))
-  worst = int(np.argmax([len(p) + int(m) for p, m in zip(prompts, budgets)]))  # the row needing most positions
+  worst = int(
+    np.argmax([len(p) + int(m) for p, m in zip(prompts, budgets)])
+  )  # the row needing most positions
   longest, new_tokens = len(prompts[worst]), int(budgets[worst])
   T = max_len or buffer_length(longest, new_tokens, bucket, max_context)  # checks the context either way
   if max_len:
     buffer_length(longest, new_tokens, bucket, max_context)
   if T < longest + new_tokens or max(len(f) for f in full) >= T:
-    raise DecodeInputError(f"max_len={T} is too short for a prompt of {longest} tokens plus {new_tokens} new tokens")
+    raise DecodeInputError(
+      f"max_len={T} is too short for a prompt of {longest} tokens plus {new_tokens} new tokens"
+    )
   B = batch_size or n
   if B < n:
     raise DecodeInputError(f"batch_size={B} is smaller than the {n} prompts given")

@@ -6,6 +6,7 @@
 Prints one JSON object per prompt. All prompts go through one call of the compiled loop. Errors a
 user can fix print `error: ...` and exit with status 2 (no traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,13 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--teacher", help="teacher model directory (same tokenizer as the student)")
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--prompt", help="a single prompt text")
-  src.add_argument("--prompts", help="JSONL file, one {\"prompt\": ..., optional \"policy\": ...} per line")
-  p.add_argument("--policy", default="never", help="never | always | step:K[,n=N] | hint:K[,m=M] | "
-                 "entropy:T | maxprob:T | margin:T | random:P  (default: never)")
+  src.add_argument("--prompts", help='JSONL file, one {"prompt": ..., optional "policy": ...} per line')
+  p.add_argument(
+    "--policy",
+    default="never",
+    help="never | always | step:K[,n=N] | hint:K[,m=M] | "
+    "entropy:T | maxprob:T | margin:T | random:P  (default: never)",
+  )
   p.add_argument("--max-new-tokens", type=int, default=128)
   p.add_argument("--max-steps", type=int, default=None, help="stop a row after this many steps")
   p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -55,7 +60,7 @@ def _read_prompts(args) -> tuple[list[str], list[str]]:
     except json.JSONDecodeError as e:
       raise DecodeInputError(f"{path}:{n}: not valid JSON ({e.msg})")
     if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
-      raise DecodeInputError(f"{path}:{n}: each line needs a string field \"prompt\"")
+      raise DecodeInputError(f'{path}:{n}: each line needs a string field "prompt"')
     texts.append(rec["prompt"])
     policies.append(rec.get("policy", args.policy))
   if not texts:
@@ -78,13 +83,21 @@ def run(args) -> list[dict]:
   delimiter = codecs.decode(args.step_delimiter, "unicode_escape")
 
   from model.hf_import import load_model  # heavy imports only after the arguments are known good
+
   student = load_model(args.student, dtype=args.dtype, name="student")
   teacher = load_model(args.teacher, dtype=args.dtype, name="teacher") if args.teacher else None
   decoder = GuidedDecoder(student, teacher, step_delimiter=delimiter)
   prompt_ids = decoder.encode(texts)
-  results = decoder.generate(prompt_ids, policies, max_new_tokens=args.max_new_tokens,
-                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                             seeds=[args.seed + i for i in range(len(texts))], max_steps=args.max_steps)
+  results = decoder.generate(
+    prompt_ids,
+    policies,
+    max_new_tokens=args.max_new_tokens,
+    temperature=args.temperature,
+    top_k=args.top_k,
+    top_p=args.top_p,
+    seeds=[args.seed + i for i in range(len(texts))],
+    max_steps=args.max_steps,
+  )
   return [{"prompt": t, **r.to_json()} for t, r in zip(texts, results)]
 
 

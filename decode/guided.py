@@ -63,7 +63,9 @@ class GuidedDecoder:
     if teacher is not None:
       if teacher.tokenizer is None:
         raise DecodeInputError("the teacher needs a tokenizer to check it matches the student's")
-      self.vocab_size = check_same_tokenizer(tok, teacher.tokenizer, student.cfg.vocab_size, teacher.cfg.vocab_size)
+      self.vocab_size = check_same_tokenizer(
+        tok, teacher.tokenizer, student.cfg.vocab_size, teacher.cfg.vocab_size
+      )
     else:
       self.vocab_size = len(tok)
       if student.cfg.vocab_size < self.vocab_size:
@@ -138,9 +140,20 @@ class GuidedDecoder:
     if max_steps is not None:
       check_positive_int("max_steps", max_steps)
     pols = self._policies(policies, n)
-    inp, T, B = self._inputs(prompts, pols, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                             top_p=top_p, seeds=seeds, max_steps=max_steps, prefixes=prefixes,
-                             prefix_steps=prefix_steps, max_len=max_len, batch_size=batch_size)
+    inp, T, B = self._inputs(
+      prompts,
+      pols,
+      max_new_tokens=max_new_tokens,
+      temperature=temperature,
+      top_k=top_k,
+      top_p=top_p,
+      seeds=seeds,
+      max_steps=max_steps,
+      prefixes=prefixes,
+      prefix_steps=prefix_steps,
+      max_len=max_len,
+      batch_size=batch_size,
+    )
     given = caches
     if caches is not None:
       caches = caches.for_call(id(self))
@@ -151,8 +164,14 @@ class GuidedDecoder:
     self.last_stats = loop_stats(state)
     return unpack_rows(state, [len(p) for p in prompts], [p.spec for p in pols], self.student.tokenizer)
 
-  def prefill(self, prompts: Sequence[Sequence[int]], prefixes: Sequence[Sequence[int]], *, max_len: int,
-              batch_size: int | None = None) -> PrefixCaches:
+  def prefill(
+    self,
+    prompts: Sequence[Sequence[int]],
+    prefixes: Sequence[Sequence[int]],
+    *,
+    max_len: int,
+    batch_size: int | None = None,
+  ) -> PrefixCaches:
     """Caches holding each row's prompt + prefix for both models; nothing is decoded.
 
     Runs the same compiled loop as `generate` (same shapes: no extra compilation), with every row
@@ -162,22 +181,36 @@ class GuidedDecoder:
     if n == 0 or len(prefixes) != n:
       raise DecodeInputError(f"prefill needs one prefix per prompt, got {len(prefixes)} for {n} prompts")
     budget = [len(q) for q in prefixes]  # rows are done at once: the prefix fills the budget
-    inp, T, B = self._inputs(prompts, [parse_policy("never")] * n, max_new_tokens=budget, prefixes=prefixes,
-                             max_len=max_len, batch_size=batch_size, teacher_prefill=self.teacher is not None)
+    inp, T, B = self._inputs(
+      prompts,
+      [parse_policy("never")] * n,
+      max_new_tokens=budget,
+      prefixes=prefixes,
+      max_len=max_len,
+      batch_size=batch_size,
+      teacher_prefill=self.teacher is not None,
+    )
     state = self._call(inp, T, B, None)
     full = [list(p) + list(q) for p, q in zip(prompts, prefixes)]
-    return PrefixCaches(student=state.caches.student, teacher=state.caches.teacher, tokens=full, owner=id(self))
+    return PrefixCaches(
+      student=state.caches.student, teacher=state.caches.teacher, tokens=full, owner=id(self)
+    )
 
   def _inputs(self, prompts, pols, **kw) -> tuple[LoopInputs, int, int]:
-    return build_inputs(prompts, pols, self.masks, bucket=self.options.length_bucket,
-                        max_context=self.max_context(), **kw)
+    return build_inputs(
+      prompts, pols, self.masks, bucket=self.options.length_bucket, max_context=self.max_context(), **kw
+    )
 
   def _call(self, inp: LoopInputs, T: int, B: int, caches: PrefixCaches | None):
     has_teacher = self.teacher is not None
     opts = self.options
     lc = LoopConfig(
-      max_len=T, vocab_size=self.vocab_size, prefill_chunk=opts.prefill_chunk, teacher_chunk=opts.teacher_chunk,
-      has_teacher=has_teacher, lockstep=opts.lockstep,
+      max_len=T,
+      vocab_size=self.vocab_size,
+      prefill_chunk=opts.prefill_chunk,
+      teacher_chunk=opts.teacher_chunk,
+      has_teacher=has_teacher,
+      lockstep=opts.lockstep,
       teacher_row_buckets=teacher_row_buckets(B, opts.teacher_sub_batches, self.mesh) if has_teacher else (),
     )
     student = self._loop_model(self.student, self.student_rules, B, T)

@@ -7,6 +7,7 @@ cache up on the tokens it has not seen (chunked), then decodes one token; otherw
 costs nothing. The whole thing is one pure function of (models, inputs, caches), jitted once per shape:
 `jitted_loop` is the one jit every decoder shares, so checkpoints of one architecture compile once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -99,7 +100,9 @@ def catch_up(model: LoopModel, tokens, cache, seen, target, chunk: int, buckets:
   return cache, pos, pos - start
 
 
-def forward_rows(model: LoopModel, buckets: tuple[int, ...], tokens, start, n, cache, need, *, with_logits: bool):
+def forward_rows(
+  model: LoopModel, buckets: tuple[int, ...], tokens, start, n, cache, need, *, with_logits: bool
+):
   """forward of tokens [B, C] for the rows in `need` [B] -> (logits [B, C, V] valid where `need`, or
   None without logits; cache).
 
@@ -130,7 +133,9 @@ def forward_rows(model: LoopModel, buckets: tuple[int, ...], tokens, start, n, c
   def sub_batch(b: int):
     def run(cache):
       idx = order[:b]  # [b]
-      out, cache = forward(cfg, params, tokens[idx], start[idx], n[idx], cache, rows=idx, with_logits=with_logits)
+      out, cache = forward(
+        cfg, params, tokens[idx], start[idx], n[idx], cache, rows=idx, with_logits=with_logits
+      )
       return keep(out, idx), cache
 
     return run
@@ -173,16 +178,21 @@ def _teacher_logits(teacher: LoopModel, lc: LoopConfig, s: LoopState, need):
   return logits[:, 0, : lc.vocab_size], cache, seen, s.counters.teacher_prefilled + caught + n
 
 
-def _init_state(lc: LoopConfig, student: LoopModel, teacher: LoopModel | None, inp: LoopInputs,
-                caches: LoopCaches) -> LoopState:
+def _init_state(
+  lc: LoopConfig, student: LoopModel, teacher: LoopModel | None, inp: LoopInputs, caches: LoopCaches
+) -> LoopState:
   pr, start = inp.prompts, inp.cache_start
   B = pr.tokens.shape[0]
   active = inp.limits.active
   # Student prefill, chunked, from what the given cache holds: everything but each row's last
   # token, which the first iteration feeds.
   student_cache, _, _ = catch_up(
-    student, pr.tokens, student.placed(caches.student), start.student_seen,
-    jnp.where(active, pr.lengths - 1, 0), lc.prefill_chunk
+    student,
+    pr.tokens,
+    student.placed(caches.student),
+    start.student_seen,
+    jnp.where(active, pr.lengths - 1, 0),
+    lc.prefill_chunk,
   )
   teacher_cache, teacher_seen, prefilled = None, zeros_i32(B), zeros_i32(B)
   if lc.has_teacher:
@@ -190,8 +200,13 @@ def _init_state(lc: LoopConfig, student: LoopModel, teacher: LoopModel | None, i
     # others catch the teacher up lazily, when it first writes for them.
     target = jnp.where(active & start.teacher_prefill, pr.lengths - 1, start.teacher_seen)
     teacher_cache, teacher_seen, prefilled = catch_up(
-      teacher, pr.tokens, teacher.placed(caches.teacher), start.teacher_seen, target, lc.teacher_chunk,
-      lc.teacher_row_buckets
+      teacher,
+      pr.tokens,
+      teacher.placed(caches.teacher),
+      start.teacher_seen,
+      target,
+      lc.teacher_chunk,
+      lc.teacher_row_buckets,
     )
   T = pr.tokens.shape[1]
   generated = jnp.arange(T)[None, :] < pr.lengths[:, None]
@@ -214,15 +229,20 @@ def _init_state(lc: LoopConfig, student: LoopModel, teacher: LoopModel | None, i
       last_author=jnp.where(has_prefix, STUDENT, PROMPT).astype(jnp.int32),
     ),
     counters=Counters(
-      student_tokens=count(STUDENT), teacher_tokens=count(TEACHER), teacher_prefilled=prefilled,
-      switches=zeros_i32(B), teacher_calls=jnp.zeros((), jnp.int32), iterations=jnp.zeros((), jnp.int32)
+      student_tokens=count(STUDENT),
+      teacher_tokens=count(TEACHER),
+      teacher_prefilled=prefilled,
+      switches=zeros_i32(B),
+      teacher_calls=jnp.zeros((), jnp.int32),
+      iterations=jnp.zeros((), jnp.int32),
     ),
     caches=CacheState(student=student_cache, teacher=teacher_cache, teacher_seen=teacher_seen),
   )
 
 
-def _iteration(lc: LoopConfig, student: LoopModel, teacher: LoopModel | None, inp: LoopInputs, keys,
-               s: LoopState) -> LoopState:
+def _iteration(
+  lc: LoopConfig, student: LoopModel, teacher: LoopModel | None, inp: LoopInputs, keys, s: LoopState
+) -> LoopState:
   b, st, c = s.buffers, s.step, s.caches
   B = b.length.shape[0]
   last = b.length - 1
@@ -274,8 +294,9 @@ def _iteration(lc: LoopConfig, student: LoopModel, teacher: LoopModel | None, in
   return advance(s, inp, lc.max_len, tok, writer, fired, caches, prefilled, calls)
 
 
-def run_loop(lc: LoopConfig, student: LoopModel, teacher: LoopModel | None, inp: LoopInputs,
-             caches: LoopCaches) -> LoopState:
+def run_loop(
+  lc: LoopConfig, student: LoopModel, teacher: LoopModel | None, inp: LoopInputs, caches: LoopCaches
+) -> LoopState:
   """Pure: prefill the student, then iterate until every row is done. Jit with `lc` static.
 
   `caches` are fresh zeros or rows of an earlier call's final caches (with inp.cache_start saying

@@ -33,7 +33,9 @@ def place_rows(tree, batch_size: int, mesh=None):
   return jax.tree.map(put, tree)
 
 
-def cache_sharding(lm: LanguageModel, batch_size: int, max_len: int, mesh=None, rules=()) -> NamedSharding | None:
+def cache_sharding(
+  lm: LanguageModel, batch_size: int, max_len: int, mesh=None, rules=()
+) -> NamedSharding | None:
   """Layout of one [B, K, T, D] cache array of `lm`: rows over 'data', kv heads per its rules."""
   if mesh is None:
     return None

@@ -10,6 +10,7 @@ Spec strings (CLI and configs):
   never | always | step:K[,n=N] | hint:K[,m=M] | entropy:T | maxprob:T | margin:T | random:P
   Trigger specs accept ",budget=B" (most triggered steps per row) and ",m=M" (hint-sized help).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,11 +22,15 @@ import numpy as np
 
 from model.errors import UserError
 
-NO_LIMIT = np.int32(2 ** 30)
+NO_LIMIT = np.int32(2**30)
 
 TRIGGER_NONE, TRIGGER_ENTROPY, TRIGGER_MAXPROB, TRIGGER_MARGIN, TRIGGER_RANDOM = range(5)
-_TRIGGERS = {"entropy": TRIGGER_ENTROPY, "maxprob": TRIGGER_MAXPROB, "margin": TRIGGER_MARGIN,
-             "random": TRIGGER_RANDOM}
+_TRIGGERS = {
+  "entropy": TRIGGER_ENTROPY,
+  "maxprob": TRIGGER_MAXPROB,
+  "margin": TRIGGER_MARGIN,
+  "random": TRIGGER_RANDOM,
+}
 
 
 class PolicyError(UserError):
@@ -63,9 +68,14 @@ class PolicyArrays:
   @staticmethod
   def stack(policies: list[Policy]) -> "PolicyArrays":
     col = lambda f, dt: np.asarray([getattr(p, f) for p in policies], dt)
-    return PolicyArrays(step_lo=col("step_lo", np.int32), step_hi=col("step_hi", np.int32),
-                        trigger=col("trigger", np.int32), threshold=col("threshold", np.float32),
-                        budget=col("budget", np.int32), token_limit=col("token_limit", np.int32))
+    return PolicyArrays(
+      step_lo=col("step_lo", np.int32),
+      step_hi=col("step_hi", np.int32),
+      trigger=col("trigger", np.int32),
+      threshold=col("threshold", np.float32),
+      budget=col("budget", np.int32),
+      token_limit=col("token_limit", np.int32),
+    )
 
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -76,13 +86,15 @@ def _options(text: str, spec: str, allowed: set[str]) -> dict[str, float]:
   for part in filter(None, text.split(",")):
     m = re.fullmatch(rf"\s*(\w+)\s*=\s*({_NUM})\s*", part)
     if not m or m.group(1) not in allowed:
-      raise PolicyError(f"policy {spec!r}: bad option {part.strip()!r}; allowed: {', '.join(sorted(allowed))}")
+      raise PolicyError(
+        f"policy {spec!r}: bad option {part.strip()!r}; allowed: {', '.join(sorted(allowed))}"
+      )
     out[m.group(1)] = float(m.group(2))
   return out
 
 
 def _positive_int(value: float, what: str, spec: str) -> int:
-  if value != int(value) or value < 1 or value >= 2 ** 24:
+  if value != int(value) or value < 1 or value >= 2**24:
     raise PolicyError(f"policy {spec!r}: {what} must be an integer in [1, 2^24), got {value:g}")
   return int(value)
 
@@ -120,8 +132,13 @@ def parse_policy(spec: str) -> Policy:
     opts = _options(m.group(3), spec, {"budget", "m"})
     budget = _positive_int(opts["budget"], "budget", spec) if "budget" in opts else int(NO_LIMIT)
     limit = _positive_int(opts["m"], "m", spec) if "m" in opts else int(NO_LIMIT)
-    canon = f"{kind}:{_shortest(thr)}" + (f",budget={budget}" if "budget" in opts else "") + (f",m={limit}" if "m" in opts else "")
+    canon = (
+      f"{kind}:{_shortest(thr)}"
+      + (f",budget={budget}" if "budget" in opts else "")
+      + (f",m={limit}" if "m" in opts else "")
+    )
     return Policy(canon, trigger=_TRIGGERS[kind], threshold=thr, budget=budget, token_limit=limit)
   raise PolicyError(
-      f"unknown policy {spec!r}; use one of: never, always, step:K[,n=N], hint:K[,m=M], "
-      "entropy:T, maxprob:T, margin:T, random:P (triggers take ,budget=B and ,m=M)")
+    f"unknown policy {spec!r}; use one of: never, always, step:K[,n=N], hint:K[,m=M], "
+    "entropy:T, maxprob:T, margin:T, random:P (triggers take ,budget=B and ,m=M)"
+  )

@@ -62,7 +62,11 @@ class PrefixCaches:
   def for_call(self, owner: int) -> PrefixCaches:
     """The caches a call may donate: checks ownership; copies if these are the prefill's own."""
     if self.consumed or self.owner != owner:
-      why = "consumed by an earlier generate call" if self.consumed else "made by another GuidedDecoder (other params)"
+      why = (
+        "consumed by an earlier generate call"
+        if self.consumed
+        else "made by another GuidedDecoder (other params)"
+      )
       raise DecodeInputError(
         f"these caches were {why}; pass rows of this decoder's prefill, PrefixCaches.rows(idx, batch_size), "
         "to each call"
@@ -70,7 +74,9 @@ class PrefixCaches:
     return self if self.copy else self.rows(range(len(self.tokens)), self.student.batch_size)
 
 
-def start_from(inp: LoopInputs, caches: PrefixCaches, T: int, B: int, n: int, has_teacher: bool) -> LoopInputs:
+def start_from(
+  inp: LoopInputs, caches: PrefixCaches, T: int, B: int, n: int, has_teacher: bool
+) -> LoopInputs:
   """Checks that caches fit this call and hold a start of each row; sets how much each row reuses."""
   shape = (caches.student.batch_size, caches.student.max_len)
   if shape != (B, T):

@@ -3,6 +3,7 @@
 All parameters are arrays [B], so a batch can mix greedy and sampled rows without recompiling;
 when every row is greedy the sort over the vocabulary is skipped at run time.
 """
+
 from __future__ import annotations
 
 import jax

@@ -2,6 +2,7 @@
 
 Built once per tokenizer; passed into the loop as arrays (so a different delimiter is data).
 """
+
 from __future__ import annotations
 
 import flax.struct
@@ -50,8 +51,9 @@ def build_masks(tokenizer, delimiter: str = "\n", extra_eos: tuple[int, ...] = (
   special = set(getattr(tokenizer, "all_special_ids", []))
   delim = np.array([delimiter in t and i not in special for i, t in enumerate(texts)], bool)
   if not delim.any():
-    raise VocabError(f"no token of the tokenizer contains the step delimiter {delimiter!r}; choose another "
-                     "--step-delimiter")
+    raise VocabError(
+      f"no token of the tokenizer contains the step delimiter {delimiter!r}; choose another --step-delimiter"
+    )
   content = np.array([bool(t.strip()) and i not in special for i, t in enumerate(texts)], bool)
   eos = np.zeros(len(texts), bool)
   for i in eos_ids(tokenizer, extra_eos):
@@ -67,14 +69,18 @@ def check_same_tokenizer(student_tok, teacher_tok, student_vocab_rows: int, teac
     only_s = len(set(sv.items()) - set(tv.items()))
     only_t = len(set(tv.items()) - set(sv.items()))
     raise TokenizerMismatchError(
-        f"student and teacher tokenizers differ ({len(sv)} vs {len(tv)} tokens; {only_s} entries only in the "
-        f"student's, {only_t} only in the teacher's). Guided decoding needs one shared tokenizer: pick a "
-        "teacher/student pair from the same model family.")
+      f"student and teacher tokenizers differ ({len(sv)} vs {len(tv)} tokens; {only_s} entries only in the "
+      f"student's, {only_t} only in the teacher's). Guided decoding needs one shared tokenizer: pick a "
+      "teacher/student pair from the same model family."
+    )
   if student_tok.eos_token_id != teacher_tok.eos_token_id:
     raise TokenizerMismatchError(
-        f"student EOS id {student_tok.eos_token_id} != teacher EOS id {teacher_tok.eos_token_id}")
+      f"student EOS id {student_tok.eos_token_id} != teacher EOS id {teacher_tok.eos_token_id}"
+    )
   size = len(sv)
   for who, rows in (("student", student_vocab_rows), ("teacher", teacher_vocab_rows)):
     if rows < size:
-      raise TokenizerMismatchError(f"the {who}'s embedding has {rows} rows but the tokenizer has {size} tokens")
+      raise TokenizerMismatchError(
+        f"the {who}'s embedding has {rows} rows but the tokenizer has {size} tokens"
+      )
   return size

@@ -1,4 +1,5 @@
 """Save/restore converted params with orbax, restoring straight into the requested sharding."""
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,9 @@ def restore_params(path: str | os.PathLike, cfg: DecoderConfig, mesh=None, rules
   shapes = param_shapes(cfg)
   if mesh is not None:
     shardings = sharding_lib.param_shardings(logical_param_axes(cfg), shapes, mesh, rules or ())
-    target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    target = jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )
   else:
     target = shapes
   with ocp.StandardCheckpointer() as ckptr:

@@ -3,6 +3,7 @@
 One frozen dataclass per model: the student and the teacher each carry their own, so nothing in
 the codebase reads a global config.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,8 +70,9 @@ class DecoderConfig:
     family = getattr(hf, "model_type", None)
     if family not in SUPPORTED_FAMILIES:
       raise ModelLoadError(
-          f"unsupported architecture model_type={family!r}; supported: {', '.join(SUPPORTED_FAMILIES)}. "
-          "Convert the checkpoint to one of these families or add a variant in model/decoder.py.")
+        f"unsupported architecture model_type={family!r}; supported: {', '.join(SUPPORTED_FAMILIES)}. "
+        "Convert the checkpoint to one of these families or add a variant in model/decoder.py."
+      )
     if dtype not in _DTYPES:
       raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
     act = getattr(hf, "hidden_act", "silu")
@@ -80,26 +82,28 @@ class DecoderConfig:
     head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // num_heads
     num_kv = getattr(hf, "num_key_value_heads", None) or num_heads
     if num_heads % num_kv:
-      raise ModelLoadError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
+      raise ModelLoadError(
+        f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}"
+      )
     return cls(
-        family=family,
-        vocab_size=hf.vocab_size,
-        hidden_size=hf.hidden_size,
-        intermediate_size=hf.intermediate_size,
-        num_layers=hf.num_hidden_layers,
-        num_heads=num_heads,
-        num_kv_heads=num_kv,
-        head_dim=head_dim,
-        max_position_embeddings=getattr(hf, "max_position_embeddings", 4096),
-        rms_norm_eps=getattr(hf, "rms_norm_eps", 1e-6),
-        rope=_rope_from_hf(hf),
-        qkv_bias=True if family == "qwen2" else bool(getattr(hf, "attention_bias", False)),
-        o_bias=False if family in ("qwen2", "qwen3") else bool(getattr(hf, "attention_bias", False)),
-        mlp_bias=bool(getattr(hf, "mlp_bias", False)),
-        qk_norm=family == "qwen3",
-        tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
-        sliding_windows=_sliding_windows_from_hf(hf, family),
-        dtype=dtype,
+      family=family,
+      vocab_size=hf.vocab_size,
+      hidden_size=hf.hidden_size,
+      intermediate_size=hf.intermediate_size,
+      num_layers=hf.num_hidden_layers,
+      num_heads=num_heads,
+      num_kv_heads=num_kv,
+      head_dim=head_dim,
+      max_position_embeddings=getattr(hf, "max_position_embeddings", 4096),
+      rms_norm_eps=getattr(hf, "rms_norm_eps", 1e-6),
+      rope=_rope_from_hf(hf),
+      qkv_bias=True if family == "qwen2" else bool(getattr(hf, "attention_bias", False)),
+      o_bias=False if family in ("qwen2", "qwen3") else bool(getattr(hf, "attention_bias", False)),
+      mlp_bias=bool(getattr(hf, "mlp_bias", False)),
+      qk_norm=family == "qwen3",
+      tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
+      sliding_windows=_sliding_windows_from_hf(hf, family),
+      dtype=dtype,
     )
 
 
@@ -111,15 +115,14 @@ def _rope_from_hf(hf: Any) -> RopeConfig:
   theta = params.get("rope_theta", getattr(hf, "rope_theta", None) or 10000.0)
   kind = params.get("rope_type", params.get("type", "default")) or "default"
   if kind not in ("default", "linear", "llama3"):
-    raise ModelLoadError(
-        f"unsupported rope type {kind!r}; supported: default, linear, llama3")
+    raise ModelLoadError(f"unsupported rope type {kind!r}; supported: default, linear, llama3")
   return RopeConfig(
-      theta=float(theta),
-      kind=kind,
-      factor=float(params.get("factor", 1.0)),
-      low_freq_factor=float(params.get("low_freq_factor", 1.0)),
-      high_freq_factor=float(params.get("high_freq_factor", 4.0)),
-      original_max_position_embeddings=int(params.get("original_max_position_embeddings", 8192)),
+    theta=float(theta),
+    kind=kind,
+    factor=float(params.get("factor", 1.0)),
+    low_freq_factor=float(params.get("low_freq_factor", 1.0)),
+    high_freq_factor=float(params.get("high_freq_factor", 4.0)),
+    original_max_position_embeddings=int(params.get("original_max_position_embeddings", 8192)),
   )
 
 

@@ -8,6 +8,7 @@ tokens [B, C] are written at absolute positions start[b] .. start[b] + lengths[b
 preallocated cache; tokens past a row's length are padding and never touch the cache. Every param
 carries logical axis names so configs/sharding_rules.py can place it on a mesh.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -35,8 +36,15 @@ class RMSNorm(nn.Module):
 
 
 def _dense(features: int, axes: tuple[str, str], bias: bool, dtype, name: str) -> nn.Dense:
-  return nn.Dense(features, use_bias=bias, dtype=dtype, param_dtype=dtype, name=name,
-                  kernel_init=_part(_init, axes), bias_init=_part(nn.initializers.zeros, axes[1:]))
+  return nn.Dense(
+    features,
+    use_bias=bias,
+    dtype=dtype,
+    param_dtype=dtype,
+    name=name,
+    kernel_init=_part(_init, axes),
+    bias_init=_part(nn.initializers.zeros, axes[1:]),
+  )
 
 
 def attend(q, k_cache, v_cache, positions, window: int | None):
@@ -49,7 +57,7 @@ def attend(q, k_cache, v_cache, positions, window: int | None):
   B, C, N, D = q.shape
   K, S = k_cache.shape[1], k_cache.shape[2]
   qg = q.reshape(B, C, K, N // K, D).transpose(0, 2, 3, 1, 4)  # [B, K, G, C, D]
-  logits = jnp.einsum("bkgcd,bksd->bkgcs", qg, k_cache, preferred_element_type=jnp.float32) * D ** -0.5
+  logits = jnp.einsum("bkgcd,bksd->bkgcs", qg, k_cache, preferred_element_type=jnp.float32) * D**-0.5
   key_pos = jnp.arange(S)[None, None, :]  # [1, 1, S]
   q_pos = positions[:, :, None]  # [B, C, 1]
   mask = key_pos <= q_pos  # [B, C, S]
@@ -111,8 +119,14 @@ class Block(nn.Module):
   def __call__(self, x, positions, start, lengths, k_cache, v_cache, rows=None):
     cfg = self.cfg
     h, k_cache, v_cache = Attention(cfg, self.layer, name="attn")(
-        RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="input_norm")(x), positions, start, lengths,
-        k_cache, v_cache, rows)
+      RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="input_norm")(x),
+      positions,
+      start,
+      lengths,
+      k_cache,
+      v_cache,
+      rows,
+    )
     x = x + h
     x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="post_attn_norm")(x))
     return x, k_cache, v_cache
@@ -125,13 +139,25 @@ class Decoder(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_dtype,
-                          embedding_init=_part(_init, ("vocab", "embed")), name="embed_tokens")
+    self.embed = nn.Embed(
+      cfg.vocab_size,
+      cfg.hidden_size,
+      dtype=cfg.jnp_dtype,
+      param_dtype=cfg.jnp_dtype,
+      embedding_init=_part(_init, ("vocab", "embed")),
+      name="embed_tokens",
+    )
     self.blocks = [Block(cfg, i, name=f"layers_{i}") for i in range(cfg.num_layers)]
     self.norm = RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="norm")
     if not cfg.tie_word_embeddings:
-      self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_dtype,
-                              kernel_init=_part(_init, ("embed", "vocab")), name="lm_head")
+      self.lm_head = nn.Dense(
+        cfg.vocab_size,
+        use_bias=False,
+        dtype=cfg.jnp_dtype,
+        param_dtype=cfg.jnp_dtype,
+        kernel_init=_part(_init, ("embed", "vocab")),
+        name="lm_head",
+      )
 
   def __call__(self, tokens, start, lengths, cache: KVCache, rows=None):
     """tokens [b, C] int32; start [b]; lengths [b] (valid tokens per row).

@@ -4,6 +4,7 @@ Every such error derives from `UserError`; a CLI body runs under `report_user_er
 `error: <message>` (one line, naming the problem and the fix) and exits with status 2. Set
 `FSG_DEBUG=1` to get the traceback instead.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ sweeps, transformers itself) loads them through the one real import path:
 Writes config.json, model.safetensors (HF tensor names, kernels transposed back to [out, in])
 and the tokenizer files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,16 @@ from model.hf_import import _hf_name
 
 STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Files of a tokenizer directory that belong to the tokenizer (never weights or model config).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
+TOKENIZER_FILES = (
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "tokenizer.model",
+  "vocab.json",
+  "merges.txt",
+  "added_tokens.json",
+  "chat_template.jinja",
+)
 
 
 class ExportError(UserError):
@@ -41,20 +50,36 @@ def hf_config_from(cfg: DecoderConfig, tokenizer: Any = None):
   """A transformers config of cfg's family that maps back to exactly cfg (checked)."""
   import transformers
 
-  classes = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-             "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}
+  classes = {
+    "llama": transformers.LlamaConfig,
+    "mistral": transformers.MistralConfig,
+    "qwen2": transformers.Qwen2Config,
+    "qwen3": transformers.Qwen3Config,
+  }
   if cfg.family not in classes:
     raise ExportError(f"cannot export family {cfg.family!r}; supported: {sorted(classes)}")
   rope = {"rope_type": cfg.rope.kind, "rope_theta": cfg.rope.theta}
   if cfg.rope.kind != "default":
-    rope.update(factor=cfg.rope.factor, low_freq_factor=cfg.rope.low_freq_factor,
-                high_freq_factor=cfg.rope.high_freq_factor,
-                original_max_position_embeddings=cfg.rope.original_max_position_embeddings)
-  kw = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-            num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-            max_position_embeddings=cfg.max_position_embeddings, rms_norm_eps=cfg.rms_norm_eps,
-            rope_parameters=rope, tie_word_embeddings=cfg.tie_word_embeddings, hidden_act="silu")
+    rope.update(
+      factor=cfg.rope.factor,
+      low_freq_factor=cfg.rope.low_freq_factor,
+      high_freq_factor=cfg.rope.high_freq_factor,
+      original_max_position_embeddings=cfg.rope.original_max_position_embeddings,
+    )
+  kw = dict(
+    vocab_size=cfg.vocab_size,
+    hidden_size=cfg.hidden_size,
+    intermediate_size=cfg.intermediate_size,
+    num_hidden_layers=cfg.num_layers,
+    num_attention_heads=cfg.num_heads,
+    num_key_value_heads=cfg.num_kv_heads,
+    head_dim=cfg.head_dim,
+    max_position_embeddings=cfg.max_position_embeddings,
+    rms_norm_eps=cfg.rms_norm_eps,
+    rope_parameters=rope,
+    tie_word_embeddings=cfg.tie_word_embeddings,
+    hidden_act="silu",
+  )
   if cfg.family in ("llama",):
     kw.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)
   if cfg.family == "mistral" and cfg.sliding_windows:
@@ -69,10 +94,15 @@ def hf_config_from(cfg: DecoderConfig, tokenizer: Any = None):
   hf = classes[cfg.family](**kw)
   back = DecoderConfig.from_hf(hf, dtype=cfg.dtype)
   if back != cfg:
-    diff = {f.name: (getattr(cfg, f.name), getattr(back, f.name)) for f in dataclasses.fields(cfg)
-            if getattr(cfg, f.name) != getattr(back, f.name)}
-    raise ExportError(f"a {cfg.family} config cannot express this DecoderConfig; fields (wanted, got): {diff}. "
-                      "Pass hf_config= explicitly or change the model config.")
+    diff = {
+      f.name: (getattr(cfg, f.name), getattr(back, f.name))
+      for f in dataclasses.fields(cfg)
+      if getattr(cfg, f.name) != getattr(back, f.name)
+    }
+    raise ExportError(
+      f"a {cfg.family} config cannot express this DecoderConfig; fields (wanted, got): {diff}. "
+      "Pass hf_config= explicitly or change the model config."
+    )
   return hf
 
 
@@ -108,12 +138,19 @@ def _write_tokenizer(tokenizer: Any, out_dir: Path) -> None:
 def _load_tokenizer_object(tokenizer: Any):
   if isinstance(tokenizer, (str, os.PathLike)):
     from model.hf_import import load_tokenizer
+
     return load_tokenizer(tokenizer)
   return tokenizer
 
 
-def export_hf(out_dir: str | os.PathLike, cfg: DecoderConfig, params, tokenizer: Any = None,
-              hf_config: Any = None, dtype: str = "float32") -> Path:
+def export_hf(
+  out_dir: str | os.PathLike,
+  cfg: DecoderConfig,
+  params,
+  tokenizer: Any = None,
+  hf_config: Any = None,
+  dtype: str = "float32",
+) -> Path:
   """Writes an HF directory that `model.hf_import.load_model` reads back to the same params.
 
   tokenizer: a transformers tokenizer or a directory holding tokenizer files (copied verbatim).
@@ -148,13 +185,16 @@ def _copy_other_files(src: Path, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m model.hf_export",
-                              description="Re-write a Hugging Face model directory (e.g. in bfloat16).")
+  p = argparse.ArgumentParser(
+    prog="python -m model.hf_export",
+    description="Re-write a Hugging Face model directory (e.g. in bfloat16).",
+  )
   p.add_argument("--src", required=True, help="HF model directory to read (config + safetensors + tokenizer)")
   p.add_argument("--out", required=True, help="directory to write")
   p.add_argument("--dtype", default="float32", choices=sorted(STORAGE_DTYPES))
   args = p.parse_args(argv)
   from model.hf_import import load_config, load_model
+
   try:
     lm = load_model(args.src)
     _, hf = load_config(args.src)

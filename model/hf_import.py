@@ -4,6 +4,7 @@ Reads config.json through transformers' AutoConfig, weights from model.safetenso
 model.safetensors.index.json, and the tokenizer through AutoTokenizer. Each tensor is validated
 against the shape the config implies and placed straight into its target sharding.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     try:
       weight_map = json.loads(index.read_text())["weight_map"]
     except (json.JSONDecodeError, KeyError) as e:
-      raise ModelLoadError(f"{index}: not a valid safetensors index ({e}); re-save the model with save_pretrained")
+      raise ModelLoadError(
+        f"{index}: not a valid safetensors index ({e}); re-save the model with save_pretrained"
+      )
     files = {name: model_dir / f for name, f in weight_map.items()}
     for f in set(files.values()):
       if not f.exists():
@@ -59,18 +62,23 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     return files
   if single.exists():
     from safetensors import safe_open
+
     try:
       with safe_open(str(single), framework="numpy") as fh:
         return {name: single for name in fh.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-      raise ModelLoadError(f"{single}: cannot read safetensors header ({e}); the file is truncated or corrupt")
+      raise ModelLoadError(
+        f"{single}: cannot read safetensors header ({e}); the file is truncated or corrupt"
+      )
   raise ModelLoadError(
-      f"{model_dir} has no model.safetensors or model.safetensors.index.json; "
-      "save the model with save_pretrained(..., safe_serialization=True)")
+    f"{model_dir} has no model.safetensors or model.safetensors.index.json; "
+    "save the model with save_pretrained(..., safe_serialization=True)"
+  )
 
 
 def _read_tensor(path: Path, name: str, dtype) -> np.ndarray:
   from safetensors import safe_open
+
   try:
     with safe_open(str(path), framework="flax") as fh:
       return np.asarray(fh.get_tensor(name).astype(dtype))
@@ -82,11 +90,14 @@ def load_config(model_dir: str | os.PathLike, dtype: str = "float32") -> tuple[D
   """(our config, the transformers config)."""
   model_dir = Path(model_dir)
   if not model_dir.is_dir():
-    raise ModelLoadError(f"model directory {str(model_dir)!r} does not exist (expected a Hugging Face "
-                         "directory with config.json, *.safetensors and tokenizer files)")
+    raise ModelLoadError(
+      f"model directory {str(model_dir)!r} does not exist (expected a Hugging Face "
+      "directory with config.json, *.safetensors and tokenizer files)"
+    )
   if not (model_dir / "config.json").exists():
     raise ModelLoadError(f"{model_dir} has no config.json; is it a Hugging Face model directory?")
   from transformers import AutoConfig
+
   try:
     hf_config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
   except Exception as e:
@@ -108,27 +119,34 @@ def load_params(model_dir: str | os.PathLike, cfg: DecoderConfig, mesh=None, rul
     if name not in files and name == "lm_head.weight" and cfg.tie_word_embeddings:
       name = "model.embed_tokens.weight"
     if name not in files:
-      raise ModelLoadError(f"{model_dir}: weight {name!r} is missing from the checkpoint "
-                           "(truncated download or a different architecture than config.json says)")
+      raise ModelLoadError(
+        f"{model_dir}: weight {name!r} is missing from the checkpoint "
+        "(truncated download or a different architecture than config.json says)"
+      )
     arr = _read_tensor(files[name], name, spec.dtype)
     if transpose:
       arr = arr.T
     if arr.shape != spec.shape:
       got = arr.T.shape if transpose else arr.shape
       want = spec.shape[::-1] if transpose else spec.shape
-      raise ModelLoadError(f"{model_dir}: weight {name!r} has shape {tuple(got)} but config.json implies "
-                           f"{tuple(want)}; the weights do not belong to this config")
+      raise ModelLoadError(
+        f"{model_dir}: weight {name!r} has shape {tuple(got)} but config.json implies "
+        f"{tuple(want)}; the weights do not belong to this config"
+      )
     out[path] = jax.device_put(arr, shardings[path]) if shardings else jnp.asarray(arr)
   return unflatten_dict(out)
 
 
 def load_tokenizer(model_dir: str | os.PathLike):
   from transformers import AutoTokenizer
+
   try:
     return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
   except Exception as e:
-    raise ModelLoadError(f"{model_dir}: cannot load tokenizer files ({e}); the directory needs "
-                         "tokenizer.json or tokenizer_config.json with its vocabulary")
+    raise ModelLoadError(
+      f"{model_dir}: cannot load tokenizer files ({e}); the directory needs "
+      "tokenizer.json or tokenizer_config.json with its vocabulary"
+    )
 
 
 def eos_token_ids(model_dir: str | os.PathLike, hf_config) -> tuple[int, ...]:
@@ -151,11 +169,23 @@ def eos_token_ids(model_dir: str | os.PathLike, hf_config) -> tuple[int, ...]:
   return tuple(sorted(ids))
 
 
-def load_model(model_dir: str | os.PathLike, *, dtype: str = "float32", mesh=None, rules=None,
-               with_tokenizer: bool = True, name: str | None = None) -> LanguageModel:
+def load_model(
+  model_dir: str | os.PathLike,
+  *,
+  dtype: str = "float32",
+  mesh=None,
+  rules=None,
+  with_tokenizer: bool = True,
+  name: str | None = None,
+) -> LanguageModel:
   """The whole import path: config -> params (sharded if a mesh is given) -> tokenizer."""
   cfg, hf_config = load_config(model_dir, dtype)
   params = load_params(model_dir, cfg, mesh, rules)
   tok = load_tokenizer(model_dir) if with_tokenizer else None
-  return LanguageModel(cfg=cfg, params=params, tokenizer=tok, name=name or Path(model_dir).name,
-                       eos_token_ids=eos_token_ids(model_dir, hf_config))
+  return LanguageModel(
+    cfg=cfg,
+    params=params,
+    tokenizer=tok,
+    name=name or Path(model_dir).name,
+    eos_token_ids=eos_token_ids(model_dir, hf_config),
+  )

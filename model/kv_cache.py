@@ -4,6 +4,7 @@ The cache holds max_len positions per row. Which positions are valid is not stor
 keep a per-row "seen up to" pointer and the attention mask is causal in absolute positions, so
 truncating or rolling back a row is only a pointer move.
 """
+
 from __future__ import annotations
 
 import flax.struct
@@ -20,7 +21,7 @@ CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")
 
 @flax.struct.dataclass
 class KVCache:
-  keys: tuple[jax.Array, ...]    # L x [B, K, S, D]
+  keys: tuple[jax.Array, ...]  # L x [B, K, S, D]
   values: tuple[jax.Array, ...]  # L x [B, K, S, D]
 
   @property
@@ -44,12 +45,14 @@ def init_cache(cfg: DecoderConfig, batch_size: int, max_len: int, sharding=None)
   def zeros():
     return jnp.zeros(shape, cfg.jnp_dtype, device=sharding)
 
-  return KVCache(keys=tuple(zeros() for _ in range(cfg.num_layers)),
-                 values=tuple(zeros() for _ in range(cfg.num_layers)))
+  return KVCache(
+    keys=tuple(zeros() for _ in range(cfg.num_layers)), values=tuple(zeros() for _ in range(cfg.num_layers))
+  )
 
 
-def write_chunk(cache_arr: jax.Array, new: jax.Array, start: jax.Array, lengths: jax.Array,
-                rows: jax.Array | None = None) -> jax.Array:
+def write_chunk(
+  cache_arr: jax.Array, new: jax.Array, start: jax.Array, lengths: jax.Array, rows: jax.Array | None = None
+) -> jax.Array:
   """Writes new [b, K, C, D] into cache [B, K, S, D] at positions start[i] + c for c < lengths[i].
 
   rows [b]: the cache row of each new row (default: new row i is cache row i, b == B). Positions

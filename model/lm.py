@@ -2,6 +2,7 @@
 
 There are always two of these (student and teacher), each with its own config and sharding.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,8 @@ from model.kv_cache import KVCache, init_cache
 @dataclasses.dataclass
 class LanguageModel:
   cfg: DecoderConfig
-  params: Any                 # pytree of (possibly sharded) arrays, {'params': ...}
-  tokenizer: Any = None       # transformers tokenizer (host side only)
+  params: Any  # pytree of (possibly sharded) arrays, {'params': ...}
+  tokenizer: Any = None  # transformers tokenizer (host side only)
   name: str = "model"
   eos_token_ids: tuple[int, ...] = ()  # from config.json / generation_config.json (e.g. Llama 3's two)
 
@@ -28,8 +29,9 @@ class LanguageModel:
     return init_cache(self.cfg, batch_size, max_len)
 
 
-def forward(cfg: DecoderConfig, params, tokens, start, lengths, cache: KVCache, *, with_logits: bool = True,
-            rows=None):
+def forward(
+  cfg: DecoderConfig, params, tokens, start, lengths, cache: KVCache, *, with_logits: bool = True, rows=None
+):
   """Pure function for use inside jit: logits [b, C, V] (or hidden [b, C, E]) and the new cache.
 
   rows [b]: run on these cache rows only (a sub-batch); None: tokens cover all B rows.
@@ -42,7 +44,10 @@ def _init_fn(cfg: DecoderConfig):
   def init(rng):
     tokens = jnp.zeros((1, 1), jnp.int32)
     zeros = jnp.zeros((1,), jnp.int32)
-    return Decoder(cfg).init(rng, tokens, zeros, zeros + 1, init_cache(cfg, 1, 1), method=Decoder.forward_logits)
+    return Decoder(cfg).init(
+      rng, tokens, zeros, zeros + 1, init_cache(cfg, 1, 1), method=Decoder.forward_logits
+    )
+
   return init
 
 

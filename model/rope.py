@@ -3,6 +3,7 @@
 Positions are absolute cache positions, so a right-padded batch gets exactly the positions an
 unpadded single sequence would get in transformers.
 """
+
 from __future__ import annotations
 
 import math

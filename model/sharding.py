@@ -3,6 +3,7 @@
 Rules tables live in configs (configs/sharding_rules.py) so student and teacher can be placed
 differently (e.g. teacher tensor-parallel over 'model', student replicated).
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -38,12 +39,15 @@ def make_mesh(shape: dict[str, int] | Sequence[tuple[str, int]], devices=None) -
     sizes = [n // known if s == -1 else s for s in sizes]
   if int(np.prod(sizes)) != n:
     raise MeshError(
-        f"mesh {dict(items)} needs {int(np.prod(sizes))} devices but {n} are available; "
-        "change the axis sizes or set one of them to -1")
+      f"mesh {dict(items)} needs {int(np.prod(sizes))} devices but {n} are available; "
+      "change the axis sizes or set one of them to -1"
+    )
   return Mesh(devices.reshape(sizes), tuple(name for name, _ in items))
 
 
-def _mesh_axes(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Rules) -> PartitionSpec:
+def _mesh_axes(
+  logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Rules
+) -> PartitionSpec:
   """Maps logical names to mesh axes; a dim that the mesh axis does not divide stays replicated."""
   table = dict(rules)
   used: set[str] = set()
@@ -63,16 +67,19 @@ def _mesh_axes(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh, 
 
 def param_shardings(logical_axes, shapes, mesh: Mesh, rules: Rules):
   """NamedSharding tree for params given their logical PartitionSpecs and shape tree."""
+
   def one(spec, shape):
     return NamedSharding(mesh, _mesh_axes(tuple(spec), shape.shape, mesh, rules))
+
   return jax.tree.map(one, logical_axes, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
-def array_sharding(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Rules) -> NamedSharding:
+def array_sharding(
+  logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Rules
+) -> NamedSharding:
   return NamedSharding(mesh, _mesh_axes(logical, shape, mesh, rules))
 
 
 def cache_sharding(cache: KVCache, mesh: Mesh, rules: Rules) -> KVCache:
   """Shardings for a cache laid out [B, K, S, D], consistent with the model's kv_heads rule."""
   return jax.tree.map(lambda a: array_sharding(CACHE_AXES, a.shape, mesh, rules), cache)
-

@@ -6,8 +6,8 @@ shared by all decoders; its cache is keyed by model configs and shapes).
 """
 
 import pytest
-
 import tiny_models
+
 from model.hf_import import load_model
 
 

@@ -3,6 +3,7 @@
 No caches, no batching, no policies-as-arrays: every token recomputes the full forward of the
 writer on the whole sequence, and the step rule is applied to decoded strings.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,8 +23,10 @@ def _full_forward(cfg):
   def run(params, tokens, n):
     z = jnp.zeros((1,), jnp.int32)
     from model.kv_cache import init_cache
+
     logits, _ = forward(cfg, params, tokens, z, n, init_cache(cfg, 1, _WIDTH))
     return logits[0]
+
   return run
 
 
@@ -31,14 +34,24 @@ def full_forward_next_logits(lm, ids: list[int], vocab: int) -> np.ndarray:
   """Full causal forward over the whole sequence from a fresh cache (no reuse of earlier work)."""
   assert len(ids) <= _WIDTH
   tokens = np.zeros((1, _WIDTH), np.int32)
-  tokens[0, :len(ids)] = ids
+  tokens[0, : len(ids)] = ids
   logits = _full_forward(lm.cfg)(lm.params, jnp.asarray(tokens), jnp.asarray([len(ids)], jnp.int32))
   return np.asarray(logits[len(ids) - 1, :vocab])
 
 
-def guided_greedy(student, teacher, prompt: list[int], *, teacher_steps: set[int], max_new: int,
-                  delimiter: str, tokenizer, hint_tokens: int | None = None, eos_id: int | None = None,
-                  max_steps: int | None = None):
+def guided_greedy(
+  student,
+  teacher,
+  prompt: list[int],
+  *,
+  teacher_steps: set[int],
+  max_new: int,
+  delimiter: str,
+  tokenizer,
+  hint_tokens: int | None = None,
+  eos_id: int | None = None,
+  max_steps: int | None = None,
+):
   """Teacher writes steps in `teacher_steps` (first `hint_tokens` tokens of each, if set)."""
   vocab = len(tokenizer)
   ids, authors = list(prompt), []
@@ -58,4 +71,4 @@ def guided_greedy(student, teacher, prompt: list[int], *, teacher_steps: set[int
       steps_done += 1
     if (eos_id is not None and tok == eos_id) or (max_steps is not None and steps_done >= max_steps):
       break
-  return ids[len(prompt):], authors
+  return ids[len(prompt) :], authors

@@ -37,8 +37,14 @@ T = 8
 def _inputs(B, max_new=100, max_steps=100):
   z = np.zeros((B,), np.int32)
   return LoopInputs(
-    prompts=Prompts(tokens=np.zeros((B, T), np.int32), lengths=z + 1, authors=np.full((B, T), PROMPT, np.int32),
-                    step_ids=np.zeros((B, T), np.int32), start_steps=z, gen_start=z + 1),
+    prompts=Prompts(
+      tokens=np.zeros((B, T), np.int32),
+      lengths=z + 1,
+      authors=np.full((B, T), PROMPT, np.int32),
+      step_ids=np.zeros((B, T), np.int32),
+      start_steps=z,
+      gen_start=z + 1,
+    ),
     limits=RowLimits(max_new=z + max_new, max_steps=z + max_steps, active=np.ones((B,), bool)),
     sampling=SamplingParams(seeds=z, temperature=z.astype(np.float32), top_k=z, top_p=z + 1.0),
     policy=PolicyArrays.stack([parse_policy("never")] * B),
@@ -50,33 +56,60 @@ def _inputs(B, max_new=100, max_steps=100):
 def _state(B, length=1, done=None, has_content=None, last_author=PROMPT):
   z = jnp.zeros((B,), jnp.int32)
   return LoopState(
-    buffers=Buffers(tokens=jnp.zeros((B, T), jnp.int32), authors=jnp.full((B, T), PROMPT, jnp.int32),
-                    step_ids=jnp.zeros((B, T), jnp.int32), length=z + length),
-    step=StepState(done=jnp.zeros((B,), bool) if done is None else jnp.asarray(done), writer=z,
-                   at_step_start=jnp.ones((B,), bool),
-                   step_has_content=jnp.zeros((B,), bool) if has_content is None else jnp.asarray(has_content),
-                   steps_done=z, step_teacher_tokens=z, triggered=z, last_author=z + last_author),
-    counters=Counters(student_tokens=z, teacher_tokens=z, teacher_prefilled=z, switches=z,
-                      teacher_calls=jnp.zeros((), jnp.int32), iterations=jnp.zeros((), jnp.int32)),
+    buffers=Buffers(
+      tokens=jnp.zeros((B, T), jnp.int32),
+      authors=jnp.full((B, T), PROMPT, jnp.int32),
+      step_ids=jnp.zeros((B, T), jnp.int32),
+      length=z + length,
+    ),
+    step=StepState(
+      done=jnp.zeros((B,), bool) if done is None else jnp.asarray(done),
+      writer=z,
+      at_step_start=jnp.ones((B,), bool),
+      step_has_content=jnp.zeros((B,), bool) if has_content is None else jnp.asarray(has_content),
+      steps_done=z,
+      step_teacher_tokens=z,
+      triggered=z,
+      last_author=z + last_author,
+    ),
+    counters=Counters(
+      student_tokens=z,
+      teacher_tokens=z,
+      teacher_prefilled=z,
+      switches=z,
+      teacher_calls=jnp.zeros((), jnp.int32),
+      iterations=jnp.zeros((), jnp.int32),
+    ),
     caches=CacheState(student=None, teacher=None, teacher_seen=z),
   )
 
 
 def _advance(s, inp, toks, writers, fired=None):
   B = len(toks)
-  return advance(s, inp, T, jnp.asarray(toks, jnp.int32), jnp.asarray(writers, jnp.int32),
-                 jnp.zeros((B,), bool) if fired is None else jnp.asarray(fired), s.caches,
-                 s.counters.teacher_prefilled, s.counters.teacher_calls)
+  return advance(
+    s,
+    inp,
+    T,
+    jnp.asarray(toks, jnp.int32),
+    jnp.asarray(writers, jnp.int32),
+    jnp.zeros((B,), bool) if fired is None else jnp.asarray(fired),
+    s.caches,
+    s.counters.teacher_prefilled,
+    s.counters.teacher_calls,
+  )
 
 
-@pytest.mark.parametrize("has_content,tok,ends,content_after", [
-  (False, NL, False, False),    # a newline before any content does not end a step
-  (True, NL, True, True),       # ... after content it does
-  (False, B_NL, True, True),    # a token with content and the delimiter ends the step on its own
-  (False, A, False, True),
-  (True, SPACE, False, True),
-  (False, SPACE, False, False),
-])
+@pytest.mark.parametrize(
+  "has_content,tok,ends,content_after",
+  [
+    (False, NL, False, False),  # a newline before any content does not end a step
+    (True, NL, True, True),  # ... after content it does
+    (False, B_NL, True, True),  # a token with content and the delimiter ends the step on its own
+    (False, A, False, True),
+    (True, SPACE, False, True),
+    (False, SPACE, False, False),
+  ],
+)
 def test_step_boundary_table(has_content, tok, ends, content_after):
   got = step_boundary(np.bool_(has_content), VOCAB.content[tok], VOCAB.delimiter[tok])
   assert (bool(got[0]), bool(got[1])) == (ends, content_after)

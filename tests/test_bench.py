@@ -3,10 +3,11 @@
 No timing assertions (this is not a benchmark); only shapes of the output and exact facts: one
 compile per sweep, equal token counts, fork == separate, and greedy parity with HF generate.
 """
+
 import json
 
-from experiments.bench import run as bench
 from experiments.bench import models as bench_models
+from experiments.bench import run as bench
 
 
 def test_tokenizer_has_steps_and_roundtrips(tmp_path):
@@ -16,6 +17,7 @@ def test_tokenizer_has_steps_and_roundtrips(tmp_path):
     assert tok(tok.decode(row), add_special_tokens=True)["input_ids"] == row
   assert tok.eos_token_id == bench_models.EOS_ID
   from decode.vocab import build_masks
+
   masks = build_masks(tok)
   assert masks.delimiter.sum() == len([i for i in range(4, 64) if i % 5 == 0])
   assert masks.content[4:].all() and not masks.content[:4].any()
@@ -25,9 +27,19 @@ def test_tiny_benchmark_json(capsys):
   bench.main(["--size", "tiny"])
   last = capsys.readouterr().out.strip().splitlines()[-1]
   result = json.loads(last)  # the LAST stdout line is the JSON object
-  for key in bench.REQUIRED_KEYS + ("ours_b1_tokens_per_s", "hf_b1_tokens_per_s", "ours_b16_tokens_per_s",
-                                    "hf_b16_tokens_per_s", "device", "jax_version", "torch_version", "command",
-                                    "threads", "hf_orchestration_rows_timed", "meets_target"):
+  for key in bench.REQUIRED_KEYS + (
+    "ours_b1_tokens_per_s",
+    "hf_b1_tokens_per_s",
+    "ours_b16_tokens_per_s",
+    "hf_b16_tokens_per_s",
+    "device",
+    "jax_version",
+    "torch_version",
+    "command",
+    "threads",
+    "hf_orchestration_rows_timed",
+    "meets_target",
+  ):
     assert key in result, key
   assert result["compiles_per_sweep"] == 1
   assert result["compiles_during_timed_sweeps"] == 0

@@ -1,4 +1,5 @@
 """Distillation keeps only the teacher's correct rationales, and trains a student on them."""
+
 import json
 
 import jax
@@ -6,12 +7,12 @@ import pytest
 
 from configs import distill as distill_config
 from configs import train_teacher
-from experiments.training import distill
 from experiments.tasks.answers import extract_answer
-from experiments.training.greedy_eval import is_correct
 from experiments.tasks.synthetic import SyntheticConfig, generate_problems
 from experiments.tasks.synthetic_format import target_text
 from experiments.tasks.synthetic_tokenizer import build_tokenizer
+from experiments.training import distill
+from experiments.training.greedy_eval import is_correct
 from experiments.training.train import export_model, model_config
 from model.hf_import import load_model
 from model.lm import init_params
@@ -22,9 +23,22 @@ TASK = SyntheticConfig(**train_teacher.SYNTHETIC)
 
 def _config(tmp_path, teacher_dir, n=12):
   c = distill_config.get_config()
-  c.update(dict(teacher_dir=str(teacher_dir), data_dir=str(tmp_path / "data"), workdir=str(tmp_path / "student"),
-                num_distill_problems=n, decode_batch_size=8, max_new_tokens=48, batch_size=4, steps=4,
-                save_every=2, log_every=1, eval_problems=0, student_size="tiny"))
+  c.update(
+    dict(
+      teacher_dir=str(teacher_dir),
+      data_dir=str(tmp_path / "data"),
+      workdir=str(tmp_path / "student"),
+      num_distill_problems=n,
+      decode_batch_size=8,
+      max_new_tokens=48,
+      batch_size=4,
+      steps=4,
+      save_every=2,
+      log_every=1,
+      eval_problems=0,
+      student_size="tiny",
+    )
+  )
   c.optim.warmup_steps = 1
   c.sizes.tiny = dict(TINY)
   return c
@@ -36,6 +50,7 @@ def teacher_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp("teacher")
   build_tokenizer(root / "tok", generate_problems(TASK, 40, "train"))
   from model.hf_import import load_tokenizer
+
   cfg = model_config(TINY, len(load_tokenizer(root / "tok")))
   c = _config(root, root)
   return export_model(root / "hf", cfg, init_params(cfg, jax.random.key(0)), root / "tok", c)
@@ -47,10 +62,12 @@ def _wrong(problem):
 
 def test_filter_keeps_only_correct_rationales():
   problems = generate_problems(TASK, 4, "train")
-  completions = [target_text(problems[0]) + "\nQuestion: Ava has 3 books.",  # right, then rambles on
-                 _wrong(problems[1]),                                        # wrong final answer
-                 " Ava has",                                                 # no answer at all
-                 target_text(problems[3])]
+  completions = [
+    target_text(problems[0]) + "\nQuestion: Ava has 3 books.",  # right, then rambles on
+    _wrong(problems[1]),  # wrong final answer
+    " Ava has",  # no answer at all
+    target_text(problems[3]),
+  ]
   kept, counts = distill.filter_correct(problems, completions)
   assert [r["problem_id"] for r in kept] == [problems[0].problem_id, problems[3].problem_id]
   assert counts == {"generated": 4, "kept": 2, "dropped": 2, "kept_fraction": 0.5}
@@ -61,8 +78,10 @@ def test_filter_keeps_only_correct_rationales():
 
 def test_distillation_data_holds_only_correct_rationales(tmp_path, teacher_dir, monkeypatch):
   """Stub the teacher's generations (a random teacher is never right); the filter is the real one."""
+
   def fake_decode(lm, problems, **kw):
     return [target_text(p) if i % 3 else _wrong(p) for i, p in enumerate(problems)]
+
   monkeypatch.setattr(distill, "decode_greedy", fake_decode)
   c = _config(tmp_path, teacher_dir)
   out = distill.run_distill(c)

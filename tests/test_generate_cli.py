@@ -1,24 +1,38 @@
 """`python -m decode.generate`: the JSON contract and clear errors for bad input."""
+
 import json
 import subprocess
 import sys
 
 import pytest
-
 import tiny_models
 
 
 def _run(*args):
-  return subprocess.run([sys.executable, "-m", "decode.generate", *map(str, args)], capture_output=True, text=True)
+  return subprocess.run(
+    [sys.executable, "-m", "decode.generate", *map(str, args)], capture_output=True, text=True
+  )
 
 
 def test_batched_prompts_with_teacher(pair_dir, tmp_path):
   f = tmp_path / "p.jsonl"
   f.write_text("\n".join(json.dumps({"prompt": p}) for p in ["what is 3+4?", "ab"]) + "\n")
-  r = _run("--student", pair_dir / "s", "--teacher", pair_dir / "t", "--prompts", f, "--policy", "step:1",
-           "--max-new-tokens", 12, "--step-delimiter", "y")
+  r = _run(
+    "--student",
+    pair_dir / "s",
+    "--teacher",
+    pair_dir / "t",
+    "--prompts",
+    f,
+    "--policy",
+    "step:1",
+    "--max-new-tokens",
+    12,
+    "--step-delimiter",
+    "y",
+  )
   assert r.returncode == 0, r.stderr
-  rows = [json.loads(l) for l in r.stdout.splitlines()]
+  rows = [json.loads(line) for line in r.stdout.splitlines()]
   assert len(rows) == 2
   for row in rows:
     for key in ("completion", "token_ids", "authors", "student_tokens", "teacher_tokens"):
@@ -34,12 +48,15 @@ def test_single_prompt_student_only(pair_dir):
   assert row["teacher_tokens"] == 0 and set(row["authors"]) == {0}
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize(
+  "args,message",
+  [
     (["--policy", "sometimes"], "unknown policy"),
     (["--policy", "step:1"], "needs a teacher"),
     (["--max-new-tokens", "0"], "must be positive"),
     (["--max-new-tokens", "-3"], "must be positive"),
-])
+  ],
+)
 def test_bad_arguments(pair_dir, args, message):
   r = _run("--student", pair_dir / "s", "--prompt", "ab", *args)
   assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -52,6 +69,7 @@ def test_prompt_longer_than_context(pair_dir):
 
 def test_tokenizer_mismatch(pair_dir, tmp_path):
   import transformers
+
   other = tmp_path / "other"
   tiny_models.make_hf_model(other, "llama", seed=3, tokenizer=False)
   tok = transformers.AutoTokenizer.from_pretrained(str(pair_dir / "s"))

@@ -1,15 +1,14 @@
 """The compiled guided loop against the plain host-side reference (tests/guided_reference.py)."""
+
 import guided_reference as ref
 import jax
 import pytest
-import tiny_models
 
 from decode.batching import DecodeInputError
 from decode.guided import GuidedDecoder
 from decode.loop import loop_executables
 from decode.placement import teacher_row_buckets
 from decode.policy import parse_policy
-from model.hf_import import load_model
 
 PROMPTS = ["what is 3+4?", "ab", "hello there. x"]
 MAX_NEW = 24
@@ -34,20 +33,28 @@ def decoder(pair, delimiter):
 
 def _reference(pair, decoder, delimiter, prompt_ids, **kw):
   s, t = pair
-  return ref.guided_greedy(s, t, prompt_ids, max_new=MAX_NEW, delimiter=delimiter, tokenizer=s.tokenizer,
-                           eos_id=s.tokenizer.eos_token_id, **kw)
+  return ref.guided_greedy(
+    s,
+    t,
+    prompt_ids,
+    max_new=MAX_NEW,
+    delimiter=delimiter,
+    tokenizer=s.tokenizer,
+    eos_id=s.tokenizer.eos_token_id,
+    **kw,
+  )
 
 
 ALL_STEPS = set(range(1, 1000))
 CASES = {
-    "never": dict(teacher_steps=set()),
-    "always": dict(teacher_steps=ALL_STEPS),
-    "step:1": dict(teacher_steps={1}),
-    "step:2": dict(teacher_steps={2}),
-    "step:3": dict(teacher_steps={3}),
-    "step:2,n=2": dict(teacher_steps={2, 3}),
-    "hint:1,m=3": dict(teacher_steps={1}, hint_tokens=3),
-    "hint:2,m=1": dict(teacher_steps={2}, hint_tokens=1),
+  "never": dict(teacher_steps=set()),
+  "always": dict(teacher_steps=ALL_STEPS),
+  "step:1": dict(teacher_steps={1}),
+  "step:2": dict(teacher_steps={2}),
+  "step:3": dict(teacher_steps={3}),
+  "step:2,n=2": dict(teacher_steps={2, 3}),
+  "hint:1,m=3": dict(teacher_steps={1}, hint_tokens=3),
+  "hint:2,m=1": dict(teacher_steps={2}, hint_tokens=1),
 }
 
 
@@ -83,12 +90,33 @@ def test_one_compilation_for_a_grid_of_policies(pair, delimiter):
   g = GuidedDecoder(s, t, step_delimiter=delimiter)
   ids = g.encode(PROMPTS)
   jax.clear_caches()  # count from a cold start (decoders with equal configs share compiled loops)
-  grid = ["never", "always", "step:1", "step:2", "step:3", "step:1,n=2", "hint:1,m=2", "entropy:1.0",
-          "entropy:2.5,budget=1", "maxprob:0.5", "margin:0.2", "random:0.3"]
+  grid = [
+    "never",
+    "always",
+    "step:1",
+    "step:2",
+    "step:3",
+    "step:1,n=2",
+    "hint:1,m=2",
+    "entropy:1.0",
+    "entropy:2.5,budget=1",
+    "maxprob:0.5",
+    "margin:0.2",
+    "random:0.3",
+  ]
   for spec in grid:  # same bucketed shape every time -> the same compiled program
     g.generate(ids, spec, max_new_tokens=MAX_NEW, batch_size=4, max_len=64)
-  g.generate(ids * 1 + ids[:1], grid[:4], max_new_tokens=MAX_NEW, batch_size=4, max_len=64,
-             temperature=[0.0, 0.7, 1.0, 0.5], top_k=[0, 5, 0, 3], top_p=[1.0, 0.9, 0.8, 1.0], seeds=[1, 2, 3, 4])
+  g.generate(
+    ids * 1 + ids[:1],
+    grid[:4],
+    max_new_tokens=MAX_NEW,
+    batch_size=4,
+    max_len=64,
+    temperature=[0.0, 0.7, 1.0, 0.5],
+    top_k=[0, 5, 0, 3],
+    top_p=[1.0, 0.9, 0.8, 1.0],
+    seeds=[1, 2, 3, 4],
+  )
   assert g.compiles == 1
 
 
@@ -126,11 +154,14 @@ def test_each_sub_batch_bucket_equals_the_whole_batch(pair, count):
   from decode.loop import forward_rows
   from decode.state import LoopModel
   from model.lm import forward
+
   _, t = pair
   B, T = 8, 16
   rng = np.random.default_rng(count)
   zeros = jnp.zeros((B,), jnp.int32)
-  _, cache = forward(t.cfg, t.params, jnp.asarray(rng.integers(4, 100, (B, 6))), zeros, zeros + 6, t.init_cache(B, T))
+  _, cache = forward(
+    t.cfg, t.params, jnp.asarray(rng.integers(4, 100, (B, 6))), zeros, zeros + 6, t.init_cache(B, T)
+  )
   need = jnp.asarray(rng.permutation(np.arange(B) < count))
   tokens, start, n = jnp.asarray(rng.integers(4, 100, (B, 1))), zeros + 6, need.astype(jnp.int32)
   model = LoopModel(params=t.params, cfg=t.cfg)
@@ -150,6 +181,7 @@ def test_catch_up_on_sub_batches_equals_the_whole_batch(pair, count):
 
   from decode.loop import catch_up
   from decode.state import LoopModel
+
   _, t = pair
   model = LoopModel(params=t.params, cfg=t.cfg)
   B, T = 8, 24
@@ -220,12 +252,16 @@ def test_fork_from_student_prefix_equals_plain_run(decoder):
     if b.num_steps < k:
       continue
     cut = b.step_ids.index(k)
-    fork = decoder.generate([p], "step:2", max_new_tokens=MAX_NEW, prefixes=[b.token_ids[:cut]],
-                            prefix_steps=[k - 1])[0]
+    fork = decoder.generate(
+      [p], "step:2", max_new_tokens=MAX_NEW, prefixes=[b.token_ids[:cut]], prefix_steps=[k - 1]
+    )[0]
     plain = decoder.generate([p], "step:2", max_new_tokens=MAX_NEW)[0]
     assert (fork.token_ids, fork.authors, fork.step_ids) == (plain.token_ids, plain.authors, plain.step_ids)
     assert (fork.student_tokens, fork.teacher_tokens, fork.switches) == (
-        plain.student_tokens, plain.teacher_tokens, plain.switches)
+      plain.student_tokens,
+      plain.teacher_tokens,
+      plain.switches,
+    )
 
 
 def _student_runs(pair, delimiter):
@@ -248,10 +284,16 @@ def test_prefilled_caches_equal_a_plain_run(pair, delimiter):
     if not rows:
       continue
     prompts = [ids[i] for i in rows]
-    prefixes = [base[i].token_ids[:base[i].step_ids.index(k)] for i in rows]
+    prefixes = [base[i].token_ids[: base[i].step_ids.index(k)] for i in rows]
     plain = g.generate(prompts, f"step:{k}", **kw)
-    cached = g.generate(prompts, f"step:{k}", prefixes=prefixes, prefix_steps=[k - 1] * len(rows),
-                        caches=caches.rows(rows, 4), **kw)
+    cached = g.generate(
+      prompts,
+      f"step:{k}",
+      prefixes=prefixes,
+      prefix_steps=[k - 1] * len(rows),
+      caches=caches.rows(rows, 4),
+      **kw,
+    )
     for a, b in zip(plain, cached):
       assert (a.token_ids, a.authors, a.step_ids) == (b.token_ids, b.authors, b.step_ids), k
       assert b.teacher_prefilled == b.teacher_tokens < a.teacher_prefilled  # only its own step's positions
@@ -278,7 +320,9 @@ def test_caches_holding_part_of_the_prefix(pair, delimiter):
   got = g.generate(ids, "always", prefixes=prefixes, caches=caches.rows([0, 1, 2], 4), **kw)
   for a, b, p, q in zip(want, got, ids, prefixes):
     assert (a.token_ids, a.authors) == (b.token_ids, b.authors)
-    assert a.teacher_prefilled - b.teacher_prefilled == len(p) + 1  # the cached prompt + 2 tokens, less the last
+    assert (
+      a.teacher_prefilled - b.teacher_prefilled == len(p) + 1
+    )  # the cached prompt + 2 tokens, less the last
   other = GuidedDecoder(*pair, step_delimiter=delimiter)
   with pytest.raises(DecodeInputError, match="another GuidedDecoder"):
     other.generate(ids, "always", prefixes=prefixes, caches=caches.rows([0, 1, 2], 4), **kw)
@@ -299,6 +343,7 @@ def test_prefilled_caches_reject_other_rows(pair, delimiter):
 
 def test_policy_parsing_errors():
   from decode.policy import PolicyError
+
   for bad in ["sometimes", "step:0", "step:1,n=0", "random:1.5", "entropy:x", "step:2,q=1"]:
     with pytest.raises(PolicyError):
       parse_policy(bad)
@@ -311,7 +356,12 @@ def test_bad_generation_arguments_are_clear_errors(pair, decoder):
   with pytest.raises(DecodeInputError, match="teacher_chunk"):
     GuidedDecoder(s, t, teacher_chunk=0)
   ids = decoder.encode(PROMPTS)
-  for kw, msg in [(dict(top_p=0.0), "top_p"), (dict(top_k=-1), "top_k"), (dict(temperature=float("nan")), "temperature"),
-                  (dict(seeds=[1, 2]), "seeds"), (dict(max_new_tokens=0), "max_new_tokens")]:
+  for kw, msg in [
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_k=-1), "top_k"),
+    (dict(temperature=float("nan")), "temperature"),
+    (dict(seeds=[1, 2]), "seeds"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+  ]:
     with pytest.raises(DecodeInputError, match=msg):
       decoder.generate(ids, "never", **{"max_new_tokens": 4, **kw})

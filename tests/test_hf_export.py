@@ -1,23 +1,34 @@
 """Export of Flax params to a Hugging Face directory: exact round trip, and transformers agrees."""
+
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_models
 
 from model.config import DecoderConfig
-from model.hf_export import ExportError, export_hf, main as export_main
+from model.hf_export import ExportError, export_hf
+from model.hf_export import main as export_main
 from model.hf_import import load_config, load_model
 from model.lm import forward, init_params
-import tiny_models
 
 TOKENS = np.array([[1, 5, 9, 13, 4, 7, 30, 2], [1, 8, 8, 20, 11, 3, 6, 12]], np.int32)  # [B=2, C=8]
 
 
 def _cfg(**kw):
-  base = dict(family="llama", vocab_size=tiny_models.VOCAB + 3, hidden_size=32, intermediate_size=48,
-              num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=64)
+  base = dict(
+    family="llama",
+    vocab_size=tiny_models.VOCAB + 3,
+    hidden_size=32,
+    intermediate_size=48,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    max_position_embeddings=64,
+  )
   base.update(kw)
   return DecoderConfig(**base)
 
@@ -26,6 +37,7 @@ def _logits(cfg, params, tokens=TOKENS):
   B, C = tokens.shape
   z = jnp.zeros((B,), jnp.int32)
   from model.kv_cache import init_cache
+
   return np.asarray(forward(cfg, params, jnp.asarray(tokens), z, z + C, init_cache(cfg, B, C))[0])
 
 
@@ -52,6 +64,7 @@ def test_round_trip_is_exact(tmp_path, tok_dir, kw):
 def test_transformers_loads_export_with_same_logits(tmp_path, tok_dir):
   import torch
   import transformers
+
   cfg = _cfg()
   params = init_params(cfg, jax.random.key(1))
   params = jax.tree.map(lambda x: x * 5.0 if x.ndim == 2 else x, params)  # non-trivial logits
@@ -67,7 +80,9 @@ def test_hf_model_re_exported_unchanged(tmp_path):
   lm = load_model(tmp_path / "src")
   _, hf = load_config(tmp_path / "src")
   export_hf(tmp_path / "out", lm.cfg, lm.params, tokenizer=tmp_path / "src", hf_config=hf)
-  np.testing.assert_array_equal(_logits(lm.cfg, lm.params), _logits(lm.cfg, load_model(tmp_path / "out").params))
+  np.testing.assert_array_equal(
+    _logits(lm.cfg, lm.params), _logits(lm.cfg, load_model(tmp_path / "out").params)
+  )
 
 
 def test_bfloat16_storage_halves_size_and_stays_close(tmp_path, tok_dir):
@@ -75,7 +90,9 @@ def test_bfloat16_storage_halves_size_and_stays_close(tmp_path, tok_dir):
   params = init_params(cfg, jax.random.key(2))
   export_hf(tmp_path / "f32", cfg, params, tokenizer=tok_dir)
   (tmp_path / "f32" / "notes.json").write_text("{}")
-  assert export_main(["--src", str(tmp_path / "f32"), "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+  assert (
+    export_main(["--src", str(tmp_path / "f32"), "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+  )
   size = lambda d: (d / "model.safetensors").stat().st_size
   assert size(tmp_path / "bf16") < 0.6 * size(tmp_path / "f32")
   assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"

@@ -1,20 +1,21 @@
 """Import errors, sharded safetensors, orbax round trip, and tensor-parallel forward on 8 fake devices."""
+
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+import tiny_models
 
 from model.checkpoint import restore_params, save_params
 from model.errors import ModelLoadError
 from model.hf_import import load_model
 from model.lm import forward
-import tiny_models
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,14 @@ TOKENS = np.arange(4, 20).reshape(2, 8)
 
 def test_sharded_safetensors_index(tmp_path, model_dir):
   import transformers
+
   torch_model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir))
   torch_model.save_pretrained(str(tmp_path), max_shard_size="20KB")
   assert (tmp_path / "model.safetensors.index.json").exists()
   tiny_models.make_tokenizer(tmp_path)
-  np.testing.assert_allclose(_logits(load_model(tmp_path), TOKENS), _logits(load_model(model_dir), TOKENS), atol=1e-6)
+  np.testing.assert_allclose(
+    _logits(load_model(tmp_path), TOKENS), _logits(load_model(model_dir), TOKENS), atol=1e-6
+  )
 
 
 def test_bfloat16_load_is_close(model_dir):
@@ -102,8 +106,11 @@ def test_shape_mismatch(tmp_path, model_dir):
 
 
 def test_cli_reports_errors_without_traceback(tmp_path):
-  r = subprocess.run([sys.executable, "-m", "decode.generate", "--student", str(tmp_path / "nope"),
-                      "--prompt", "a"], capture_output=True, text=True)
+  r = subprocess.run(
+    [sys.executable, "-m", "decode.generate", "--student", str(tmp_path / "nope"), "--prompt", "a"],
+    capture_output=True,
+    text=True,
+  )
   assert r.returncode != 0
   assert "does not exist" in r.stderr and "Traceback" not in r.stderr
 
@@ -137,7 +144,9 @@ TP_SCRIPT = textwrap.dedent("""
 
 def test_tensor_parallel_forward_on_8_fake_devices(model_dir):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  r = subprocess.run([sys.executable, "-c", TP_SCRIPT, str(model_dir)], capture_output=True, text=True, env=env)
+  r = subprocess.run(
+    [sys.executable, "-c", TP_SCRIPT, str(model_dir)], capture_output=True, text=True, env=env
+  )
   assert "TP_OK" in r.stdout, r.stderr[-3000:]
 
 
@@ -147,4 +156,5 @@ def test_eos_ids_from_config_and_generation_config(tmp_path, model_dir):
   lm = load_model(d)
   assert lm.eos_token_ids == (2, 7)
   from decode.guided import GuidedDecoder
+
   assert GuidedDecoder(lm).masks.eos[[2, 7]].all()

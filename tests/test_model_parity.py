@@ -1,24 +1,35 @@
 """The Flax decoder against transformers (PyTorch, CPU) on tiny random models of every variant."""
-import numpy as np
-import pytest
-import torch
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+import tiny_models
+import torch
 
 from model.hf_import import load_model
 from model.lm import forward
-import tiny_models
 
 VARIANTS = {
-    "llama": ("llama", {}),
-    "llama3_rope": ("llama", dict(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                                "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
-                                  rope_theta=500000.0)),
-    "linear_rope": ("llama", dict(rope_scaling={"rope_type": "linear", "factor": 4.0})),
-    "tied": ("llama", dict(tie_word_embeddings=True)),
-    "mistral_sliding": ("mistral", dict(sliding_window=7)),
-    "qwen2": ("qwen2", {}),
-    "qwen3": ("qwen3", {}),
+  "llama": ("llama", {}),
+  "llama3_rope": (
+    "llama",
+    dict(
+      rope_scaling={
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+      },
+      rope_theta=500000.0,
+    ),
+  ),
+  "linear_rope": ("llama", dict(rope_scaling={"rope_type": "linear", "factor": 4.0})),
+  "tied": ("llama", dict(tie_word_embeddings=True)),
+  "mistral_sliding": ("mistral", dict(sliding_window=7)),
+  "qwen2": ("qwen2", {}),
+  "qwen3": ("qwen3", {}),
 }
 
 
@@ -56,12 +67,12 @@ def test_chunked_prefill_then_decode_equals_full_forward(pair):
   pos = 0
   for chunk in (5, 6):  # chunked prefill of the first 11 tokens
     s = jnp.full((2,), pos, jnp.int32)
-    out, cache = step(lm.params, jnp.asarray(tokens[:, pos:pos + chunk]), s, s * 0 + chunk, cache)
+    out, cache = step(lm.params, jnp.asarray(tokens[:, pos : pos + chunk]), s, s * 0 + chunk, cache)
     got.append(np.asarray(out))
     pos += chunk
   while pos < 20:  # then one token at a time
     s = jnp.full((2,), pos, jnp.int32)
-    out, cache = step(lm.params, jnp.asarray(tokens[:, pos:pos + 1]), s, s * 0 + 1, cache)
+    out, cache = step(lm.params, jnp.asarray(tokens[:, pos : pos + 1]), s, s * 0 + 1, cache)
     got.append(np.asarray(out))
     pos += 1
   np.testing.assert_allclose(np.concatenate(got, axis=1), full, atol=2e-4, rtol=2e-4)
@@ -75,8 +86,9 @@ def test_right_padded_rows_equal_unpadded(pair):
   batch = np.zeros((2, 12), np.int64)
   batch[0], batch[1, :7] = a, b
   cache = lm.init_cache(2, 16)
-  logits, _ = forward(lm.cfg, lm.params, jnp.asarray(batch), jnp.zeros((2,), jnp.int32),
-                      jnp.asarray([12, 7], jnp.int32), cache)
+  logits, _ = forward(
+    lm.cfg, lm.params, jnp.asarray(batch), jnp.zeros((2,), jnp.int32), jnp.asarray([12, 7], jnp.int32), cache
+  )
   np.testing.assert_allclose(np.asarray(logits[1, :7]), _full_logits(lm, b[None])[0], atol=2e-4, rtol=2e-4)
   np.testing.assert_allclose(np.asarray(logits[0]), _full_logits(lm, a[None])[0], atol=2e-4, rtol=2e-4)
 
@@ -91,11 +103,15 @@ def test_sub_batch_forward_touches_only_its_rows(pair):
   nxt = jnp.asarray(rng.integers(4, tiny_models.VOCAB, size=(4, 1)))
   full_logits, full_cache = forward(lm.cfg, lm.params, nxt, zeros + 9, zeros + 1, cache)
   idx = jnp.asarray([2, 0, 3], jnp.int32)  # row 3 is a filler (length 0): it must write nothing
-  sub_logits, sub_cache = forward(lm.cfg, lm.params, nxt[idx], zeros[:3] + 9, jnp.asarray([1, 1, 0], jnp.int32),
-                                  cache, rows=idx)
-  np.testing.assert_allclose(np.asarray(sub_logits[:2]), np.asarray(full_logits[idx[:2]]), atol=2e-5, rtol=2e-5)
-  for got, whole, before in zip(sub_cache.keys + sub_cache.values, full_cache.keys + full_cache.values,
-                                cache.keys + cache.values):
+  sub_logits, sub_cache = forward(
+    lm.cfg, lm.params, nxt[idx], zeros[:3] + 9, jnp.asarray([1, 1, 0], jnp.int32), cache, rows=idx
+  )
+  np.testing.assert_allclose(
+    np.asarray(sub_logits[:2]), np.asarray(full_logits[idx[:2]]), atol=2e-5, rtol=2e-5
+  )
+  for got, whole, before in zip(
+    sub_cache.keys + sub_cache.values, full_cache.keys + full_cache.values, cache.keys + cache.values
+  ):
     np.testing.assert_allclose(np.asarray(got[idx[:2]]), np.asarray(whole[idx[:2]]), atol=2e-5, rtol=2e-5)
     np.testing.assert_array_equal(np.asarray(got[1::2]), np.asarray(before[1::2]))  # rows 1, 3 untouched
 
@@ -105,22 +121,35 @@ def greedy_reference(lm, prompt, n_new):
   T = len(prompt) + n_new
   cache = lm.init_cache(1, T)
   toks = list(prompt)
-  logits, cache = forward(lm.cfg, lm.params, jnp.asarray([toks]), jnp.zeros((1,), jnp.int32),
-                          jnp.asarray([len(toks)], jnp.int32), cache)
+  logits, cache = forward(
+    lm.cfg,
+    lm.params,
+    jnp.asarray([toks]),
+    jnp.zeros((1,), jnp.int32),
+    jnp.asarray([len(toks)], jnp.int32),
+    cache,
+  )
   nxt = int(np.argmax(np.asarray(logits[0, -1])))
   for _ in range(n_new - 1):
     toks.append(nxt)
-    logits, cache = forward(lm.cfg, lm.params, jnp.asarray([[nxt]]), jnp.asarray([len(toks) - 1], jnp.int32),
-                            jnp.ones((1,), jnp.int32), cache)
+    logits, cache = forward(
+      lm.cfg,
+      lm.params,
+      jnp.asarray([[nxt]]),
+      jnp.asarray([len(toks) - 1], jnp.int32),
+      jnp.ones((1,), jnp.int32),
+      cache,
+    )
     nxt = int(np.argmax(np.asarray(logits[0, -1])))
   toks.append(nxt)
-  return toks[len(prompt):]
+  return toks[len(prompt) :]
 
 
 def test_greedy_generation_equals_hf_generate(pair):
   torch_model, lm = pair
   prompt = list(np.random.default_rng(3).integers(4, tiny_models.VOCAB, size=9))
   with torch.no_grad():
-    ref = torch_model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
-                               eos_token_id=None, pad_token_id=0)[0, 9:].tolist()
+    ref = torch_model.generate(
+      torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
+    )[0, 9:].tolist()
   assert greedy_reference(lm, prompt, 12) == ref

@@ -5,6 +5,7 @@ from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
 from experiments.tasks.answers import extract_answer
+from experiments.tasks.datasets import Problem
 from experiments.tasks.prompts import (
   QUESTCOT_OPENER,
   NotEnoughExemplarsError,
@@ -15,7 +16,6 @@ from experiments.tasks.prompts import (
   strip_annotations,
   subquestion_for_step,
 )
-from experiments.tasks.datasets import Problem
 
 
 def make_problem(index, split="train", rationale=True):

@@ -1,4 +1,5 @@
 """Meshes on 8 fake CPU devices, and a sweep split over two local processes (jax.distributed + gloo)."""
+
 import json
 import os
 import socket
@@ -6,10 +7,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-import pytest
-
-import tiny_models
 
 MESH_SCRIPT = textwrap.dedent("""
     import os, sys, json
@@ -54,7 +51,9 @@ MESH_SCRIPT = textwrap.dedent("""
 
 def test_meshes_give_single_device_tokens(pair_dir):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  r = subprocess.run([sys.executable, "-c", MESH_SCRIPT, str(pair_dir)], capture_output=True, text=True, env=env)
+  r = subprocess.run(
+    [sys.executable, "-c", MESH_SCRIPT, str(pair_dir)], capture_output=True, text=True, env=env
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert r.stdout.count("MESH_OK") == 4
   assert "needs 6 devices but 8 are available" in r.stdout
@@ -69,15 +68,16 @@ def _free_port() -> int:
 def _config(pair_dir, tmp_path: Path) -> Path:
   f = tmp_path / "cfg.py"
   f.write_text(
-      "from ml_collections import ConfigDict\n"
-      "from configs.base import base_config\n"
-      "def get_config():\n"
-      "  c = base_config()\n"
-      f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
-      f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
-      "  c.policies = ('never', 'step:1', 'step:2', 'entropy:2.0')\n"
-      "  c.task.num_problems = 5\n  c.batch_size = 3\n  c.max_new_tokens = 12\n  c.step_delimiter = 'e'\n"
-      "  return c\n")
+    "from ml_collections import ConfigDict\n"
+    "from configs.base import base_config\n"
+    "def get_config():\n"
+    "  c = base_config()\n"
+    f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
+    f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
+    "  c.policies = ('never', 'step:1', 'step:2', 'entropy:2.0')\n"
+    "  c.task.num_problems = 5\n  c.batch_size = 3\n  c.max_new_tokens = 12\n  c.step_delimiter = 'e'\n"
+    "  return c\n"
+  )
   return f
 
 
@@ -94,18 +94,36 @@ def _rows(out: Path) -> dict:
 def test_two_processes_split_the_sweep(pair_dir, tmp_path):
   cfg = _config(pair_dir, tmp_path)
   single = tmp_path / "single"
-  r = subprocess.run([sys.executable, "-m", "experiments.sweep", f"--config={cfg}", f"--config.output_dir={single}"],
-                     capture_output=True, text=True)
+  r = subprocess.run(
+    [sys.executable, "-m", "experiments.sweep", f"--config={cfg}", f"--config.output_dir={single}"],
+    capture_output=True,
+    text=True,
+  )
   assert r.returncode == 0, r.stderr[-2000:]
   multi = tmp_path / "multi"
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "experiments.sweep", f"--config={cfg}", f"--config.output_dir={multi}",
-       "--config.distributed.enabled=True", f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-       "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
-       "--config.distributed.cpu_collectives=gloo"],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        f"--config={cfg}",
+        f"--config.output_dir={multi}",
+        "--config.distributed.enabled=True",
+        f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+        "--config.distributed.num_processes=2",
+        f"--config.distributed.process_id={i}",
+        "--config.distributed.cpu_collectives=gloo",
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
@@ -115,5 +133,6 @@ def test_two_processes_split_the_sweep(pair_dir, tmp_path):
   for rid in a:
     assert a[rid]["token_ids"] == b[rid]["token_ids"] and a[rid]["authors"] == b[rid]["authors"]
   import pandas as pd
+
   summary = pd.read_csv(multi / "summary.csv")
   assert set(summary["n"]) == {5}  # the report merged both processes' files: all 5 problems per policy

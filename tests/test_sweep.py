@@ -1,4 +1,5 @@
 """Sweeps: grid expansion, fork == plain, kill-and-resume, config overrides, bad configs."""
+
 import json
 import signal
 import subprocess
@@ -15,7 +16,6 @@ from decode.policy import parse_policy
 from experiments.sweep.grid import ModelEntry, expand_grid, forkable
 from experiments.sweep.run import run_sweep
 from experiments.tasks.datasets import Problem
-import tiny_models
 
 POLICIES = ("never", "always", "step:1", "step:2", "step:3", "step:2,n=2", "hint:1,m=2", "entropy:2.0")
 
@@ -44,15 +44,31 @@ def rows_of(out: Path) -> dict:
   return rows
 
 
-KEYS = ("token_ids", "authors", "step_ids", "completion", "correct", "student_tokens", "teacher_tokens",
-        "switches", "intervention_steps")
+KEYS = (
+  "token_ids",
+  "authors",
+  "step_ids",
+  "completion",
+  "correct",
+  "student_tokens",
+  "teacher_tokens",
+  "switches",
+  "intervention_steps",
+)
 
 
 def test_grid_expansion():
   probs = [Problem(f"p/{i}", f"q{i}", "1", None, "x") for i in range(3)]
   pols = [parse_policy(p) for p in ["never", "step:1", "step:1", "always"]]
-  rows = expand_grid("t", probs, {p.problem_id: p.question for p in probs},
-                     [ModelEntry("a", "/a"), ModelEntry("a", "/a2", "ck1")], "T", pols, [0, 1])
+  rows = expand_grid(
+    "t",
+    probs,
+    {p.problem_id: p.question for p in probs},
+    [ModelEntry("a", "/a"), ModelEntry("a", "/a2", "ck1")],
+    "T",
+    pols,
+    [0, 1],
+  )
   assert len(rows) == 2 * 2 * 3 * 3  # duplicate policy collapses
   assert len({r.row_id for r in rows}) == len(rows)
   assert rows[0].row_seed == rows[3].row_seed  # same problem and seed -> same randomness across policies
@@ -84,7 +100,9 @@ def test_fork_mode_equals_plain_mode_when_sampling(pair_dir, tmp_path):
   kw = dict(temperature=1.0, top_p=0.9, seeds=(0, 1), policies=("never", "step:1", "step:2", "step:3"))
   run_sweep(sweep_config(pair_dir, tmp_path / "fork", fork=True, **kw), progress=False)
   # the plain run also turns teacher sub-batches off: neither fork mode nor sub-batches change a row
-  run_sweep(sweep_config(pair_dir, tmp_path / "plain", fork=False, teacher_sub_batches=0, **kw), progress=False)
+  run_sweep(
+    sweep_config(pair_dir, tmp_path / "plain", fork=False, teacher_sub_batches=0, **kw), progress=False
+  )
   a, b = rows_of(tmp_path / "fork"), rows_of(tmp_path / "plain")
   assert a.keys() == b.keys()
   for rid in a:
@@ -94,16 +112,24 @@ def test_fork_mode_equals_plain_mode_when_sampling(pair_dir, tmp_path):
 def _cli(pair_dir, out, *extra):
   cfg_file = out.parent / "sweep_cfg.py"
   cfg_file.write_text(
-      "from ml_collections import ConfigDict\n"
-      "from configs.base import base_config\n"
-      "def get_config():\n"
-      "  c = base_config()\n"
-      f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
-      f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
-      f"  c.policies = {POLICIES!r}\n"
-      "  c.task.num_problems = 6\n  c.batch_size = 2\n  c.max_new_tokens = 20\n  c.step_delimiter = 'e'\n"
-      "  return c\n")
-  return [sys.executable, "-m", "experiments.sweep", f"--config={cfg_file}", f"--config.output_dir={out}", *extra]
+    "from ml_collections import ConfigDict\n"
+    "from configs.base import base_config\n"
+    "def get_config():\n"
+    "  c = base_config()\n"
+    f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
+    f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
+    f"  c.policies = {POLICIES!r}\n"
+    "  c.task.num_problems = 6\n  c.batch_size = 2\n  c.max_new_tokens = 20\n  c.step_delimiter = 'e'\n"
+    "  return c\n"
+  )
+  return [
+    sys.executable,
+    "-m",
+    "experiments.sweep",
+    f"--config={cfg_file}",
+    f"--config.output_dir={out}",
+    *extra,
+  ]
 
 
 def test_killed_sweep_resumes_without_loss_or_duplicates(pair_dir, tmp_path):
@@ -140,12 +166,15 @@ def test_limit_and_output_dir_overrides(pair_dir, tmp_path):
   assert "report.md" in r.stdout
 
 
-@pytest.mark.parametrize("override,message", [
+@pytest.mark.parametrize(
+  "override,message",
+  [
     ("--config.policies=('never','sometimes')", "unknown policy"),
     ("--config.teacher.path=/nonexistent", "does not exist"),
     ("--config.mesh.data=3", "devices"),
     ("--config.teacher_sub_batches=-1", "teacher_sub_batches >= 0"),
-])
+  ],
+)
 def test_bad_config_is_a_clear_error_with_no_output(pair_dir, tmp_path, override, message):
   out = tmp_path / "bad"
   r = subprocess.run(_cli(pair_dir, out, override), capture_output=True, text=True)
@@ -155,17 +184,31 @@ def test_bad_config_is_a_clear_error_with_no_output(pair_dir, tmp_path, override
 
 def test_gsm8k_few_shot_sweep_from_local_files(pair_dir, tmp_path):
   """A real-format task end to end: GSM8K jsonl test + train files, 2-shot CoT, a policy grid."""
+
   def line(q, steps, ans):
     return json.dumps({"question": q, "answer": "\n".join(steps + [f"#### {ans}"])})
+
   train = tmp_path / "train.jsonl"
-  train.write_text("\n".join([
-      line("tom has 3 apples and buys 2 more. how many?", ["3 + 2 = <<3+2=5>>5"], 5),
-      line("a box has 4 rows of 6 eggs. how many eggs?", ["4 * 6 = <<4*6=24>>24"], 24),
-      line("sue had 10 pens and lost 4. how many left?", ["10 - 4 = <<10-4=6>>6"], 6)]) + "\n")
+  train.write_text(
+    "\n".join(
+      [
+        line("tom has 3 apples and buys 2 more. how many?", ["3 + 2 = <<3+2=5>>5"], 5),
+        line("a box has 4 rows of 6 eggs. how many eggs?", ["4 * 6 = <<4*6=24>>24"], 24),
+        line("sue had 10 pens and lost 4. how many left?", ["10 - 4 = <<10-4=6>>6"], 6),
+      ]
+    )
+    + "\n"
+  )
   test = tmp_path / "test.jsonl"
-  test.write_text("\n".join([
-      line("ann has 7 cats and gets 1 more. how many?", ["7 + 1 = <<7+1=8>>8"], 8),
-      line("bob has 9 cards and gives away 3. how many?", ["9 - 3 = <<9-3=6>>6"], 6)]) + "\n")
+  test.write_text(
+    "\n".join(
+      [
+        line("ann has 7 cats and gets 1 more. how many?", ["7 + 1 = <<7+1=8>>8"], 8),
+        line("bob has 9 cards and gives away 3. how many?", ["9 - 3 = <<9-3=6>>6"], 6),
+      ]
+    )
+    + "\n"
+  )
   cfg = sweep_config(pair_dir, tmp_path / "out", policies=("never", "step:1", "always"))
   cfg.task = ConfigDict(dict(name="gsm8k", path=str(test), num_problems=-1))
   cfg.exemplars = ConfigDict(dict(path=str(train), task="gsm8k", k=2, seed=0))
@@ -177,5 +220,6 @@ def test_gsm8k_few_shot_sweep_from_local_files(pair_dir, tmp_path):
   assert {r["problem_id"] for r in rows.values()} == {"gsm8k/test/0", "gsm8k/test/1"}
   for r in rows.values():  # the prediction is what the answer extractor reads off the completion
     from experiments.tasks.answers import extract_answer, strip_after_answer
+
     assert r["prediction"] == extract_answer(strip_after_answer(r["completion"]))
     assert r["correct"] == (r["prediction"] is not None and float(r["prediction"]) == float(r["answer"]))

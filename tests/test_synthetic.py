@@ -6,6 +6,7 @@ import re
 import pytest
 from transformers import AutoTokenizer
 
+from experiments.tasks.datasets import load_gsm8k, load_task
 from experiments.tasks.prompts import build_prompt, format_exemplar, select_exemplars
 from experiments.tasks.synthetic import (
   NAMES,
@@ -17,7 +18,6 @@ from experiments.tasks.synthetic import (
   write_gsm8k_jsonl,
 )
 from experiments.tasks.synthetic_tokenizer import BOS, EOS, PAD, UNK, build_tokenizer
-from experiments.tasks.datasets import load_gsm8k, load_task
 
 ANNOTATION = re.compile(r"<<(\d+)([+\-*])(\d+)=(\d+)>>(\d+)")
 CFG = SyntheticConfig(seed=3)

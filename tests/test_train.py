@@ -1,4 +1,5 @@
 """Training from scratch: the loss falls, and an interrupted run resumes to bit-identical params."""
+
 import json
 
 import jax
@@ -6,10 +7,10 @@ import numpy as np
 import pytest
 
 from configs import train_teacher
-from experiments.training import train as train_lib
 from experiments.tasks.synthetic import SyntheticConfig, generate_problems
 from experiments.tasks.synthetic_format import prompt_text, target_text
 from experiments.tasks.synthetic_tokenizer import build_tokenizer
+from experiments.training import train as train_lib
 from experiments.training.train_data import batch_at, tokenize_examples
 from model.hf_import import load_model, load_tokenizer
 from model.lm import init_params
@@ -29,8 +30,16 @@ def task(tmp_path_factory):
 def _config(**overrides):
   c = train_teacher.get_config()
   c.model = dict(TINY)
-  c.update(dict(batch_size=8, steps=6, save_every=3, log_every=1, eval_problems=0,
-                optim=dict(c.optim, warmup_steps=2, learning_rate=1e-2)))
+  c.update(
+    dict(
+      batch_size=8,
+      steps=6,
+      save_every=3,
+      log_every=1,
+      eval_problems=0,
+      optim=dict(c.optim, warmup_steps=2, learning_rate=1e-2),
+    )
+  )
   c.update(overrides)
   return c
 
@@ -73,8 +82,9 @@ def test_resume_after_interruption_is_bit_identical(task, tmp_path):
   steps = [json.loads(r)["step"] for r in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
   assert steps == [1, 2, 3, 4, 5, 6]  # nothing logged twice across the interruption
   info = json.loads((tmp_path / "a" / "hf" / "training.json").read_text())
-  assert info["step"] == 6 and SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                  for k, v in info["synthetic"].items()})
+  assert info["step"] == 6 and SyntheticConfig(
+    **{k: tuple(v) if isinstance(v, list) else v for k, v in info["synthetic"].items()}
+  )
 
 
 def test_resume_with_changed_settings_is_refused(task, tmp_path):

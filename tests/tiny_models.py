@@ -3,6 +3,7 @@
 Models are built with transformers (PyTorch), saved with save_pretrained, and then loaded through
 the project's real import path.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,9 @@ def make_tokenizer(out_dir: str | Path, chat_template: str | None = None):
   tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
   tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
   tok.decoder = decoders.Fuse()
-  fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                 pad_token="<pad>", unk_token="<unk>")
+  fast = PreTrainedTokenizerFast(
+    tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+  )
   if chat_template:
     fast.chat_template = chat_template
   fast.save_pretrained(str(out_dir))
@@ -38,19 +40,39 @@ def hf_config(family: str, **overrides):
   """A small config of the given family; the vocab is padded past the tokenizer (as real models are)."""
   import transformers
 
-  base = dict(vocab_size=VOCAB + 6, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-              bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, rms_norm_eps=1e-6)
-  cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-         "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}[family]
+  base = dict(
+    vocab_size=VOCAB + 6,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    bos_token_id=BOS_ID,
+    eos_token_id=EOS_ID,
+    pad_token_id=PAD_ID,
+    rms_norm_eps=1e-6,
+  )
+  cls = {
+    "llama": transformers.LlamaConfig,
+    "mistral": transformers.MistralConfig,
+    "qwen2": transformers.Qwen2Config,
+    "qwen3": transformers.Qwen3Config,
+  }[family]
   if family == "qwen3":
     base["head_dim"] = 16  # explicit head_dim != hidden/heads
   base.update(overrides)
   return cls(**base)
 
 
-def make_hf_model(out_dir: str | Path, family: str = "llama", seed: int = 0, tokenizer: bool = True,
-                  init_std: float = 0.2, **overrides):
+def make_hf_model(
+  out_dir: str | Path,
+  family: str = "llama",
+  seed: int = 0,
+  tokenizer: bool = True,
+  init_std: float = 0.2,
+  **overrides,
+):
   """Random model saved to out_dir; returns the torch model (eval mode, float32) for reference."""
   import torch
   import transformers
@@ -75,7 +97,16 @@ def make_model_pair(out_dir: str | Path, max_position_embeddings: int = 256) -> 
   """A student (Llama) and a larger teacher of another family (Qwen2) sharing one tokenizer,
   saved as out_dir/s and out_dir/t: the pair every decode and sweep test guides with."""
   out_dir = Path(out_dir)
-  make_hf_model(out_dir / "s", "llama", seed=11, init_std=0.3, max_position_embeddings=max_position_embeddings)
-  make_hf_model(out_dir / "t", "qwen2", seed=12, hidden_size=48, num_hidden_layers=3, init_std=0.3,
-                max_position_embeddings=max_position_embeddings)
+  make_hf_model(
+    out_dir / "s", "llama", seed=11, init_std=0.3, max_position_embeddings=max_position_embeddings
+  )
+  make_hf_model(
+    out_dir / "t",
+    "qwen2",
+    seed=12,
+    hidden_size=48,
+    num_hidden_layers=3,
+    init_std=0.3,
+    max_position_embeddings=max_position_embeddings,
+  )
   return out_dir

@@ -5,6 +5,7 @@ Times `GuidedDecoder(student, None)` against HF `generate` on the same weights a
 bandwidth over the bytes one decode step must read (all params + the valid KV cache).
 Run through experiments/bench/run.py; metrics: experiments/bench/BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -19,7 +20,7 @@ from experiments.bench.models import Context, cpu_count, interleaved, log, media
 def memory_bandwidth(size_mb: int, repeats: int, threads: int) -> dict:
   """Bytes read + written per second by numpy copies of a size_mb float32 array (median of repeats),
   with one thread and with `threads` threads each copying a slice; the roofline uses the larger."""
-  n = size_mb * 2 ** 20 // 4
+  n = size_mb * 2**20 // 4
   src = np.ones(n, np.float32)
   dst = np.zeros(n, np.float32)
   np.copyto(dst, src)  # first touch
@@ -35,7 +36,11 @@ def memory_bandwidth(size_mb: int, repeats: int, threads: int) -> dict:
 
   def many():
     t0 = time.perf_counter()
-    list(pool.map(lambda i: np.copyto(dst[bounds[i]:bounds[i + 1]], src[bounds[i]:bounds[i + 1]]), range(threads)))
+    list(
+      pool.map(
+        lambda i: np.copyto(dst[bounds[i] : bounds[i + 1]], src[bounds[i] : bounds[i + 1]]), range(threads)
+      )
+    )
     return time.perf_counter() - t0
 
   t_one = [one() for _ in range(repeats)]
@@ -43,28 +48,42 @@ def memory_bandwidth(size_mb: int, repeats: int, threads: int) -> dict:
   pool.shutdown()
   single, multi = moved / median(t_one), moved / median(t_many)
   best = moved / min(t_one + t_many)  # other tenants only ever lower it: the least disturbed copy
-  return {"membw_1thread_GBps": single / 1e9, f"membw_{threads}threads_GBps": multi / 1e9,
-          "membw_GBps": max(single, multi) / 1e9, "membw_best_GBps": best / 1e9, "membw_array_MB": size_mb}
+  return {
+    "membw_1thread_GBps": single / 1e9,
+    f"membw_{threads}threads_GBps": multi / 1e9,
+    "membw_GBps": max(single, multi) / 1e9,
+    "membw_best_GBps": best / 1e9,
+    "membw_array_MB": size_mb,
+  }
 
 
 def hf_greedy(model, prompts: list[list[int]], new_tokens: int):
   """HF generate, greedy, exactly `new_tokens` new tokens per row (EOS cannot stop it early)."""
   import torch
+
   x = torch.tensor(prompts, dtype=torch.long)
   with torch.no_grad():
-    out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
-                         max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=bm.PAD_ID)
-  return out[:, x.shape[1]:].tolist()
+    out = model.generate(
+      input_ids=x,
+      attention_mask=torch.ones_like(x),
+      do_sample=False,
+      max_new_tokens=new_tokens,
+      min_new_tokens=new_tokens,
+      pad_token_id=bm.PAD_ID,
+    )
+  return out[:, x.shape[1] :].tolist()
 
 
 def _param_bytes(params) -> int:
   import jax
+
   return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)))
 
 
 def bench_decode(ctx: Context, result: dict) -> None:
   """Student-only greedy decode, ours vs HF generate, batch 1 and batch `batch`."""
   from decode.guided import GuidedDecoder
+
   p = ctx.preset
   dec = GuidedDecoder(ctx.student, None)
   for b in (1, p.batch):
@@ -84,17 +103,27 @@ def bench_decode(ctx: Context, result: dict) -> None:
     n_tok = b * p.max_new_tokens
     t_ours, t_hf = median(times["ours"]), median(times["hf"])
     match = [r.token_ids == h for r, h in zip(ours_rows, hf_rows)]
-    result.update({
-        f"ours_b{b}_s": t_ours, f"hf_b{b}_s": t_hf, f"ours_b{b}_tokens_per_s": n_tok / t_ours,
-        f"hf_b{b}_tokens_per_s": n_tok / t_hf, f"decode_speedup_vs_hf_b{b}": t_hf / t_ours,
-        f"ours_b{b}_times_s": times["ours"], f"hf_b{b}_times_s": times["hf"],
-        f"ours_b{b}_compile_and_warmup_s": warm_s, f"tokens_per_row_b{b}": p.max_new_tokens,
-        f"greedy_match_rows_b{b}": f"{sum(match)}/{len(match)}", f"compiles_during_timing_b{b}": dec.compiles - c0,
-    })
+    result.update(
+      {
+        f"ours_b{b}_s": t_ours,
+        f"hf_b{b}_s": t_hf,
+        f"ours_b{b}_tokens_per_s": n_tok / t_ours,
+        f"hf_b{b}_tokens_per_s": n_tok / t_hf,
+        f"decode_speedup_vs_hf_b{b}": t_hf / t_ours,
+        f"ours_b{b}_times_s": times["ours"],
+        f"hf_b{b}_times_s": times["hf"],
+        f"ours_b{b}_compile_and_warmup_s": warm_s,
+        f"tokens_per_row_b{b}": p.max_new_tokens,
+        f"greedy_match_rows_b{b}": f"{sum(match)}/{len(match)}",
+        f"compiles_during_timing_b{b}": dec.compiles - c0,
+      }
+    )
     if b == 1:
       result["greedy_match_b1"] = bool(match[0])
-    log(f"decode b{b}: ours {n_tok / t_ours:.1f} tok/s, HF {n_tok / t_hf:.1f} tok/s, "
-        f"speedup {t_hf / t_ours:.2f}, greedy match {sum(match)}/{len(match)}")
+    log(
+      f"decode b{b}: ours {n_tok / t_ours:.1f} tok/s, HF {n_tok / t_hf:.1f} tok/s, "
+      f"speedup {t_hf / t_ours:.2f}, greedy match {sum(match)}/{len(match)}"
+    )
 
   # Roofline at batch 1: every decode step must read all params and the valid KV cache once.
   result["hf_attn_implementation"] = getattr(ctx.hf_student.config, "_attn_implementation", None)
@@ -106,15 +135,22 @@ def bench_decode(ctx: Context, result: dict) -> None:
   bw = memory_bandwidth(p.membw_mb, p.membw_repeats, cpu_count())
   result.update(bw)
   roofline = bw["membw_GBps"] * 1e9 / bytes_per_token
-  result.update({
-      "student_param_bytes": param_bytes, "student_kv_bytes_per_token_mean": kv_per_pos * mean_ctx,
+  result.update(
+    {
+      "student_param_bytes": param_bytes,
+      "student_kv_bytes_per_token_mean": kv_per_pos * mean_ctx,
       "student_kv_bytes_per_token_our_loop_reads": kv_per_pos * ctx.max_len,
-      "decode_bytes_per_token_b1": bytes_per_token, "roofline_tokens_per_s_b1": roofline,
+      "decode_bytes_per_token_b1": bytes_per_token,
+      "roofline_tokens_per_s_b1": roofline,
       "decode_roofline_fraction_b1": result["ours_b1_tokens_per_s"] / roofline,
       # Same with the best single copy instead of the median (a shared machine's bandwidth swings).
-      "decode_roofline_fraction_b1_best_bw": (result["ours_b1_tokens_per_s"] * bytes_per_token
-                                              / (bw["membw_best_GBps"] * 1e9)),
-  })
-  log(f"roofline b1: {bw['membw_GBps']:.1f} GB/s / {bytes_per_token / 1e6:.1f} MB per token = "
-      f"{roofline:.1f} tok/s; ours at {result['decode_roofline_fraction_b1']:.2f}")
+      "decode_roofline_fraction_b1_best_bw": (
+        result["ours_b1_tokens_per_s"] * bytes_per_token / (bw["membw_best_GBps"] * 1e9)
+      ),
+    }
+  )
+  log(
+    f"roofline b1: {bw['membw_GBps']:.1f} GB/s / {bytes_per_token / 1e6:.1f} MB per token = "
+    f"{roofline:.1f} tok/s; ours at {result['decode_roofline_fraction_b1']:.2f}"
+  )
   result["_student_only_decoder"] = dec

@@ -17,6 +17,7 @@ Also the setup the benchmark's sections share (experiments/bench_decode.py, benc
 bench_sweep.py): `setup` builds a pair and loads both sides into a `Context`, plus the timing,
 logging and machine helpers they all use.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,13 +61,19 @@ class PairSpec:
   init_std: float = 0.05  # HF's default 0.02 makes greedy output collapse into repeats (no steps)
 
 
-FULL = PairSpec(vocab_size=8192,
-                student=ModelSize(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1408),
-                teacher=ModelSize(hidden_size=1024, num_layers=14, num_heads=16, intermediate_size=3072))
-TINY = PairSpec(vocab_size=512,
-                student=ModelSize(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64),
-                teacher=ModelSize(hidden_size=48, num_layers=3, num_heads=4, intermediate_size=96),
-                max_positions=128, delimiter_every=5, init_std=0.3)
+FULL = PairSpec(
+  vocab_size=8192,
+  student=ModelSize(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1408),
+  teacher=ModelSize(hidden_size=1024, num_layers=14, num_heads=16, intermediate_size=3072),
+)
+TINY = PairSpec(
+  vocab_size=512,
+  student=ModelSize(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64),
+  teacher=ModelSize(hidden_size=48, num_layers=3, num_heads=4, intermediate_size=96),
+  max_positions=128,
+  delimiter_every=5,
+  init_std=0.3,
+)
 
 
 def token_text(i: int, delimiter_every: int) -> str:
@@ -86,8 +93,14 @@ def make_tokenizer(out_dirs, vocab_size: int, delimiter_every: int):
   # Pieces are "word + one space or newline"; decoding concatenates them, so encode(decode(ids)) == ids.
   tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[^ \n]+[ \n]?"), behavior="isolated")
   tok.decoder = decoders.Fuse()
-  fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>",
-                                 eos_token="<eos>", unk_token="<unk>", clean_up_tokenization_spaces=False)
+  fast = PreTrainedTokenizerFast(
+    tokenizer_object=tok,
+    pad_token="<pad>",
+    bos_token="<bos>",
+    eos_token="<eos>",
+    unk_token="<unk>",
+    clean_up_tokenization_spaces=False,
+  )
   for d in out_dirs:
     fast.save_pretrained(str(d))
   return fast
@@ -95,11 +108,22 @@ def make_tokenizer(out_dirs, vocab_size: int, delimiter_every: int):
 
 def _hf_config(spec: PairSpec, size: ModelSize):
   import transformers
+
   return transformers.LlamaConfig(
-      vocab_size=spec.vocab_size, hidden_size=size.hidden_size, intermediate_size=size.intermediate_size,
-      num_hidden_layers=size.num_layers, num_attention_heads=size.num_heads, num_key_value_heads=size.num_heads,
-      max_position_embeddings=spec.max_positions, rms_norm_eps=1e-6, initializer_range=spec.init_std,
-      bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, tie_word_embeddings=False)
+    vocab_size=spec.vocab_size,
+    hidden_size=size.hidden_size,
+    intermediate_size=size.intermediate_size,
+    num_hidden_layers=size.num_layers,
+    num_attention_heads=size.num_heads,
+    num_key_value_heads=size.num_heads,
+    max_position_embeddings=spec.max_positions,
+    rms_norm_eps=1e-6,
+    initializer_range=spec.init_std,
+    bos_token_id=BOS_ID,
+    eos_token_id=EOS_ID,
+    pad_token_id=PAD_ID,
+    tie_word_embeddings=False,
+  )
 
 
 def make_model(out_dir: str | Path, spec: PairSpec, size: ModelSize, seed: int):
@@ -110,7 +134,7 @@ def make_model(out_dir: str | Path, spec: PairSpec, size: ModelSize, seed: int):
   torch.manual_seed(seed)
   model = transformers.LlamaForCausalLM(_hf_config(spec, size)).eval()
   with torch.no_grad():
-    model.lm_head.weight[:len(SPECIALS)] = 0.0  # specials (EOS included) never win greedy argmax
+    model.lm_head.weight[: len(SPECIALS)] = 0.0  # specials (EOS included) never win greedy argmax
   model.generation_config.pad_token_id = PAD_ID
   model.generation_config.eos_token_id = EOS_ID
   model.generation_config.bos_token_id = BOS_ID
@@ -134,6 +158,7 @@ def make_pair(root: str | Path, spec: PairSpec, seed: int = 0):
 def random_prompts(n: int, length: int, vocab_size: int, seed: int) -> list[list[int]]:
   """Prompt ids drawn from the ordinary word tokens (no specials)."""
   import numpy as np
+
   rng = np.random.default_rng(seed)
   return rng.integers(len(SPECIALS), vocab_size, size=(n, length)).tolist()
 
@@ -184,9 +209,9 @@ def cpu_model() -> str:
 @dataclasses.dataclass
 class Context:
   preset: Preset
-  student: object      # our LanguageModel
+  student: object  # our LanguageModel
   teacher: object
-  hf_student: object   # torch models loaded with from_pretrained from the same dirs
+  hf_student: object  # torch models loaded with from_pretrained from the same dirs
   hf_teacher: object
   tokenizer: object
   student_dir: Path
@@ -219,7 +244,19 @@ def setup(preset: Preset, root: Path) -> Context:
   hf_t = transformers.AutoModelForCausalLM.from_pretrained(str(t_dir), dtype=torch.float32).eval()
   prompts = random_prompts(max(p.batch, p.sweep_prompts), p.prompt_len, p.pair.vocab_size, seed=1)
   max_len = round_up(p.prompt_len + p.max_new_tokens, DecodeOptions.length_bucket)
-  log(f"setup: models built, saved and loaded in {time.perf_counter() - t0:.1f}s "
-      f"(jax {jax.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch threads)")
-  return Context(preset=p, student=student, teacher=teacher, hf_student=hf_s, hf_teacher=hf_t, tokenizer=tok,
-                 student_dir=s_dir, teacher_dir=t_dir, prompts=prompts, max_len=max_len)
+  log(
+    f"setup: models built, saved and loaded in {time.perf_counter() - t0:.1f}s "
+    f"(jax {jax.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch threads)"
+  )
+  return Context(
+    preset=p,
+    student=student,
+    teacher=teacher,
+    hf_student=hf_s,
+    hf_teacher=hf_t,
+    tokenizer=tok,
+    student_dir=s_dir,
+    teacher_dir=t_dir,
+    prompts=prompts,
+    max_len=max_len,
+  )

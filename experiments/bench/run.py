@@ -12,6 +12,7 @@ drift hits both sides alike. Progress goes to stderr; the LAST line of stdout is
 
 Metrics and targets: experiments/bench/BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 # OpenMP's wait policy is left to the caller: torch's default (spinning) threads are ~2x faster at
@@ -37,13 +38,13 @@ from experiments.bench.models import cpu_count, cpu_model, setup
 from experiments.bench.sweep import bench_sweep
 
 TARGETS = {
-    "decode_speedup_vs_hf_b1": (">=", 1.1),
-    "decode_speedup_vs_hf_b16": (">=", 1.0),
-    "guided_speedup_vs_hf_orchestration": (">=", 3.0),
-    "guided_never_overhead": ("<=", 1.10),
-    "first_step_vs_lockstep": ("<=", 0.5),
-    "sweep_vs_separate_runs": ("<=", 0.6),
-    "compiles_per_sweep": ("==", 1),
+  "decode_speedup_vs_hf_b1": (">=", 1.1),
+  "decode_speedup_vs_hf_b16": (">=", 1.0),
+  "guided_speedup_vs_hf_orchestration": (">=", 3.0),
+  "guided_never_overhead": ("<=", 1.10),
+  "first_step_vs_lockstep": ("<=", 0.5),
+  "sweep_vs_separate_runs": ("<=", 0.6),
+  "compiles_per_sweep": ("==", 1),
 }
 REQUIRED_KEYS = tuple(TARGETS) + ("decode_roofline_fraction_b1", "greedy_match_b1")
 
@@ -55,11 +56,11 @@ class Preset:
   prompt_len: int = 64
   max_new_tokens: int = 128
   batch: int = 16
-  decode_repeats: int = 5       # timed runs per decode measurement (median reported)
-  guided_repeats: int = 3       # timed runs per guided measurement
+  decode_repeats: int = 5  # timed runs per decode measurement (median reported)
+  guided_repeats: int = 3  # timed runs per guided measurement
   hf_orchestration_rows: int = 16  # rows timed for the HF per-row baseline (scaled to `batch`)
   sweep_prompts: int = 16
-  sweep_batch: int = 16         # rows per loop call in the sweep (8 separate runs = 8 calls when == prompts)
+  sweep_batch: int = 16  # rows per loop call in the sweep (8 separate runs = 8 calls when == prompts)
   sweep_timings: int = 8
   sweep_repeats: int = 2
   warmup_sweep_new_tokens: int = 8  # the fresh decoder's first (compiling) fork sweep: same shapes, short
@@ -68,22 +69,44 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset("full", bm.FULL),
-    # Aims at < 5 min on 2 cores: fewer repeats, HF orchestration timed on 4 rows (scaled per row), and
-    # the sweep on 4 prompts x 8 timings in batches of 4 (full: 16 prompts in batches of 16). The
-    # sweep's cost is mostly its number of loop calls (fork: 1 base + ~7 forked, separate: 8), and a
-    # call's cost shrinks much less than its batch on this CPU (the teacher's weight reads and the
-    # longest row dominate; BENCHMARKS.md: ~6 s at batch 2 vs ~9 s at batch 4).
-    "quick": Preset("quick", bm.FULL, decode_repeats=2, guided_repeats=1, hf_orchestration_rows=4,
-                    sweep_prompts=4, sweep_batch=4, sweep_repeats=1, membw_repeats=3),
-    # Smoke-test size (tests/test_bench.py): every code path, seconds not minutes. Not a benchmark.
-    "tiny": Preset("tiny", bm.TINY, prompt_len=8, max_new_tokens=24, decode_repeats=1, guided_repeats=1,
-                   hf_orchestration_rows=2, sweep_prompts=4, sweep_batch=4, sweep_repeats=1,
-                   membw_mb=16, membw_repeats=2),
+  "full": Preset("full", bm.FULL),
+  # Aims at < 5 min on 2 cores: fewer repeats, HF orchestration timed on 4 rows (scaled per row), and
+  # the sweep on 4 prompts x 8 timings in batches of 4 (full: 16 prompts in batches of 16). The
+  # sweep's cost is mostly its number of loop calls (fork: 1 base + ~7 forked, separate: 8), and a
+  # call's cost shrinks much less than its batch on this CPU (the teacher's weight reads and the
+  # longest row dominate; BENCHMARKS.md: ~6 s at batch 2 vs ~9 s at batch 4).
+  "quick": Preset(
+    "quick",
+    bm.FULL,
+    decode_repeats=2,
+    guided_repeats=1,
+    hf_orchestration_rows=4,
+    sweep_prompts=4,
+    sweep_batch=4,
+    sweep_repeats=1,
+    membw_repeats=3,
+  ),
+  # Smoke-test size (tests/test_bench.py): every code path, seconds not minutes. Not a benchmark.
+  "tiny": Preset(
+    "tiny",
+    bm.TINY,
+    prompt_len=8,
+    max_new_tokens=24,
+    decode_repeats=1,
+    guided_repeats=1,
+    hf_orchestration_rows=2,
+    sweep_prompts=4,
+    sweep_batch=4,
+    sweep_repeats=1,
+    membw_mb=16,
+    membw_repeats=2,
+  ),
 }
 
 
-def run_benchmark(preset: Preset | str, sections=("decode", "guided", "sweep"), command: str | None = None) -> dict:
+def run_benchmark(
+  preset: Preset | str, sections=("decode", "guided", "sweep"), command: str | None = None
+) -> dict:
   """Runs the benchmark in this process and returns the result dict (JSON-ready)."""
   if isinstance(preset, str):
     preset = PRESETS[preset]
@@ -95,27 +118,40 @@ def run_benchmark(preset: Preset | str, sections=("decode", "guided", "sweep"), 
   torch.set_num_threads(threads)  # XLA's CPU client also uses one thread per available core
   t_start = time.perf_counter()
   result: dict = {
-      "preset": preset.name,
-      "command": command or " ".join([Path(sys.executable).name, "-m", "experiments.bench", *sys.argv[1:]]),
-      "date": datetime.date.today().isoformat(),
-      "device": f"{jax.devices()[0].platform}: {cpu_model()}, {threads} cores available, {os.cpu_count()} in machine",
-      "jax_version": jax.__version__, "jaxlib_version": getattr(jax.lib, "__version__", None) or jax.__version__,
-      "torch_version": torch.__version__, "transformers_version": transformers.__version__,
-      "python": platform.python_version(),
-      "threads": {"jax_xla_cpu": threads, "torch": torch.get_num_threads(),
-                  "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},
-      "loadavg_start": os.getloadavg(),
-      "student_params": preset.pair.student.num_params(preset.pair.vocab_size),
-      "teacher_params": preset.pair.teacher.num_params(preset.pair.vocab_size),
-      "prompt_len": preset.prompt_len, "max_new_tokens": preset.max_new_tokens, "batch": preset.batch,
-      "repeats": {"decode": preset.decode_repeats, "guided": preset.guided_repeats, "sweep": preset.sweep_repeats},
-      "dtype": "float32",
-      "preset_note": {
-          "full": "all measurements at full size: 16 prompts everywhere, medians of several interleaved runs",
-          "quick": ("fewer repeats (decode 2, guided 1, sweep 1); HF orchestration timed on 4 rows and scaled "
-                    "per row to 16; sweep on 4 prompts x 8 timings in batches of 4 (full: 16 in batches of 16)"),
-          "tiny": "smoke-test sizes; numbers mean nothing",
-      }[preset.name],
+    "preset": preset.name,
+    "command": command or " ".join([Path(sys.executable).name, "-m", "experiments.bench", *sys.argv[1:]]),
+    "date": datetime.date.today().isoformat(),
+    "device": f"{jax.devices()[0].platform}: {cpu_model()}, {threads} cores available, {os.cpu_count()} in machine",
+    "jax_version": jax.__version__,
+    "jaxlib_version": getattr(jax.lib, "__version__", None) or jax.__version__,
+    "torch_version": torch.__version__,
+    "transformers_version": transformers.__version__,
+    "python": platform.python_version(),
+    "threads": {
+      "jax_xla_cpu": threads,
+      "torch": torch.get_num_threads(),
+      "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+    },
+    "loadavg_start": os.getloadavg(),
+    "student_params": preset.pair.student.num_params(preset.pair.vocab_size),
+    "teacher_params": preset.pair.teacher.num_params(preset.pair.vocab_size),
+    "prompt_len": preset.prompt_len,
+    "max_new_tokens": preset.max_new_tokens,
+    "batch": preset.batch,
+    "repeats": {
+      "decode": preset.decode_repeats,
+      "guided": preset.guided_repeats,
+      "sweep": preset.sweep_repeats,
+    },
+    "dtype": "float32",
+    "preset_note": {
+      "full": "all measurements at full size: 16 prompts everywhere, medians of several interleaved runs",
+      "quick": (
+        "fewer repeats (decode 2, guided 1, sweep 1); HF orchestration timed on 4 rows and scaled "
+        "per row to 16; sweep on 4 prompts x 8 timings in batches of 4 (full: 16 in batches of 16)"
+      ),
+      "tiny": "smoke-test sizes; numbers mean nothing",
+    }[preset.name],
   }
   with tempfile.TemporaryDirectory(prefix="bench_models_") as root:
     ctx = setup(preset, Path(root))
@@ -140,10 +176,17 @@ def _meets(x, op: str, v) -> bool:
 
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--quick", action="store_true",
-                  help="fewer repeats, HF orchestration on 4 rows, sweep on 4 prompts (< 5 min)")
-  ap.add_argument("--size", choices=sorted(PRESETS), default=None,
-                  help="preset (default: full, or quick with --quick; tiny = smoke-test sizes, not a benchmark)")
+  ap.add_argument(
+    "--quick",
+    action="store_true",
+    help="fewer repeats, HF orchestration on 4 rows, sweep on 4 prompts (< 5 min)",
+  )
+  ap.add_argument(
+    "--size",
+    choices=sorted(PRESETS),
+    default=None,
+    help="preset (default: full, or quick with --quick; tiny = smoke-test sizes, not a benchmark)",
+  )
   ap.add_argument("--only", default="decode,guided,sweep", help="comma-separated sections to run")
   ap.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
   args = ap.parse_args(argv)

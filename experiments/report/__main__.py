@@ -1,4 +1,5 @@
 """`python -m experiments.report OUTPUT_DIR`: regenerate summary.csv, report.md and plots."""
+
 import sys
 
 from experiments.report.writer import main

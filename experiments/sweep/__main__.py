@@ -1,4 +1,5 @@
 """`python -m experiments.sweep --config configs/NAME.py [--config.key=value ...]`: run or resume a sweep."""
+
 from __future__ import annotations
 
 import sys
@@ -10,7 +11,9 @@ from ml_collections import config_flags
 from experiments.sweep.run import run_sweep
 from model.errors import report_user_errors
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "sweep config file (configs/NAME.py)", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "sweep config file (configs/NAME.py)", lock_config=True
+)
 
 
 def main(argv) -> None:
@@ -20,8 +23,10 @@ def main(argv) -> None:
     print("error: pass --config configs/NAME.py", file=sys.stderr)
     sys.exit(2)
   stats = report_user_errors(lambda: run_sweep(cfg))
-  print(f"sweep done: {stats['rows']} rows, {stats['loop_calls']} loop calls, {stats['compiles']} compilation(s); "
-        f"report: {Path(cfg.output_dir) / 'report.md'}")
+  print(
+    f"sweep done: {stats['rows']} rows, {stats['loop_calls']} loop calls, {stats['compiles']} compilation(s); "
+    f"report: {Path(cfg.output_dir) / 'report.md'}"
+  )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ every num_processes-th row of the grid. Processes never wait on each other insid
 slow or restarted host does not stall the rest, and resume works per process (each appends to its
 own results file). The report merges all files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,7 +38,7 @@ class RunContext:
     return self.process_id == 0
 
   def my_rows(self, rows: list) -> list:
-    return rows[self.process_id::self.num_processes]
+    return rows[self.process_id :: self.num_processes]
 
   def global_batch(self, batch_size: int) -> int:
     """Batch rounded up to a multiple of the data axis; padding rows are inactive and dropped."""
@@ -47,6 +48,7 @@ class RunContext:
   def barrier(self) -> None:
     if self.num_processes > 1:
       from jax.experimental import multihost_utils
+
       multihost_utils.sync_global_devices("sweep-done")
 
 
@@ -56,8 +58,11 @@ def _maybe_initialize(dist: ConfigDict | None) -> None:
     return
   kw = {}
   if dist.get("coordinator_address"):
-    kw = dict(coordinator_address=dist.coordinator_address, num_processes=dist.num_processes,
-              process_id=dist.process_id)
+    kw = dict(
+      coordinator_address=dist.coordinator_address,
+      num_processes=dist.num_processes,
+      process_id=dist.process_id,
+    )
   if dist.get("cpu_collectives"):
     jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
   jax.distributed.initialize(**kw)  # no args: auto-detected on TPU pods / SLURM
@@ -67,8 +72,13 @@ def _maybe_initialize(dist: ConfigDict | None) -> None:
 def setup(cfg: ConfigDict) -> RunContext:
   _maybe_initialize(cfg.get("distributed"))
   mesh_cfg = cfg.get("mesh", ConfigDict({"data": -1, "model": 1}))
-  mesh = make_mesh({"data": mesh_cfg.get("data", -1), "model": mesh_cfg.get("model", 1)},
-                   devices=jax.local_devices())
-  return RunContext(mesh=mesh, student_rules=get_rules(cfg.get("student_rules", "replicated")),
-                    teacher_rules=get_rules(cfg.get("teacher_rules", "tensor_parallel")),
-                    process_id=jax.process_index(), num_processes=jax.process_count())
+  mesh = make_mesh(
+    {"data": mesh_cfg.get("data", -1), "model": mesh_cfg.get("model", 1)}, devices=jax.local_devices()
+  )
+  return RunContext(
+    mesh=mesh,
+    student_rules=get_rules(cfg.get("student_rules", "replicated")),
+    teacher_rules=get_rules(cfg.get("teacher_rules", "tensor_parallel")),
+    process_id=jax.process_index(),
+    num_processes=jax.process_count(),
+  )

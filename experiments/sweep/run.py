@@ -5,6 +5,7 @@
 Writes into config.output_dir: results.jsonl (one row per problem x policy x seed x student;
 append-only, so re-running the same command resumes), summary.csv, report.md and plots.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,9 +58,17 @@ def load_exemplar_pool(cfg: ConfigDict, task: ConfigDict) -> list[Problem]:
 
 def build_prompts(cfg: ConfigDict, problems: list[Problem], tokenizer) -> dict[str, str]:
   pool = load_exemplar_pool(cfg.exemplars, cfg.task)
-  exemplars = select_exemplars(pool, cfg.exemplars.k, exclude_ids={p.problem_id for p in problems},
-                               seed=cfg.exemplars.get("seed", 0),
-                               exclude_questions={p.question for p in problems}) if cfg.exemplars.k else []
+  exemplars = (
+    select_exemplars(
+      pool,
+      cfg.exemplars.k,
+      exclude_ids={p.problem_id for p in problems},
+      seed=cfg.exemplars.get("seed", 0),
+      exclude_questions={p.question for p in problems},
+    )
+    if cfg.exemplars.k
+    else []
+  )
   return {p.problem_id: build_prompt(p, cfg.prompt_style, exemplars, tokenizer=tokenizer) for p in problems}
 
 
@@ -82,7 +91,9 @@ def validate(cfg: ConfigDict) -> list:
   if cfg.batch_size <= 0 or cfg.max_new_tokens <= 0:
     raise SweepConfigError("batch_size and max_new_tokens must be positive")
   if cfg.teacher_chunk < 1 or cfg.teacher_sub_batches < 0:
-    raise SweepConfigError("teacher_chunk must be >= 1 and teacher_sub_batches >= 0 (0 = teacher on whole batches)")
+    raise SweepConfigError(
+      "teacher_chunk must be >= 1 and teacher_sub_batches >= 0 (0 = teacher on whole batches)"
+    )
   for entry in student_entries(cfg):
     if not Path(entry.path).is_dir():
       raise ModelLoadError(f"student {entry.name!r}: directory {entry.path} does not exist")
@@ -100,31 +111,48 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
   ctx = mesh_setup.setup(cfg)
   problems = load_problems(cfg.task)
   if cfg.get("limit", -1) and cfg.limit > 0:
-    problems = problems[:cfg.limit]
+    problems = problems[: cfg.limit]
   if not problems:
     raise SweepConfigError(f"task {cfg.task.name!r} has no problems to evaluate (empty file or limit)")
   teacher = None
   if cfg.teacher.get("path"):
-    teacher = load_model(cfg.teacher.path, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.teacher_rules,
-                         name=cfg.teacher.get("name") or "teacher")
+    teacher = load_model(
+      cfg.teacher.path,
+      dtype=cfg.dtype,
+      mesh=ctx.mesh,
+      rules=ctx.teacher_rules,
+      name=cfg.teacher.get("name") or "teacher",
+    )
   store = ResultsStore(Path(cfg.output_dir) / ctx.results_name)
   stats = {"compiles": 0, "loop_calls": 0, "rows": 0}
   for entry in student_entries(cfg):
     student = load_model(entry.path, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules, name=entry.name)
-    decoder = GuidedDecoder(student, teacher, step_delimiter=cfg.step_delimiter,
-                            teacher_chunk=cfg.teacher_chunk,
-                            teacher_sub_batches=cfg.teacher_sub_batches, mesh=ctx.mesh,
-                            student_rules=ctx.student_rules, teacher_rules=ctx.teacher_rules)
+    decoder = GuidedDecoder(
+      student,
+      teacher,
+      step_delimiter=cfg.step_delimiter,
+      teacher_chunk=cfg.teacher_chunk,
+      teacher_sub_batches=cfg.teacher_sub_batches,
+      mesh=ctx.mesh,
+      student_rules=ctx.student_rules,
+      teacher_rules=ctx.teacher_rules,
+    )
     prompts = build_prompts(cfg, problems, student.tokenizer)
-    rows = expand_grid(cfg.task.name, problems, prompts, [entry], teacher.name if teacher else None,
-                       policies, list(cfg.seeds))
+    rows = expand_grid(
+      cfg.task.name, problems, prompts, [entry], teacher.name if teacher else None, policies, list(cfg.seeds)
+    )
     mine = ctx.my_rows(rows)
     longest = max(len(ids) for ids in decoder.encode(list(prompts.values())))
     max_len = decoder.buffer_length(longest, cfg.max_new_tokens)  # one shape for every batch
-    settings = DecodeSettings(batch_size=ctx.global_batch(cfg.batch_size), max_len=max_len,
-                              max_new_tokens=cfg.max_new_tokens,
-                              max_steps=cfg.max_steps if cfg.get("max_steps", -1) > 0 else None,
-                              temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    settings = DecodeSettings(
+      batch_size=ctx.global_batch(cfg.batch_size),
+      max_len=max_len,
+      max_new_tokens=cfg.max_new_tokens,
+      max_steps=cfg.max_steps if cfg.get("max_steps", -1) > 0 else None,
+      temperature=cfg.temperature,
+      top_k=cfg.top_k,
+      top_p=cfg.top_p,
+    )
     runner = SweepRunner(decoder, store, settings, fork=cfg.fork, progress=progress)
     runner.run(mine)
     stats["compiles"] += decoder.compiles
@@ -133,5 +161,6 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
   ctx.barrier()
   if ctx.is_reporter:
     from experiments.report.writer import write_report
+
     write_report(cfg.output_dir)
   return stats

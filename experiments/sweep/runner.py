@@ -6,6 +6,7 @@ run once (`GuidedDecoder.prefill`, a batch of problems at a time), and every tim
 from those caches, so no prefix is decoded or prefilled twice. Because a row's sampling key depends
 only on (problem, seed, position), forked rows equal plain rows exactly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,15 @@ class DecodeSettings:
 
 
 class SweepRunner:
-  def __init__(self, decoder: GuidedDecoder, store: ResultsStore, settings: DecodeSettings, *,
-               fork: bool = True, progress: bool = True):
+  def __init__(
+    self,
+    decoder: GuidedDecoder,
+    store: ResultsStore,
+    settings: DecodeSettings,
+    *,
+    fork: bool = True,
+    progress: bool = True,
+  ):
     self.decoder, self.store, self.settings, self.fork = decoder, store, settings, fork
     self.progress = progress
     self.loop_calls = 0
@@ -46,28 +54,48 @@ class SweepRunner:
     pred, correct = score(res.completion, row.problem.answer)
     rec = res.to_json()
     rec.update(
-        row_id=row.row_id, task=row.task, problem_id=row.problem.problem_id, student=row.student.name,
-        checkpoint=row.student.checkpoint, teacher=row.teacher, policy=row.policy.spec, seed=row.seed,
-        prediction=pred, answer=row.problem.answer, correct=correct, mode=mode)
+      row_id=row.row_id,
+      task=row.task,
+      problem_id=row.problem.problem_id,
+      student=row.student.name,
+      checkpoint=row.student.checkpoint,
+      teacher=row.teacher,
+      policy=row.policy.spec,
+      seed=row.seed,
+      prediction=pred,
+      answer=row.problem.answer,
+      correct=correct,
+      mode=mode,
+    )
     return rec
 
   # -- decoding ----------------------------------------------------------------------------------
-  def _decode(self, rows: list[SweepRow], prefixes=None, prefix_steps=None, policies=None,
-              caches=None) -> list[RowResult]:
+  def _decode(
+    self, rows: list[SweepRow], prefixes=None, prefix_steps=None, policies=None, caches=None
+  ) -> list[RowResult]:
     s = self.settings
     out: list[RowResult] = []
     if caches is not None and len(rows) > s.batch_size:
       raise ValueError("rows with caches are decoded one batch at a time")
     for i in range(0, len(rows), s.batch_size):
-      chunk = rows[i:i + s.batch_size]
+      chunk = rows[i : i + s.batch_size]
       ids = self.decoder.encode([r.prompt for r in chunk])
-      pols = policies[i:i + s.batch_size] if policies else [r.policy for r in chunk]
+      pols = policies[i : i + s.batch_size] if policies else [r.policy for r in chunk]
       out += self.decoder.generate(
-          ids, pols, max_new_tokens=s.max_new_tokens, max_steps=s.max_steps, temperature=s.temperature,
-          top_k=s.top_k, top_p=s.top_p, seeds=[r.row_seed for r in chunk],
-          prefixes=prefixes[i:i + s.batch_size] if prefixes else None,
-          prefix_steps=prefix_steps[i:i + s.batch_size] if prefix_steps else None,
-          max_len=s.max_len, batch_size=s.batch_size, caches=caches)
+        ids,
+        pols,
+        max_new_tokens=s.max_new_tokens,
+        max_steps=s.max_steps,
+        temperature=s.temperature,
+        top_k=s.top_k,
+        top_p=s.top_p,
+        seeds=[r.row_seed for r in chunk],
+        prefixes=prefixes[i : i + s.batch_size] if prefixes else None,
+        prefix_steps=prefix_steps[i : i + s.batch_size] if prefix_steps else None,
+        max_len=s.max_len,
+        batch_size=s.batch_size,
+        caches=caches,
+      )
       self._count_call()
     return out
 
@@ -100,7 +128,9 @@ class SweepRunner:
     base: dict[tuple, RowResult] = {}
     for rec in self.store.rows.values():  # finished student-only runs are reused, not re-decoded
       if rec["policy"] == "never":
-        base[(rec["task"], rec["student"], rec["checkpoint"], rec["seed"], rec["problem_id"])] = RowResult.from_record(rec)
+        base[(rec["task"], rec["student"], rec["checkpoint"], rec["seed"], rec["problem_id"])] = (
+          RowResult.from_record(rec)
+        )
     key = lambda r: (r.task, r.student.name, r.student.checkpoint, r.seed, r.problem.problem_id)
     recorded = {key(b) for b in base_rows}
     internal = {key(r): r for r in forked if key(r) not in base and key(r) not in recorded}
@@ -139,7 +169,7 @@ class SweepRunner:
     for i, r in enumerate(to_run):
       rows_of.setdefault(key(r), []).append(i)
     problems = list(rows_of)
-    groups = [problems[g:g + B] for g in range(0, len(problems), B)]
+    groups = [problems[g : g + B] for g in range(0, len(problems), B)]
     members_of = [[i for k in group for i in rows_of[k]] for group in groups]
     if self._bar is not None:  # copied rows need no loop call; each group needs a prefill call
       self._bar.total = self._bar.n + len(groups) + sum(self._n_batches(len(m)) for m in members_of)
@@ -147,15 +177,20 @@ class SweepRunner:
     for group, members in zip(groups, members_of):
       slot = {k: i for i, k in enumerate(group)}
       caches = self.decoder.prefill(
-          self.decoder.encode([to_run[rows_of[k][0]].prompt for k in group]),
-          [base[k].token_ids[:max(len(prefixes[i]) for i in rows_of[k])] for k in group],
-          max_len=self.settings.max_len, batch_size=B)
+        self.decoder.encode([to_run[rows_of[k][0]].prompt for k in group]),
+        [base[k].token_ids[: max(len(prefixes[i]) for i in rows_of[k])] for k in group],
+        max_len=self.settings.max_len,
+        batch_size=B,
+      )
       self._count_call()
       # Batch rows with similar remaining budgets together: a batch runs until its longest row ends.
       order = sorted(members, key=lambda i: (-len(prefixes[i]), i))
       for c in range(0, len(order), B):
-        chunk = order[c:c + B]
-        part = self._decode([to_run[i] for i in chunk], prefixes=[prefixes[i] for i in chunk],
-                            prefix_steps=[prefix_steps[i] for i in chunk],
-                            caches=caches.rows([slot[key(to_run[i])] for i in chunk], B))
+        chunk = order[c : c + B]
+        part = self._decode(
+          [to_run[i] for i in chunk],
+          prefixes=[prefixes[i] for i in chunk],
+          prefix_steps=[prefix_steps[i] for i in chunk],
+          caches=caches.rows([slot[key(to_run[i])] for i in chunk], B),
+        )
         self.store.append(self.record(to_run[i], res, "fork") for i, res in zip(chunk, part))

@@ -4,6 +4,7 @@ Each finished batch is appended with one write() and fsync'd. A kill can leave a
 last line; on open it is cut off (those rows simply run again), so no finished row is lost and no
 row is written twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,9 @@ class ResultsStore:
           try:
             row = json.loads(line)
           except json.JSONDecodeError as e:
-            raise ValueError(f"{self.path}:{n}: corrupt results line ({e.msg}); move the file aside or fix the line")
+            raise ValueError(
+              f"{self.path}:{n}: corrupt results line ({e.msg}); move the file aside or fix the line"
+            )
           self.rows.setdefault(row["row_id"], row)
 
   def _repair_tail(self) -> None:

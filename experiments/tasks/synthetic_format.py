@@ -9,18 +9,22 @@ experiments.training.distill) and evaluation (sweeps, greedy accuracy) all build
 i.e. the "cot" style with zero exemplars (no instruction line: it would cost ~60 tokens a row).
 A sweep over the demo models uses prompt style PROMPT_STYLE with NUM_SHOTS exemplars.
 """
+
 from __future__ import annotations
 
 from experiments.tasks.answers import strip_after_answer
-from experiments.tasks.prompts import build_prompt, format_solution
 from experiments.tasks.datasets import Problem
+from experiments.tasks.prompts import build_prompt, format_solution
 
 PROMPT_STYLE = "cot"
 NUM_SHOTS = 0
 # Written into every exported model directory so a sweep can check it prompts correctly.
 FORMAT_FILE = "prompt_format.json"
-FORMAT_RECORD = {"prompt_style": PROMPT_STYLE, "num_shots": NUM_SHOTS,
-                 "layout": "Question: <q>\\nAnswer: <step per line>\\n#### <N><eos>"}
+FORMAT_RECORD = {
+  "prompt_style": PROMPT_STYLE,
+  "num_shots": NUM_SHOTS,
+  "layout": "Question: <q>\\nAnswer: <step per line>\\n#### <N><eos>",
+}
 
 
 def prompt_text(problem: Problem) -> str:

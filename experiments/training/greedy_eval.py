@@ -8,6 +8,7 @@ student-only accuracy of the demo models -- both through GuidedDecoder, as the s
 The synthetic task settings come from the model directory's training.json (written by
 experiments.training.train), so a model is always evaluated on the task it was trained for.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,14 @@ def is_correct(problem: Problem, completion: str) -> bool:
   return score(completion, problem.answer)[1]
 
 
-def decode_greedy(lm: LanguageModel, problems: Sequence[Problem], *, batch_size: int = 128,
-                  max_new_tokens: int = 96, progress: bool = True) -> list[str]:
+def decode_greedy(
+  lm: LanguageModel,
+  problems: Sequence[Problem],
+  *,
+  batch_size: int = 128,
+  max_new_tokens: int = 96,
+  progress: bool = True,
+) -> list[str]:
   """Completions of `lm` alone (policy 'never', temperature 0), in fixed-shape batches."""
   if not problems:
     return []
@@ -46,8 +53,13 @@ def decode_greedy(lm: LanguageModel, problems: Sequence[Problem], *, batch_size:
   completions: list[str] = []
   starts = range(0, len(prompt_ids), batch_size)
   for start in tqdm(starts, desc=f"greedy {lm.name}", disable=not progress, leave=False):
-    rows = decoder.generate(prompt_ids[start:start + batch_size], "never", max_new_tokens=max_new_tokens,
-                            max_len=max_len, batch_size=batch_size)
+    rows = decoder.generate(
+      prompt_ids[start : start + batch_size],
+      "never",
+      max_new_tokens=max_new_tokens,
+      max_len=max_len,
+      batch_size=batch_size,
+    )
     completions.extend(r.completion for r in rows)
   return completions
 
@@ -62,15 +74,24 @@ def synthetic_config_of(model_dir: str | Path) -> SyntheticConfig:
   """The SyntheticConfig a model in `model_dir` was trained on (from its training.json)."""
   path = Path(model_dir) / TRAINING_FILE
   if not path.exists():
-    raise MissingFileError(f"{path} is missing: the model was not trained by experiments.training.train, "
-                            "so its synthetic task settings are unknown")
+    raise MissingFileError(
+      f"{path} is missing: the model was not trained by experiments.training.train, "
+      "so its synthetic task settings are unknown"
+    )
   raw = json.loads(path.read_text())["synthetic"]
   return SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
-def evaluate_dir(model_dir: str | Path, n: int, split: str = "test", batch_size: int = 128,
-                 max_new_tokens: int = 96, dtype: str = "float32") -> dict:
+def evaluate_dir(
+  model_dir: str | Path,
+  n: int,
+  split: str = "test",
+  batch_size: int = 128,
+  max_new_tokens: int = 96,
+  dtype: str = "float32",
+) -> dict:
   from model.hf_import import load_model
+
   lm = load_model(model_dir, dtype=dtype)
   problems = generate_problems(synthetic_config_of(model_dir), n, split)
   completions = decode_greedy(lm, problems, batch_size=batch_size, max_new_tokens=max_new_tokens)
@@ -78,8 +99,12 @@ def evaluate_dir(model_dir: str | Path, n: int, split: str = "test", batch_size:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m experiments.training.greedy_eval", description=__doc__.split("\n\n")[0])
-  p.add_argument("--model", required=True, nargs="+", help="HF model directories written by experiments.training.train")
+  p = argparse.ArgumentParser(
+    prog="python -m experiments.training.greedy_eval", description=__doc__.split("\n\n")[0]
+  )
+  p.add_argument(
+    "--model", required=True, nargs="+", help="HF model directories written by experiments.training.train"
+  )
   p.add_argument("--n", type=int, default=500, help="number of problems")
   p.add_argument("--split", default="test", choices=["train", "dev", "test"])
   p.add_argument("--batch-size", type=int, default=125)
@@ -88,7 +113,8 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   for model_dir in args.model:
     result = report_user_errors(
-        lambda: evaluate_dir(model_dir, args.n, args.split, args.batch_size, args.max_new_tokens, args.dtype))
+      lambda: evaluate_dir(model_dir, args.n, args.split, args.batch_size, args.max_new_tokens, args.dtype)
+    )
     print(json.dumps(result))
   return 0
 

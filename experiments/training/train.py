@@ -9,6 +9,7 @@ is a pure function of (seed, step), see experiments.training.train_data). The re
 Hugging Face directory (workdir/hf) so the decode loop loads it through the real import path.
 `train()` is the reusable part (experiments.training.distill trains students with it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,19 @@ from model.lm import forward, init_params
 
 # Config fields that must not change between a run and its resumption (they change the result).
 RESUME_KEYS = ("model", "optim", "seed", "batch_size", "seq_len", "steps", "vocab_multiple")
-MODEL_KEYS = {"family", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-              "intermediate_size", "max_position_embeddings", "tie_word_embeddings", "rope_theta", "rms_norm_eps"}
+MODEL_KEYS = {
+  "family",
+  "hidden_size",
+  "num_layers",
+  "num_heads",
+  "num_kv_heads",
+  "head_dim",
+  "intermediate_size",
+  "max_position_embeddings",
+  "tie_word_embeddings",
+  "rope_theta",
+  "rms_norm_eps",
+}
 
 
 class TrainConfigError(UserError):
@@ -49,10 +61,10 @@ class TrainConfigError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-  out_dir: Path        # exported HF dir (workdir/hf), or the checkpoint dir when halted early
-  resumed_from: int    # step restored from a checkpoint (0 = fresh start)
-  last_step: int       # steps completed when this call returned
-  last_loss: float     # loss at the last logged step (nan if none was logged)
+  out_dir: Path  # exported HF dir (workdir/hf), or the checkpoint dir when halted early
+  resumed_from: int  # step restored from a checkpoint (0 = fresh start)
+  last_step: int  # steps completed when this call returned
+  last_loss: float  # loss at the last logged step (nan if none was logged)
 
 
 def model_config(spec: dict, vocab_size: int, vocab_multiple: int = 64) -> DecoderConfig:
@@ -70,18 +82,28 @@ def model_config(spec: dict, vocab_size: int, vocab_multiple: int = 64) -> Decod
     raise TrainConfigError(f"model.num_heads={heads} must be a multiple of model.num_kv_heads={kv_heads}")
   head_dim = spec.get("head_dim") or spec["hidden_size"] // heads
   if not spec.get("head_dim") and spec["hidden_size"] % heads:
-    raise TrainConfigError(f"model.hidden_size={spec['hidden_size']} is not divisible by num_heads={heads}; "
-                           "set model.head_dim explicitly")
+    raise TrainConfigError(
+      f"model.hidden_size={spec['hidden_size']} is not divisible by num_heads={heads}; "
+      "set model.head_dim explicitly"
+    )
   if head_dim % 2:
     raise TrainConfigError(f"head_dim={head_dim} must be even (rotary embeddings rotate pairs)")
   from model.config import RopeConfig
+
   return DecoderConfig(
-      family=spec.get("family", "llama"), vocab_size=-(-vocab_size // vocab_multiple) * vocab_multiple,
-      hidden_size=spec["hidden_size"], intermediate_size=spec["intermediate_size"],
-      num_layers=spec["num_layers"], num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
-      max_position_embeddings=spec.get("max_position_embeddings", 256),
-      rms_norm_eps=spec.get("rms_norm_eps", 1e-6), rope=RopeConfig(theta=float(spec.get("rope_theta", 10000.0))),
-      tie_word_embeddings=bool(spec.get("tie_word_embeddings", False)))
+    family=spec.get("family", "llama"),
+    vocab_size=-(-vocab_size // vocab_multiple) * vocab_multiple,
+    hidden_size=spec["hidden_size"],
+    intermediate_size=spec["intermediate_size"],
+    num_layers=spec["num_layers"],
+    num_heads=heads,
+    num_kv_heads=kv_heads,
+    head_dim=head_dim,
+    max_position_embeddings=spec.get("max_position_embeddings", 256),
+    rms_norm_eps=spec.get("rms_norm_eps", 1e-6),
+    rope=RopeConfig(theta=float(spec.get("rope_theta", 10000.0))),
+    tie_word_embeddings=bool(spec.get("tie_word_embeddings", False)),
+  )
 
 
 def num_params(params) -> int:
@@ -93,11 +115,16 @@ def make_optimizer(optim: dict, steps: int) -> optax.GradientTransformation:
   lr, warmup = optim["learning_rate"], optim["warmup_steps"]
   if not 0 <= warmup < steps:
     raise TrainConfigError(f"optim.warmup_steps={warmup} must be in [0, steps={steps})")
-  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps, end_value=lr * optim["final_lr_fraction"])
+  schedule = optax.warmup_cosine_decay_schedule(
+    0.0, lr, warmup, steps, end_value=lr * optim["final_lr_fraction"]
+  )
   decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
-  return optax.chain(optax.clip_by_global_norm(optim["clip_norm"]),
-                     optax.adamw(schedule, b1=optim["b1"], b2=optim["b2"], weight_decay=optim["weight_decay"],
-                                 mask=decay_mask))
+  return optax.chain(
+    optax.clip_by_global_norm(optim["clip_norm"]),
+    optax.adamw(
+      schedule, b1=optim["b1"], b2=optim["b2"], weight_decay=optim["weight_decay"], mask=decay_mask
+    ),
+  )
 
 
 def loss_fn(cfg: DecoderConfig, params, batch) -> jax.Array:
@@ -118,6 +145,7 @@ def make_train_step(cfg: DecoderConfig, optimizer: optax.GradientTransformation)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     return {"params": params, "opt_state": opt_state}, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
   return jax.jit(step, donate_argnums=0)
 
 
@@ -141,14 +169,22 @@ def _check_resumable(workdir: Path, config: ConfigDict, model_spec: dict) -> Non
     old = json.loads(path.read_text())
     changed = sorted(k for k in RESUME_KEYS if old.get(k) != record[k])
     if changed:
-      raise TrainConfigError(f"{workdir} holds a run with different {changed}: resuming would not reproduce "
-                             "it; use a new workdir or restore the old settings")
+      raise TrainConfigError(
+        f"{workdir} holds a run with different {changed}: resuming would not reproduce "
+        "it; use a new workdir or restore the old settings"
+      )
   workdir.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(record, indent=2))
 
 
-def export_model(out_dir: Path, cfg: DecoderConfig, params, tokenizer_dir: Path, config: ConfigDict,
-                 extra: dict | None = None) -> Path:
+def export_model(
+  out_dir: Path,
+  cfg: DecoderConfig,
+  params,
+  tokenizer_dir: Path,
+  config: ConfigDict,
+  extra: dict | None = None,
+) -> Path:
   """HF directory + the prompt format and task settings the model was trained with."""
   export_hf(out_dir, cfg, params, tokenizer=tokenizer_dir, dtype=config.export_dtype)
   (out_dir / FORMAT_FILE).write_text(json.dumps(FORMAT_RECORD, indent=2) + "\n")
@@ -157,8 +193,13 @@ def export_model(out_dir: Path, cfg: DecoderConfig, params, tokenizer_dir: Path,
   return out_dir
 
 
-def train(config: ConfigDict, examples: Sequence[tuple[str, str]], tokenizer_dir: str | Path,
-          workdir: str | Path, model_spec: dict | None = None) -> TrainResult:
+def train(
+  config: ConfigDict,
+  examples: Sequence[tuple[str, str]],
+  tokenizer_dir: str | Path,
+  workdir: str | Path,
+  model_spec: dict | None = None,
+) -> TrainResult:
   """Trains (or resumes) in workdir on (prompt, target) texts and exports workdir/hf."""
   workdir, tokenizer_dir = Path(workdir).absolute(), Path(tokenizer_dir)
   model_spec = dict(model_spec if model_spec is not None else config.model)
@@ -168,8 +209,9 @@ def train(config: ConfigDict, examples: Sequence[tuple[str, str]], tokenizer_dir
   tok = load_tokenizer(tokenizer_dir)
   cfg = model_config(model_spec, len(tok), config.vocab_multiple)
   if config.seq_len > cfg.max_position_embeddings:
-    raise TrainConfigError(f"seq_len={config.seq_len} exceeds model.max_position_embeddings="
-                           f"{cfg.max_position_embeddings}")
+    raise TrainConfigError(
+      f"seq_len={config.seq_len} exceeds model.max_position_embeddings={cfg.max_position_embeddings}"
+    )
   data = train_data.tokenize_examples(tok, examples, config.seq_len)
   train_data.steps_per_epoch(data.num_examples, config.batch_size)  # fails early if too few examples
   _check_resumable(workdir, config, model_spec)
@@ -177,8 +219,13 @@ def train(config: ConfigDict, examples: Sequence[tuple[str, str]], tokenizer_dir
   optimizer = make_optimizer(config.optim, steps)
   params = init_params(cfg, jax.random.key(config.seed))
   state = {"params": params, "opt_state": optimizer.init(params)}
-  logging.info("model: %d params, %s; %d examples, %.1f epochs", num_params(params), cfg,
-               data.num_examples, steps * config.batch_size / data.num_examples)
+  logging.info(
+    "model: %d params, %s; %d examples, %.1f epochs",
+    num_params(params),
+    cfg,
+    data.num_examples,
+    steps * config.batch_size / data.num_examples,
+  )
   options = ocp.CheckpointManagerOptions(max_to_keep=config.keep, enable_async_checkpointing=False)
   with ocp.CheckpointManager(workdir / "checkpoints", options=options) as mngr:
     start = mngr.latest_step() or 0
@@ -206,14 +253,26 @@ def train(config: ConfigDict, examples: Sequence[tuple[str, str]], tokenizer_dir
         if done % config.save_every == 0 or done == stop:
           mngr.save(done, args=ocp.args.StandardSave(state), force=True)
           if config.export_checkpoints:
-            export_model(workdir / "hf_ckpts" / f"step_{done}", cfg, state["params"], tokenizer_dir, config,
-                         {"step": done})
+            export_model(
+              workdir / "hf_ckpts" / f"step_{done}",
+              cfg,
+              state["params"],
+              tokenizer_dir,
+              config,
+              {"step": done},
+            )
     mngr.wait_until_finished()
   if stop < steps:
     logging.info("halted after step %d of %d (halt_after_steps); rerun to resume", stop, steps)
     return TrainResult(workdir / "checkpoints", start, stop, loss)
-  out = export_model(workdir / "hf", cfg, state["params"], tokenizer_dir, config,
-                     {"step": steps, "num_params": num_params(state["params"]), "final_loss": loss})
+  out = export_model(
+    workdir / "hf",
+    cfg,
+    state["params"],
+    tokenizer_dir,
+    config,
+    {"step": steps, "num_params": num_params(state["params"]), "final_loss": loss},
+  )
   return TrainResult(out, start, stop, loss)
 
 
@@ -237,6 +296,7 @@ def prepare_tokenizer(config: ConfigDict, workdir: Path, train_problems) -> Path
   if config.tokenizer_dir:
     return Path(config.tokenizer_dir)
   from experiments.tasks.synthetic_tokenizer import build_tokenizer
+
   tok_dir = Path(workdir) / "tokenizer"
   if not (tok_dir / "tokenizer.json").exists():
     build_tokenizer(tok_dir, train_problems, config.tokenizer_vocab_size)
@@ -250,8 +310,9 @@ def evaluate(model_dir: Path, config: ConfigDict) -> dict[str, Any]:
   """
   problems = generate_problems(synthetic_config(config), config.eval_problems, "test")
   lm = load_model(model_dir)
-  completions = decode_greedy(lm, problems, batch_size=config.eval_batch_size,
-                              max_new_tokens=config.max_new_tokens)
+  completions = decode_greedy(
+    lm, problems, batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens
+  )
   result = {"split": "test", "n": len(problems), "accuracy": accuracy(problems, completions)}
   (model_dir.parent / "eval.json").write_text(json.dumps(result) + "\n")
   logging.info("greedy test accuracy of %s: %.3f (n=%d)", model_dir, result["accuracy"], len(problems))
@@ -271,7 +332,8 @@ def run_teacher(config: ConfigDict) -> Path:
 def quiet_orbax() -> None:
   """Orbax logs several INFO lines per save; keep its warnings, drop the chatter."""
   logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= logging.converter.STANDARD_WARNING or "orbax" not in record.pathname)
+    lambda record: record.levelno >= logging.converter.STANDARD_WARNING or "orbax" not in record.pathname
+  )
 
 
 def main(argv):

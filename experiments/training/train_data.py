@@ -10,6 +10,7 @@ on padding, each run of `group` consecutive batches is drawn from one shuffled c
 length, and a batch is trimmed to its longest row rounded up to `length_bucket` (a handful of
 compiled shapes instead of one padded to seq_len).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,9 +27,9 @@ class TrainDataError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class TokenizedData:
-  tokens: np.ndarray     # [N, S] int32, padded with pad_id
+  tokens: np.ndarray  # [N, S] int32, padded with pad_id
   loss_mask: np.ndarray  # [N, S] float32, 1 where the token is a target (predicted from the one before)
-  lengths: np.ndarray    # [N] int32 tokens per example (prompt + target + eos)
+  lengths: np.ndarray  # [N] int32 tokens per example (prompt + target + eos)
 
   @property
   def num_examples(self) -> int:
@@ -46,26 +47,30 @@ def tokenize_examples(tokenizer, examples: Sequence[tuple[str, str]], seq_len: i
   prompts = tokenizer([p for p, _ in examples], add_special_tokens=True)["input_ids"]
   targets = tokenizer([t for _, t in examples], add_special_tokens=False)["input_ids"]
   tokens = np.full((len(examples), seq_len), pad, np.int32)  # [N, S]
-  mask = np.zeros((len(examples), seq_len), np.float32)      # [N, S]
+  mask = np.zeros((len(examples), seq_len), np.float32)  # [N, S]
   lengths = np.zeros((len(examples),), np.int32)  # [N]
   for i, (p, t) in enumerate(zip(prompts, targets)):
     row = list(p) + list(t) + [eos]
     lengths[i] = len(row)
     if len(row) > seq_len:
       continue
-    tokens[i, :len(row)] = row
-    mask[i, len(p):len(row)] = 1.0
+    tokens[i, : len(row)] = row
+    mask[i, len(p) : len(row)] = 1.0
   longest = int(lengths.max())
   if longest > seq_len:
-    raise TrainDataError(f"the longest example has {longest} tokens but seq_len={seq_len}; "
-                         f"raise seq_len to at least {longest} (or shorten the problems)")
+    raise TrainDataError(
+      f"the longest example has {longest} tokens but seq_len={seq_len}; "
+      f"raise seq_len to at least {longest} (or shorten the problems)"
+    )
   return TokenizedData(tokens=tokens, loss_mask=mask, lengths=lengths)
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   if num_examples < batch_size:
-    raise TrainDataError(f"{num_examples} examples are fewer than batch_size={batch_size}; "
-                         "generate more examples or lower batch_size")
+    raise TrainDataError(
+      f"{num_examples} examples are fewer than batch_size={batch_size}; "
+      "generate more examples or lower batch_size"
+    )
   return num_examples // batch_size  # the remainder of each shuffled epoch is skipped
 
 
@@ -73,16 +78,17 @@ def batch_indices(seed: int, step: int, lengths: np.ndarray, batch_size: int, gr
   """Example indices [batch_size] of the batch at `step` (0-based), independent of history."""
   spe = steps_per_epoch(len(lengths), batch_size)
   epoch, within = divmod(step, spe)
-  order = np.random.default_rng([seed, epoch]).permutation(len(lengths))[:spe * batch_size]
+  order = np.random.default_rng([seed, epoch]).permutation(len(lengths))[: spe * batch_size]
   chunk, j = divmod(within, group)
-  members = order[chunk * batch_size * group:(chunk + 1) * batch_size * group]
+  members = order[chunk * batch_size * group : (chunk + 1) * batch_size * group]
   members = members[np.argsort(lengths[members], kind="stable")]  # similar lengths share a batch
   k = np.random.default_rng([seed, epoch, chunk]).permutation(len(members) // batch_size)[j]
-  return members[k * batch_size:(k + 1) * batch_size]
+  return members[k * batch_size : (k + 1) * batch_size]
 
 
-def batch_at(data: TokenizedData, seed: int, step: int, batch_size: int, group: int = 16,
-             length_bucket: int = 32) -> dict[str, np.ndarray]:
+def batch_at(
+  data: TokenizedData, seed: int, step: int, batch_size: int, group: int = 16, length_bucket: int = 32
+) -> dict[str, np.ndarray]:
   """The batch at `step`: tokens and loss_mask [B, L], L = longest row rounded up to length_bucket."""
   idx = batch_indices(seed, step, data.lengths, batch_size, group)
   seq_len = data.tokens.shape[1]
