@@ -31,10 +31,10 @@ def base_config() -> ConfigDict:
   c.top_p = 1.0
   c.step_delimiter = DecodeOptions.step_delimiter
   c.fork = True  # timing rows start from the student's own prefix
+  c.shared_prefix = True  # the prompts' common prefix (few-shot exemplars) is prefilled once per model
   c.teacher_chunk = DecodeOptions.teacher_chunk  # tokens per forward of the teacher's catch-up
-  c.teacher_sub_batches = (
-    DecodeOptions.teacher_sub_batches
-  )  # teacher forwards on B/2, B/4, B/8 rows when fewer need it; 0 = off (faster compile)
+  # Teacher forwards on B/2, B/4, B/8 rows when fewer need it; 0 = off (smaller program).
+  c.teacher_sub_batches = DecodeOptions.teacher_sub_batches
   c.dtype = "float32"
   c.mesh = ConfigDict(dict(data=-1, model=1))  # over this process's devices; -1 = the rest
   c.student_rules = "replicated"

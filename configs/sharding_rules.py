@@ -5,6 +5,7 @@ Mesh axes are 'data' (rows of a sweep) and 'model' (tensor parallelism).
 
 # Everything replicated except the batch: the cheap student on every device.
 REPLICATED = (
+  ("layers", None),  # the stacked layer axis of scanned params and caches: never split
   ("batch", "data"),
   ("vocab", None),
   ("embed", None),
@@ -18,6 +19,7 @@ REPLICATED = (
 
 # Megatron-style tensor parallelism over 'model': heads, kv heads, MLP and vocab split.
 TENSOR_PARALLEL = (
+  ("layers", None),
   ("batch", "data"),
   ("vocab", "model"),
   ("embed", None),

@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import numpy as np
+
 from decode.batching import DecodeInputError, buffer_length, build_inputs, check_positive_int
-from decode.loop import jitted_loop, loop_executables
+from decode.loop import jitted_loop, jitted_prefill, loop_executables
 from decode.placement import cache_sharding, place_rows, put_cache, teacher_row_buckets
 from decode.policy import Policy, PolicyError, parse_policy
-from decode.prefix_caches import PrefixCaches, start_from
+from decode.prefix_caches import PrefixCaches, SharedPrefix, common_prefix, start_from, tile_rows
 from decode.results import LoopStats, RowResult, loop_stats, unpack_rows
 from decode.state import LoopCaches, LoopConfig, LoopInputs, LoopModel
 from decode.vocab import VocabMasks, build_masks, check_same_tokenizer
@@ -36,6 +38,7 @@ class DecodeOptions:
   length_bucket: int = 64  # buffer length T is rounded up to a multiple of this
   teacher_sub_batches: int = 3  # teacher forwards on B/2, B/4, B/8 rows when fewer need it (0 = off)
   lockstep: bool = False  # naive baseline: the teacher reads every token (benchmarks only)
+  min_shared_prefix: int = 16  # shortest common prompt prefix worth prefilling once (shared_prefix)
 
 
 class GuidedDecoder:
@@ -124,6 +127,7 @@ class GuidedDecoder:
     max_len: int | None = None,
     batch_size: int | None = None,
     caches: PrefixCaches | None = None,
+    shared_prefix: SharedPrefix | None = None,
   ) -> list[RowResult]:
     """Decodes all prompts in one call of the loop (padded to fixed shapes).
 
@@ -132,6 +136,8 @@ class GuidedDecoder:
     shape; by default T = `buffer_length(longest prompt, max_new_tokens)`.
     caches: rows of a `prefill` (one per prompt, `PrefixCaches.rows`), holding a start of each
     row's prompt + prefix; only the rest is prefilled.
+    shared_prefix: caches of a prefix every prompt starts with (`shared_prefix`); rows start from
+    a copy and prefill only their own suffix. Ignored with `caches` (which hold it already).
     """
     n = len(prompts)
     if n == 0:
@@ -158,7 +164,8 @@ class GuidedDecoder:
     if caches is not None:
       caches = caches.for_call(id(self))
       inp = start_from(inp, caches, T, B, n, self.teacher is not None)
-    state = self._call(inp, T, B, caches)
+      shared_prefix = None
+    state = self._call(inp, T, B, caches, self._checked(shared_prefix, prompts, T))
     if given is not None and given.copy:
       given.consumed = True
     self.last_stats = loop_stats(state)
@@ -171,6 +178,7 @@ class GuidedDecoder:
     *,
     max_len: int,
     batch_size: int | None = None,
+    shared_prefix: SharedPrefix | None = None,
   ) -> PrefixCaches:
     """Caches holding each row's prompt + prefix for both models; nothing is decoded.
 
@@ -190,18 +198,46 @@ class GuidedDecoder:
       batch_size=batch_size,
       teacher_prefill=self.teacher is not None,
     )
-    state = self._call(inp, T, B, None)
+    state = self._call(inp, T, B, None, self._checked(shared_prefix, prompts, T))
     full = [list(p) + list(q) for p, q in zip(prompts, prefixes)]
     return PrefixCaches(
       student=state.caches.student, teacher=state.caches.teacher, tokens=full, owner=id(self)
     )
+
+  def shared_prefix(self, prompts: Sequence[Sequence[int]], *, max_len: int) -> SharedPrefix | None:
+    """Both models' caches of the longest prefix all `prompts` share, prefilled once at batch 1.
+
+    None when the prefix is shorter than `min_shared_prefix` tokens (not worth a separate prefill).
+    Pass it to every generate / prefill call whose prompts start with it (a sweep: one per student).
+    """
+    tokens = common_prefix(prompts) if prompts else []
+    if len(tokens) < self.options.min_shared_prefix:
+      return None
+    ids = np.zeros((1, max_len), np.int32)
+    ids[0, : len(tokens)] = tokens
+    target = np.asarray([len(tokens)], np.int32)
+
+    def prefill(lm: LanguageModel, rules):
+      model = self._loop_model(lm, rules, 1, max_len)
+      cache = init_cache(lm.cfg, 1, max_len, sharding=model.cache_sharding)
+      ids_d, target_d = place_rows((ids, target), 1, self.mesh)
+      return jitted_prefill(model, ids_d, cache, target_d, self.options.prefill_chunk)
+
+    teacher = prefill(self.teacher, self.teacher_rules) if self.teacher is not None else None
+    student = prefill(self.student, self.student_rules)
+    return SharedPrefix(tokens=tokens, student=student, teacher=teacher, owner=id(self))
+
+  def _checked(self, shared: SharedPrefix | None, prompts, T: int) -> SharedPrefix | None:
+    if shared is not None:
+      shared.check(prompts, T, id(self))
+    return shared
 
   def _inputs(self, prompts, pols, **kw) -> tuple[LoopInputs, int, int]:
     return build_inputs(
       prompts, pols, self.masks, bucket=self.options.length_bucket, max_context=self.max_context(), **kw
     )
 
-  def _call(self, inp: LoopInputs, T: int, B: int, caches: PrefixCaches | None):
+  def _call(self, inp: LoopInputs, T: int, B: int, caches: PrefixCaches | None, shared: SharedPrefix | None):
     has_teacher = self.teacher is not None
     opts = self.options
     lc = LoopConfig(
@@ -215,7 +251,14 @@ class GuidedDecoder:
     )
     student = self._loop_model(self.student, self.student_rules, B, T)
     teacher = self._loop_model(self.teacher, self.teacher_rules, B, T) if has_teacher else None
-    if caches is None:
+    if shared is not None:  # every row starts from a copy of the shared prefix's caches
+      loop_caches = LoopCaches(
+        student=tile_rows(shared.student, B, student.cache_sharding),
+        teacher=tile_rows(shared.teacher, B, teacher.cache_sharding) if has_teacher else None,
+      )
+      held = np.full((B,), len(shared.tokens), np.int32)
+      inp = inp.replace(cache_start=inp.cache_start.replace(student_seen=held, teacher_seen=held))
+    elif caches is None:
       loop_caches = LoopCaches(
         student=init_cache(self.student.cfg, B, T, sharding=student.cache_sharding),
         teacher=init_cache(self.teacher.cfg, B, T, sharding=teacher.cache_sharding) if has_teacher else None,

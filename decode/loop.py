@@ -314,6 +314,12 @@ def run_loop(
 jitted_loop = jax.jit(run_loop, static_argnums=0, donate_argnames="caches")
 
 
+@functools.partial(jax.jit, static_argnames="chunk", donate_argnames="cache")
+def jitted_prefill(model: LoopModel, tokens, cache, target, chunk: int):
+  """Cache of tokens [B, T] up to positions < target [B], in chunks (a shared prefix, at batch 1)."""
+  return catch_up(model, tokens, cache, jnp.zeros_like(target), target, chunk)[0]
+
+
 def loop_executables() -> int:
   """Compiled variants of the loop so far (jit's own cache): a sweep that recompiles shows here."""
   return jitted_loop._cache_size()

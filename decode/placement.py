@@ -25,10 +25,11 @@ def place_rows(tree, batch_size: int, mesh=None):
   if mesh is None:
     return jax.tree.map(jnp.asarray, tree)
   rows, replicated = row_sharding(mesh), NamedSharding(mesh, PartitionSpec())
+  split = batch_size % mesh.shape.get("data", 1) == 0  # a batch of 1 (a shared prefix) stays whole
 
   def put(x):
     x = np.asarray(x)
-    return jax.device_put(x, rows if x.ndim and x.shape[0] == batch_size else replicated)
+    return jax.device_put(x, rows if split and x.ndim and x.shape[0] == batch_size else replicated)
 
   return jax.tree.map(put, tree)
 
@@ -36,7 +37,7 @@ def place_rows(tree, batch_size: int, mesh=None):
 def cache_sharding(
   lm: LanguageModel, batch_size: int, max_len: int, mesh=None, rules=()
 ) -> NamedSharding | None:
-  """Layout of one [B, K, T, D] cache array of `lm`: rows over 'data', kv heads per its rules."""
+  """Layout of one [L, B, K, T, D] cache array of `lm`: rows over 'data', kv heads per its rules."""
   if mesh is None:
     return None
   return array_sharding(CACHE_AXES, cache_shape(lm.cfg, batch_size, max_len), mesh, rules)

@@ -12,9 +12,11 @@ number of calls, at the price of one more copy of both caches' rows in memory wh
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from decode.batching import DecodeInputError
@@ -24,7 +26,7 @@ from model.kv_cache import KVCache
 
 @dataclasses.dataclass
 class PrefixCaches:
-  student: KVCache  # L x [B, K, T, D]
+  student: KVCache  # [L, B, K, T, D]
   teacher: KVCache | None
   tokens: list[list[int]]  # per row: the ids the caches hold (positions < len - 1 are cached)
   owner: int = 0  # id() of the GuidedDecoder that made them
@@ -49,7 +51,7 @@ class PrefixCaches:
     full = np.asarray(idx + [idx[0]] * (B - len(idx)), np.int32)
 
     def take(c):
-      return None if c is None else jax.tree.map(lambda x: x[full], c)
+      return None if c is None else c.take_rows(full)
 
     return PrefixCaches(
       student=take(self.student),
@@ -103,3 +105,53 @@ def start_from(
   return inp.replace(
     cache_start=start.replace(student_seen=seen, teacher_seen=seen if has_teacher else start.teacher_seen)
   )
+
+
+@dataclasses.dataclass
+class SharedPrefix:
+  """Both models' caches of a token prefix that every row of a call starts with, held at batch 1.
+
+  Few-shot prompts share most of their tokens (the exemplars); a call tiles these caches to its B
+  rows and prefills only each row's own suffix, and the teacher's catch-up starts after the prefix
+  too. Memory: one row's cache per model (on a mesh, replicated over 'data'), plus the tiled copy
+  that a call starts from in place of zeros.
+  """
+
+  tokens: list[int]  # the shared prefix; the caches hold exactly these positions
+  student: KVCache  # [L, 1, K, T, D]
+  teacher: KVCache | None
+  owner: int  # id() of the GuidedDecoder that made it (its models' params)
+
+  @property
+  def max_len(self) -> int:
+    return self.student.max_len
+
+  def check(self, prompts: Sequence[Sequence[int]], T: int, owner: int) -> None:
+    """Every prompt must start with the prefix and go past it; the call's buffer length must match."""
+    if owner != self.owner:
+      raise DecodeInputError("this shared prefix was made by another GuidedDecoder (other params)")
+    if T != self.max_len:
+      raise DecodeInputError(f"the shared prefix was prefilled for max_len={self.max_len}, this call has {T}")
+    n = len(self.tokens)
+    for i, p in enumerate(prompts):
+      if len(p) <= n or list(p[:n]) != self.tokens:
+        raise DecodeInputError(
+          f"prompt {i} does not start with the shared prefix of {n} tokens (or is not longer than it); "
+          "build the prefix from these prompts with GuidedDecoder.shared_prefix"
+        )
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
+  """The longest token prefix of all prompts that leaves each prompt's last token out (the loop feeds it)."""
+  shared = os.path.commonprefix([list(p) for p in prompts])
+  return list(shared[: max(0, min(len(p) for p in prompts) - 1)])
+
+
+def tile_rows(cache: KVCache, batch_size: int, sharding) -> KVCache:
+  """[L, 1, K, T, D] -> a [L, B, K, T, D] copy on the loop's layout: the caches a call starts from."""
+
+  def tile(x):
+    out = jnp.broadcast_to(x, x.shape[:1] + (batch_size,) + x.shape[2:])
+    return jax.device_put(out, sharding) if sharding is not None else jnp.array(out)
+
+  return jax.tree.map(tile, cache)

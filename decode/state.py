@@ -48,7 +48,7 @@ class LoopModel:
 
   params: Any
   cfg: DecoderConfig = flax.struct.field(pytree_node=False)
-  cache_sharding: Any = flax.struct.field(pytree_node=False, default=None)  # NamedSharding of [B, K, T, D]
+  cache_sharding: Any = flax.struct.field(pytree_node=False, default=None)  # NamedSharding of [L, B, K, T, D]
 
   def placed(self, cache: KVCache) -> KVCache:
     """Pins a cache to this model's layout (rows over 'data', kv heads per its rules)."""

@@ -53,6 +53,9 @@ class DecoderConfig:
   # Per-layer sliding window (None = full attention); a tuple so the config stays hashable.
   sliding_windows: tuple[int | None, ...] = ()
   dtype: str = "float32"  # activation/param dtype name
+  # Layers per iteration of the scan over layers: 1 = a rolled loop (one layer body in the program,
+  # compile time flat in depth); num_layers = fully unrolled. Params and results are the same.
+  scan_unroll: int = 1
 
   @property
   def jnp_dtype(self):
@@ -60,6 +63,10 @@ class DecoderConfig:
 
   def window(self, layer: int) -> int | None:
     return self.sliding_windows[layer] if self.sliding_windows else None
+
+  def layer_windows(self) -> tuple[int, ...]:
+    """Per-layer sliding window, 0 for full attention: traced data of the scanned layer body."""
+    return tuple(self.window(i) or 0 for i in range(self.num_layers))
 
   def replace(self, **kw) -> "DecoderConfig":
     return dataclasses.replace(self, **kw)

@@ -26,7 +26,7 @@ from flax.traverse_util import flatten_dict
 
 from model.config import DecoderConfig
 from model.errors import ModelLoadError, UserError
-from model.hf_import import _hf_name
+from model.hf_import import hf_tensor_names
 
 STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Files of a tokenizer directory that belong to the tokenizer (never weights or model config).
@@ -111,13 +111,17 @@ def _tensors(cfg: DecoderConfig, params, dtype) -> dict[str, jnp.ndarray]:
   tree = params["params"] if "params" in params else params
   out = {}
   for path, arr in flatten_dict(tree).items():
-    name, transpose = _hf_name(path)
+    names, transpose = hf_tensor_names(path, cfg.num_layers)
     arr = np.asarray(arr, np.float32)
-    if transpose:
-      arr = arr.T
-    if name in out:
-      raise ExportError(f"two params map to the HF tensor {name!r}; the param tree is not a Decoder's")
-    out[name] = jnp.asarray(np.ascontiguousarray(arr), dtype)
+    per_name = list(arr) if path[0] == "layers" else [arr]  # scanned params: one tensor per layer
+    if len(per_name) != len(names):
+      raise ExportError(
+        f"param {'/'.join(path)} holds {len(per_name)} layers but the config has {len(names)}"
+      )
+    for name, a in zip(names, per_name):
+      if name in out:
+        raise ExportError(f"two params map to the HF tensor {name!r}; the param tree is not a Decoder's")
+      out[name] = jnp.asarray(np.ascontiguousarray(a.T if transpose else a), dtype)
   if cfg.tie_word_embeddings and "lm_head.weight" in out:
     raise ExportError("tie_word_embeddings=True but the params have an lm_head")
   return out

@@ -14,54 +14,63 @@ import jax.numpy as jnp
 from model.config import DecoderConfig
 
 # Logical axis names of one cache array (see configs/sharding_rules.py).
-# Layout [B, K, S, D]: attention contracts over D with (B, K) as batch dims, so the decode step
-# reads the cache in place, with no per-step transpose of the whole cache.
-CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")
+# Layout [L, B, K, S, D]: one array per keys/values with the layers stacked, as the scanned layer
+# body reads and writes layer l in place; attention contracts over D with (B, K) as batch dims, so
+# the decode step reads the cache without a per-step transpose of the whole cache.
+CACHE_AXES = ("layers", "batch", "kv_heads", "length", "head_dim")
 
 
 @flax.struct.dataclass
 class KVCache:
-  keys: tuple[jax.Array, ...]  # L x [B, K, S, D]
-  values: tuple[jax.Array, ...]  # L x [B, K, S, D]
+  keys: jax.Array  # [L, B, K, S, D]
+  values: jax.Array  # [L, B, K, S, D]
 
   @property
   def max_len(self) -> int:
-    return self.keys[0].shape[2]
+    return self.keys.shape[3]
 
   @property
   def batch_size(self) -> int:
-    return self.keys[0].shape[0]
+    return self.keys.shape[1]
+
+  def take_rows(self, idx) -> KVCache:
+    """Rows idx [b] of every layer: a [L, b, K, S, D] copy."""
+    return KVCache(keys=self.keys[:, idx], values=self.values[:, idx])
 
 
-def cache_shape(cfg: DecoderConfig, batch_size: int, max_len: int) -> tuple[int, int, int, int]:
-  """Shape of one layer's keys (or values): [B, K, S, D]."""
-  return (batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
+def cache_shape(cfg: DecoderConfig, batch_size: int, max_len: int) -> tuple[int, int, int, int, int]:
+  """Shape of the keys (or values) of all layers: [L, B, K, S, D]."""
+  return (cfg.num_layers, batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
 
 
 def init_cache(cfg: DecoderConfig, batch_size: int, max_len: int, sharding=None) -> KVCache:
-  """Zeros, created in place on `sharding` (a NamedSharding of one [B, K, S, D] array) if given."""
+  """Zeros, created in place on `sharding` (a NamedSharding of one [L, B, K, S, D] array) if given."""
   shape = cache_shape(cfg, batch_size, max_len)
 
   def zeros():
     return jnp.zeros(shape, cfg.jnp_dtype, device=sharding)
 
-  return KVCache(
-    keys=tuple(zeros() for _ in range(cfg.num_layers)), values=tuple(zeros() for _ in range(cfg.num_layers))
-  )
+  return KVCache(keys=zeros(), values=zeros())
 
 
 def write_chunk(
-  cache_arr: jax.Array, new: jax.Array, start: jax.Array, lengths: jax.Array, rows: jax.Array | None = None
+  cache_arr: jax.Array,
+  new: jax.Array,
+  layer: jax.Array,
+  start: jax.Array,
+  lengths: jax.Array,
+  rows: jax.Array | None = None,
 ) -> jax.Array:
-  """Writes new [b, K, C, D] into cache [B, K, S, D] at positions start[i] + c for c < lengths[i].
+  """Writes new [b, K, C, D] into layer `layer` of cache [L, B, K, S, D] at positions start[i] + c
+  for c < lengths[i].
 
   rows [b]: the cache row of each new row (default: new row i is cache row i, b == B). Positions
   past a row's length or past the cache end are dropped (never clamped, which would silently
-  overwrite valid history).
+  overwrite valid history). A scatter into the whole array, so inside a loop it updates in place.
   """
   b, K, C, _ = new.shape
   c = jnp.arange(C)[None, :]  # [1, C]
-  pos = jnp.where(c < lengths[:, None], start[:, None] + c, cache_arr.shape[2])  # [b, C]
+  pos = jnp.where(c < lengths[:, None], start[:, None] + c, cache_arr.shape[3])  # [b, C]
   rows = (jnp.arange(b) if rows is None else rows)[:, None, None]
   heads = jnp.arange(K)[None, :, None]
-  return cache_arr.at[rows, heads, pos[:, None, :]].set(new.astype(cache_arr.dtype), mode="drop")
+  return cache_arr.at[layer, rows, heads, pos[:, None, :]].set(new.astype(cache_arr.dtype), mode="drop")

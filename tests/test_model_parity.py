@@ -29,6 +29,8 @@ VARIANTS = {
   "tied": ("llama", dict(tie_word_embeddings=True)),
   "mistral_sliding": ("mistral", dict(sliding_window=7)),
   "qwen2": ("qwen2", {}),
+  # layer 0 full attention, layer 1 a sliding window: per-layer windows in the one scanned layer body
+  "qwen2_mixed_window": ("qwen2", dict(use_sliding_window=True, sliding_window=5, max_window_layers=1)),
   "qwen3": ("qwen3", {}),
 }
 
@@ -110,10 +112,15 @@ def test_sub_batch_forward_touches_only_its_rows(pair):
     np.asarray(sub_logits[:2]), np.asarray(full_logits[idx[:2]]), atol=2e-5, rtol=2e-5
   )
   for got, whole, before in zip(
-    sub_cache.keys + sub_cache.values, full_cache.keys + full_cache.values, cache.keys + cache.values
+    jax.tree.leaves(sub_cache), jax.tree.leaves(full_cache), jax.tree.leaves(cache)
   ):
-    np.testing.assert_allclose(np.asarray(got[idx[:2]]), np.asarray(whole[idx[:2]]), atol=2e-5, rtol=2e-5)
-    np.testing.assert_array_equal(np.asarray(got[1::2]), np.asarray(before[1::2]))  # rows 1, 3 untouched
+    # [L, B, K, S, D]: rows are axis 1
+    np.testing.assert_allclose(
+      np.asarray(got[:, idx[:2]]), np.asarray(whole[:, idx[:2]]), atol=2e-5, rtol=2e-5
+    )
+    np.testing.assert_array_equal(
+      np.asarray(got[:, 1::2]), np.asarray(before[:, 1::2])
+    )  # rows 1, 3 untouched
 
 
 def greedy_reference(lm, prompt, n_new):
@@ -153,3 +160,16 @@ def test_greedy_generation_equals_hf_generate(pair):
       torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
     )[0, 9:].tolist()
   assert greedy_reference(lm, prompt, 12) == ref
+
+
+def test_unrolled_scan_equals_rolled(pair):
+  """cfg.scan_unroll = L (layers unrolled in the program) gives the rolled scan's logits and cache."""
+  _, lm = pair
+  tokens = np.random.default_rng(5).integers(4, tiny_models.VOCAB, size=(2, 11))
+  unrolled = lm.cfg.replace(scan_unroll=lm.cfg.num_layers)
+  zeros = jnp.zeros((2,), jnp.int32)
+  want, want_cache = forward(lm.cfg, lm.params, jnp.asarray(tokens), zeros, zeros + 11, lm.init_cache(2, 16))
+  got, got_cache = forward(unrolled, lm.params, jnp.asarray(tokens), zeros, zeros + 11, lm.init_cache(2, 16))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(got_cache), jax.tree.leaves(want_cache)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)

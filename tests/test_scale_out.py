@@ -34,7 +34,15 @@ MESH_SCRIPT = textwrap.dedent("""
       rows = [5, 0, 3]
       forked = g.generate([ids[i] for i in rows], "step:2", max_new_tokens=16, max_len=64, batch_size=8,
                           prefixes=[pre[i] for i in rows], caches=caches.rows(rows, 8))
-      return [(r.token_ids, r.authors) for r in res + forked]
+      # a few-shot style shared prefix, prefilled once at batch 1 (replicated over 'data'), tiled to rows
+      few = g.encode(["q: 1+2=? a: 3. q: 2+2=? a: 4.\\n" + p for p in prompts])
+      shared = g.shared_prefix(few, max_len=64)
+      assert shared is not None
+      kw2 = dict(max_new_tokens=16, max_len=64, seeds=list(range(8)), temperature=[0.0, 1.0] * 4)
+      with_prefix = g.generate(few, policies, shared_prefix=shared, **kw2)
+      without = g.generate(few, policies, **kw2)
+      assert [(r.token_ids, r.authors) for r in with_prefix] == [(r.token_ids, r.authors) for r in without]
+      return [(r.token_ids, r.authors) for r in res + forked + with_prefix]
     ref = run(None)
     meshes = [({"data": 8, "model": 1}, None), ({"data": 4, "model": 2}, None), ({"data": 2, "model": 4}, None),
               ({"data": 1, "model": 2}, jax.devices()[:2])]  # the last: teacher sub-batches on

@@ -29,7 +29,7 @@ def sweep_config(pair_dir, out, **overrides) -> ConfigDict:
   c.policies = POLICIES
   c.batch_size = 4
   c.max_new_tokens = 20
-  c.step_delimiter = "e"  # frequent in these random pair_dir' output: several steps per row
+  c.step_delimiter = "e"  # frequent in these random models' output: several steps per row
   for k, v in overrides.items():
     c[k] = v
   return c
@@ -92,7 +92,7 @@ def test_fork_mode_equals_plain_mode(pair_dir, tmp_path):
   assert forked and all(a[rid]["teacher_prefilled"] == a[rid]["teacher_tokens"] for rid in forked)
   assert all(b[rid]["teacher_prefilled"] > b[rid]["teacher_tokens"] for rid in forked)
   assert fork["compiles"] == 1  # the whole fork-mode grid, prefills included: one compilation
-  assert plain["compiles"] == 0  # same pair_dir and shapes: the plain run reuses the compiled loop
+  assert plain["compiles"] == 0  # same models and shapes: the plain run reuses the compiled loop
   assert (tmp_path / "fork" / "summary.csv").exists() and (tmp_path / "fork" / "report.md").exists()
 
 
@@ -182,8 +182,8 @@ def test_bad_config_is_a_clear_error_with_no_output(pair_dir, tmp_path, override
   assert not (out / "results.jsonl").exists()
 
 
-def test_gsm8k_few_shot_sweep_from_local_files(pair_dir, tmp_path):
-  """A real-format task end to end: GSM8K jsonl test + train files, 2-shot CoT, a policy grid."""
+def _gsm8k_files(tmp_path):
+  """A GSM8K-format train split (exemplar pool) and test split written as jsonl."""
 
   def line(q, steps, ans):
     return json.dumps({"question": q, "answer": "\n".join(steps + [f"#### {ans}"])})
@@ -209,9 +209,42 @@ def test_gsm8k_few_shot_sweep_from_local_files(pair_dir, tmp_path):
     )
     + "\n"
   )
-  cfg = sweep_config(pair_dir, tmp_path / "out", policies=("never", "step:1", "always"))
+  return train, test
+
+
+def _few_shot_config(pair_dir, out, train, test, **overrides):
+  cfg = sweep_config(pair_dir, out, **overrides)
   cfg.task = ConfigDict(dict(name="gsm8k", path=str(test), num_problems=-1))
   cfg.exemplars = ConfigDict(dict(path=str(train), task="gsm8k", k=2, seed=0))
+  return cfg
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
+def test_shared_prefix_rows_equal_rows_without_it(pair_dir, tmp_path, temperature):
+  """2-shot prompts share most of their tokens: prefilled once, the rows (fork and plain) are unchanged."""
+  train, test = _gsm8k_files(tmp_path)
+  policies = ("never", "step:1", "step:2", "always", "entropy:1.0")
+  runs = {}
+  for name, shared, fork in (("off", False, True), ("fork", True, True), ("plain", True, False)):
+    cfg = _few_shot_config(pair_dir, tmp_path / name, train, test, policies=policies, temperature=temperature)
+    cfg.shared_prefix, cfg.fork = shared, fork
+    run_sweep(cfg, progress=False)
+    runs[name] = rows_of(tmp_path / name)
+  for name in ("fork", "plain"):
+    assert runs[name].keys() == runs["off"].keys()
+    for rid, row in runs["off"].items():
+      got = runs[name][rid]
+      assert (got["token_ids"], got["authors"], got["completion"]) == (
+        row["token_ids"],
+        row["authors"],
+        row["completion"],
+      ), (name, rid)
+
+
+def test_gsm8k_few_shot_sweep_from_local_files(pair_dir, tmp_path):
+  """A real-format task end to end: GSM8K jsonl test + train files, 2-shot CoT, a policy grid."""
+  train, test = _gsm8k_files(tmp_path)
+  cfg = _few_shot_config(pair_dir, tmp_path / "out", train, test, policies=("never", "step:1", "always"))
   jax.clear_caches()
   stats = run_sweep(cfg, progress=False)
   rows = rows_of(tmp_path / "out")

@@ -142,8 +142,12 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
       cfg.task.name, problems, prompts, [entry], teacher.name if teacher else None, policies, list(cfg.seeds)
     )
     mine = ctx.my_rows(rows)
-    longest = max(len(ids) for ids in decoder.encode(list(prompts.values())))
-    max_len = decoder.buffer_length(longest, cfg.max_new_tokens)  # one shape for every batch
+    prompt_ids = decoder.encode(list(prompts.values()))
+    max_len = decoder.buffer_length(
+      max(map(len, prompt_ids)), cfg.max_new_tokens
+    )  # one shape for all batches
+    # The prompts' common prefix (few-shot exemplars), prefilled once per model for the whole sweep.
+    shared = decoder.shared_prefix(prompt_ids, max_len=max_len) if cfg.shared_prefix else None
     settings = DecodeSettings(
       batch_size=ctx.global_batch(cfg.batch_size),
       max_len=max_len,
@@ -153,7 +157,7 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
       top_k=cfg.top_k,
       top_p=cfg.top_p,
     )
-    runner = SweepRunner(decoder, store, settings, fork=cfg.fork, progress=progress)
+    runner = SweepRunner(decoder, store, settings, fork=cfg.fork, progress=progress, shared_prefix=shared)
     runner.run(mine)
     stats["compiles"] += decoder.compiles
     stats["loop_calls"] += runner.loop_calls

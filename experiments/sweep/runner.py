@@ -14,6 +14,7 @@ import dataclasses
 from tqdm import tqdm
 
 from decode.guided import GuidedDecoder
+from decode.prefix_caches import SharedPrefix
 from decode.policy import parse_policy
 from decode.results import RowResult
 from experiments.sweep.grid import SweepRow, forkable
@@ -43,8 +44,10 @@ class SweepRunner:
     *,
     fork: bool = True,
     progress: bool = True,
+    shared_prefix: SharedPrefix | None = None,
   ):
     self.decoder, self.store, self.settings, self.fork = decoder, store, settings, fork
+    self.shared_prefix = shared_prefix  # caches of the prompts' common prefix (few-shot exemplars)
     self.progress = progress
     self.loop_calls = 0
     self._bar = None
@@ -95,6 +98,7 @@ class SweepRunner:
         max_len=s.max_len,
         batch_size=s.batch_size,
         caches=caches,
+        shared_prefix=self.shared_prefix,
       )
       self._count_call()
     return out
@@ -181,6 +185,7 @@ class SweepRunner:
         [base[k].token_ids[: max(len(prefixes[i]) for i in rows_of[k])] for k in group],
         max_len=self.settings.max_len,
         batch_size=B,
+        shared_prefix=self.shared_prefix,
       )
       self._count_call()
       # Batch rows with similar remaining budgets together: a batch runs until its longest row ends.
