@@ -1,21 +1,26 @@
 """Prompt styles, leak-free exemplar selection, and the chat-template path."""
 
+import dataclasses
+
 import pytest
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
 from experiments.tasks.answers import extract_answer
-from experiments.tasks.datasets import Problem
+from experiments.tasks.datasets import Problem, load_gsm8k
 from experiments.tasks.prompts import (
   QUESTCOT_OPENER,
   NotEnoughExemplarsError,
   PromptError,
   build_prompt,
+  exemplar_answers,
   format_solution,
+  gold_step_count,
   select_exemplars,
   strip_annotations,
   subquestion_for_step,
 )
+from experiments.tasks.synthetic import SyntheticConfig, generate_problems
 
 
 def make_problem(index, split="train", rationale=True):
@@ -130,6 +135,75 @@ def test_select_exemplars_refuses_to_force_an_overlap():
     select_exemplars(TRAIN + without_rationale, 4, [p.problem_id for p in TRAIN[:3]], seed=0)
   with pytest.raises(NotEnoughExemplarsError):
     select_exemplars(TRAIN, 1, [], seed=0, exclude_questions=[p.question for p in TRAIN])
+
+
+def with_answer(problem, answer):
+  return dataclasses.replace(problem, answer=answer)
+
+
+# Answers 1, 1, 1, 2, 2, 3: at most three distinct.
+REPEATS = [with_answer(make_problem(i), a) for i, a in enumerate(["1", "1", "1", "2", "2", "3"])]
+
+
+def answers_of(problems):
+  return sorted(p.answer for p in problems)
+
+
+def test_distinct_answer_exemplars_never_repeat_an_answer_and_are_deterministic():
+  for seed in range(10):
+    chosen = select_exemplars(REPEATS, 3, [], seed=seed)
+    assert answers_of(chosen) == ["1", "2", "3"]  # the only 3 distinct answers the pool has
+    assert chosen == select_exemplars(REPEATS[::-1], 3, [], seed=seed)  # pool order does not matter
+    assert chosen == select_exemplars(REPEATS, 3, [], seed=seed, distinct_answers=True)
+  picks = {tuple(p.problem_id for p in select_exemplars(REPEATS, 2, [], seed=s)) for s in range(10)}
+  assert len(picks) > 1  # still a seeded draw, not a fixed choice
+  # Without the switch the plain seeded sample can repeat an answer (it does for some seed here).
+  plain = [answers_of(select_exemplars(REPEATS, 3, [], seed=s, distinct_answers=False)) for s in range(10)]
+  assert any(len(set(a)) < 3 for a in plain)
+
+
+def test_distinct_answers_keep_an_already_distinct_sample():
+  # TRAIN's answers all differ: the switch must not change which exemplars a sweep gets.
+  for seed in range(8):
+    assert select_exemplars(TRAIN, 3, [], seed=seed) == select_exemplars(
+      TRAIN, 3, [], seed=seed, distinct_answers=False
+    )
+
+
+def test_distinct_answers_compare_numbers_and_fail_clearly():
+  same_number = [with_answer(make_problem(0), "7"), with_answer(make_problem(1), "7.0")]
+  with pytest.raises(NotEnoughExemplarsError, match="only 1 distinct answers"):
+    select_exemplars(same_number, 2, [], seed=0)
+  assert len(select_exemplars(same_number, 2, [], seed=0, distinct_answers=False)) == 2
+  with pytest.raises(NotEnoughExemplarsError, match=r"need 4 exemplars with distinct final answers.*only 3"):
+    select_exemplars(REPEATS, 4, [], seed=0)
+  with pytest.raises(NotEnoughExemplarsError, match="distinct_answers=False"):
+    select_exemplars(REPEATS, 4, [], seed=0)
+
+
+def test_exemplar_answers_are_read_back_from_the_prompt():
+  chosen = [TRAIN[0], with_answer(TRAIN[1], "1000"), with_answer(TRAIN[2], "2.5")]
+  for style in ("cot", "subques", "questcot"):
+    assert exemplar_answers(build_prompt(TEST, style, chosen)) == ["13", "1000", "2.5"], style
+  chat = build_prompt(TEST, "chat", chosen[:2], tokenizer=make_tokenizer(CHAT_TEMPLATE))
+  assert exemplar_answers(chat) == ["13", "1000"]
+  assert exemplar_answers(build_prompt(TEST, "zero_shot", [])) == []  # the instruction's "#### <answer>"
+  assert exemplar_answers(build_prompt(TEST, "cot", [])) == []
+  assert exemplar_answers("Question: q\nAnswer: a\n#### 1,200\n\nQuestion: r #### 5\nAnswer:") == ["1200"]
+
+
+def test_gold_step_count_counts_non_empty_solution_lines(tmp_path):
+  path = tmp_path / "gsm8k.jsonl"
+  path.write_text(
+    '{"question": "q1", "answer": "A <<1+1=2>>2.\\n\\nB <<2*3=6>>6.\\nC 6.\\n#### 6"}\n'
+    '{"question": "q2", "answer": "#### 4"}\n'
+  )
+  first, answer_only = load_gsm8k(path)
+  assert gold_step_count(first) == 3  # the blank line is no step, the '#### 6' line is not counted
+  assert gold_step_count(answer_only) is None  # no worked solution: unknown, not zero
+  assert gold_step_count(dataclasses.replace(first, rationale=None)) is None
+  synthetic = generate_problems(SyntheticConfig(num_steps=(3, 3)), 4, "test")
+  assert [gold_step_count(p) for p in synthetic] == [3, 3, 3, 3]
 
 
 def make_tokenizer(chat_template):

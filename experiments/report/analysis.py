@@ -5,9 +5,14 @@ of the same (task, student, teacher, checkpoint, seed, problem_id), so the gain,
 rescue/harm counts and the bootstrap CI all measure what the teacher's intervention changed
 on the same problems with the same randomness.
 
-Units: `accuracy`, `baseline_accuracy`, `teacher_fraction` and `leakage_rate` are fractions
-in [0, 1]; `gain_points` and its CI bounds are percentage points; `gain_rel_pct` is the
-relative gain in percent of the baseline accuracy.
+Leakage control by timing: the teacher's step K cannot be the final computation on a problem whose
+gold solution has more than K steps (`gold_steps`, recorded per row by the sweep), so the `*_no_leak`
+columns repeat accuracy and gain on those problems only. Rows without `gold_steps` (older results
+files, datasets without worked solutions) are left out of them.
+
+Units: `accuracy`, `baseline_accuracy`, `teacher_fraction`, `leakage_rate` and the exemplar rates
+are fractions in [0, 1]; `gain_points`, `gain_no_leak_points` and their CI bounds are percentage
+points; `gain_rel_pct` is the relative gain in percent of the baseline accuracy.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
   "teacher_prefilled": 0,
   "switches": 0,
   "teacher_text": "",
+  "prediction": None,
+  "gold_steps": None,  # steps of the gold solution; None = unknown (excluded from no-leak columns)
+  "exemplar_answers": None,  # final answers of the prompt's exemplars; None = not recorded
 }
 SUMMARY_COLUMNS = [
   "task",
@@ -67,6 +75,11 @@ SUMMARY_COLUMNS = [
   "gain_rel_pct",
   "gain_ci_low",
   "gain_ci_high",
+  "n_no_leak",
+  "accuracy_no_leak",
+  "gain_no_leak_points",
+  "gain_no_leak_ci_low",
+  "gain_no_leak_ci_high",
   "teacher_fraction",
   "mean_student_tokens",
   "mean_teacher_tokens",
@@ -74,7 +87,23 @@ SUMMARY_COLUMNS = [
   "rescue",
   "harm",
   "leakage_rate",
+  "exemplar_copy_rate",
+  "gold_exemplar_rate",
 ]
+TIMING_COLUMNS = CONFIG_KEYS + [
+  "step_k",
+  "n_units",
+  "diff_points",
+  "diff_ci_low",
+  "diff_ci_high",
+  "n_units_no_leak",
+  "diff_no_leak_points",
+  "diff_no_leak_ci_low",
+  "diff_no_leak_ci_high",
+]
+# Cell values of the counterfactual table, per (seed, problem) and K, vs the student alone.
+RESCUE, HARM, STAYED_RIGHT, STAYED_WRONG = "rescue", "harm", "right", "wrong"
+NOT_RESCUED = "none"  # the earliest-rescue bucket of failures no swept step rescues
 _NONE = ""  # internal stand-in for a missing teacher/checkpoint label (None never matches in joins)
 
 
@@ -163,6 +192,17 @@ def intervention_step(policy: str) -> int | None:
     and p.token_limit == int(NO_LIMIT)
   )
   return p.step_lo if whole_single_step else None
+
+
+def last_teacher_step(policy: str) -> int | None:
+  """The last step a fixed-timing policy lets the teacher write: K for step:K and hint:K, K+N-1
+  for step:K,n=N; None for never, always and triggers (no fixed last step).
+
+  A problem is leak-free for the policy when its gold solution has more steps than this.
+  """
+  p = _policy(policy)
+  fixed = p.trigger == TRIGGER_NONE and p.step_lo >= 1 and p.step_lo < p.step_hi < int(NO_LIMIT)
+  return p.step_hi - 1 if fixed else None
 
 
 # Reading order of policy families; within a family, by the policy's numbers.
@@ -281,7 +321,18 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     d[col] = pd.to_numeric(d[col]).fillna(0)
   d["teacher_text"] = d["teacher_text"].fillna("").astype(str)
   d["correct"] = d["correct"].astype(bool)
+  d["gold_steps"] = pd.to_numeric(d["gold_steps"], errors="coerce").astype(float)  # NaN: unknown
+  d["prediction"] = [None if _absent(v) else str(v) for v in d["prediction"]]
+  d["exemplar_answers"] = [
+    tuple(str(a) for a in v) if isinstance(v, (list, tuple, np.ndarray)) else ()
+    for v in d["exemplar_answers"]
+  ]
   return d
+
+
+def _absent(value: Any) -> bool:
+  """None or a float NaN (what pandas puts in a column a row did not have)."""
+  return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def attach_baseline(d: pd.DataFrame) -> pd.DataFrame:
@@ -309,19 +360,72 @@ def attach_baseline(d: pd.DataFrame) -> pd.DataFrame:
   return out.drop(columns="base_loose")
 
 
-def _summarize_group(g: pd.DataFrame, n_boot: int, seed: int, has_text: bool) -> dict[str, Any]:
+def _paired_gain(g: pd.DataFrame, n_boot: int, seed: int) -> tuple[float, float, float, float]:
+  """(baseline accuracy, gain, CI low, CI high) as fractions over the rows paired with a never row."""
+  paired = g[g["base_correct"].notna()]
+  if paired.empty:
+    return (float("nan"),) * 4
+  pol = paired["correct"].to_numpy(dtype=float)
+  base = paired["base_correct"].to_numpy(dtype=float)
+  low, high = paired_bootstrap_ci(pol, base, n_boot=n_boot, seed=seed, groups=paired["problem_id"])
+  return float(base.mean()), float(pol.mean() - base.mean()), low, high
+
+
+def _no_leak_columns(g: pd.DataFrame, last_step: int | None, n_boot: int, seed: int) -> dict[str, Any]:
+  """Accuracy and paired gain on the problems whose gold solution has more than `last_step` steps.
+
+  Missing (None/NaN) when the policy has no fixed timing or no row of the group knows its gold
+  step count; rows without one are left out, never counted as leaking or not.
+  """
+  known = g[g["gold_steps"].notna()]
+  if last_step is None or known.empty:
+    return {
+      "n_no_leak": None,
+      "accuracy_no_leak": float("nan"),
+      "gain_no_leak_points": float("nan"),
+      "gain_no_leak_ci_low": float("nan"),
+      "gain_no_leak_ci_high": float("nan"),
+    }
+  sub = known[known["gold_steps"] > last_step]
+  _, gain, low, high = _paired_gain(sub, n_boot, seed)
+  return {
+    "n_no_leak": int(len(sub)),
+    "accuracy_no_leak": float(sub["correct"].mean()) if len(sub) else float("nan"),
+    "gain_no_leak_points": 100.0 * gain,
+    "gain_no_leak_ci_low": 100.0 * low,
+    "gain_no_leak_ci_high": 100.0 * high,
+  }
+
+
+def _matches_any(value: Any, answers: Sequence[str]) -> bool:
+  return any(answers_match(value, a) for a in answers)
+
+
+def exemplar_rates(g: pd.DataFrame) -> tuple[float, float]:
+  """(prediction copy rate, gold coincidence rate) over rows whose prompt had exemplars.
+
+  Copy rate: the prediction equals one of the prompt's exemplar answers (the scoring rule). The gold
+  rate is how often the gold answer itself equals one, the level copying has to be judged against.
+  NaN when no row records exemplar answers (zero-shot prompts, older results files).
+  """
+  shots = [(p, a, ex) for p, a, ex in zip(g["prediction"], g["answer"], g["exemplar_answers"]) if ex]
+  if not shots:
+    return (float("nan"), float("nan"))
+  copied = [_matches_any(p, ex) for p, _, ex in shots]
+  gold = [_matches_any(a, ex) for _, a, ex in shots]
+  return (float(np.mean(copied)), float(np.mean(gold)))
+
+
+def _summarize_group(
+  g: pd.DataFrame, n_boot: int, seed: int, has_text: bool, last_step: int | None
+) -> dict[str, Any]:
   correct = g["correct"].to_numpy(dtype=float)
   paired = g[g["base_correct"].notna()]
   pol = paired["correct"].to_numpy(dtype=float)
   base = paired["base_correct"].to_numpy(dtype=float)
   n_paired = int(pol.size)
-  if n_paired:
-    base_acc = float(base.mean())
-    gain = float(pol.mean() - base_acc)
-    low, high = paired_bootstrap_ci(pol, base, n_boot=n_boot, seed=seed, groups=paired["problem_id"])
-    rel = 100.0 * gain / base_acc if base_acc > 0 else float("nan")
-  else:
-    base_acc = gain = low = high = rel = float("nan")
+  base_acc, gain, low, high = _paired_gain(g, n_boot, seed)
+  rel = 100.0 * gain / base_acc if base_acc > 0 else float("nan")
   tokens_t = float(g["teacher_tokens"].sum())
   tokens_all = tokens_t + float(g["student_tokens"].sum())
   leaks = [answer_leaked(t, a) for t, a in zip(g["teacher_text"], g["answer"])]
@@ -335,6 +439,7 @@ def _summarize_group(g: pd.DataFrame, n_boot: int, seed: int, has_text: bool) ->
     "gain_rel_pct": rel,
     "gain_ci_low": 100.0 * low,
     "gain_ci_high": 100.0 * high,
+    **_no_leak_columns(g, last_step, n_boot, seed),
     "teacher_fraction": tokens_t / tokens_all if tokens_all > 0 else 0.0,
     "mean_student_tokens": float(g["student_tokens"].mean()),
     "mean_teacher_tokens": float(g["teacher_tokens"].mean()),
@@ -342,6 +447,7 @@ def _summarize_group(g: pd.DataFrame, n_boot: int, seed: int, has_text: bool) ->
     "rescue": int(((base == 0) & (pol == 1)).sum()),
     "harm": int(((base == 1) & (pol == 0)).sum()),
     "leakage_rate": float(np.mean(leaks)) if has_text else float("nan"),
+    **dict(zip(["exemplar_copy_rate", "gold_exemplar_rate"], exemplar_rates(g))),
   }
 
 
@@ -359,7 +465,11 @@ def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
   for key, g in d.groupby(GROUP_KEYS, sort=False):
     rec = dict(zip(GROUP_KEYS, key))
     rec["step_k"] = intervention_step(rec["policy"])
-    rec.update(_summarize_group(g, n_boot, seed, has_text="teacher_text" in df.columns))
+    rec.update(
+      _summarize_group(
+        g, n_boot, seed, has_text="teacher_text" in df.columns, last_step=last_teacher_step(rec["policy"])
+      )
+    )
     records.append(rec)
   records.sort(
     key=lambda r: (
@@ -372,6 +482,7 @@ def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
   )
   out = pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
   out["step_k"] = pd.to_numeric(out["step_k"], errors="coerce").astype(float)
+  out["n_no_leak"] = pd.to_numeric(out["n_no_leak"], errors="coerce").astype("Int64")  # <NA>: not measured
   for col in ("teacher", "checkpoint"):
     out[col] = pd.Series([None if v == _NONE else v for v in out[col]], dtype=object)
   return out
@@ -405,3 +516,151 @@ def dataset_sizes(df: pd.DataFrame) -> pd.DataFrame:
     )
     .reset_index()
   )
+
+
+# --------------------------------------------------------------------------- timing and counterfactuals
+
+
+def _step_rows(df: pd.DataFrame) -> pd.DataFrame:
+  """Prepared step:K rows paired with a never row, one per (config, K, seed, problem), with `step_k`."""
+  d = attach_baseline(prepare(df))
+  step_of = {p: intervention_step(p) for p in d["policy"].unique()}
+  d["step_k"] = d["policy"].map(step_of)
+  d = d[d["step_k"].notna() & d["base_correct"].notna()].copy()
+  d["step_k"] = d["step_k"].astype(int)
+  return d.drop_duplicates(CONFIG_KEYS + ["step_k"] + UNIT_KEYS)
+
+
+def _config_labels(rec: dict[str, Any]) -> dict[str, Any]:
+  """Missing teacher/checkpoint back to None, as in `summarize`."""
+  return {k: (None if k in ("teacher", "checkpoint") and v == _NONE else v) for k, v in rec.items()}
+
+
+def _difference(first: np.ndarray, later: np.ndarray, groups: Any, n_boot: int, seed: int) -> tuple:
+  """(n, mean difference, CI low, CI high) in points of first - later, resampling problems."""
+  if first.size == 0:
+    return (0, float("nan"), float("nan"), float("nan"))
+  low, high = paired_bootstrap_ci(first, later, n_boot=n_boot, seed=seed, groups=groups)
+  return (int(first.size), 100.0 * float(np.mean(first - later)), 100.0 * low, 100.0 * high)
+
+
+def timing_differences(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+  """gain(step:1) - gain(step:K) for every later K, per (task, student, teacher, checkpoint).
+
+  Both gains are paired with the same never rows, so on the (seed, problem) units that have all three
+  rows the difference of gains is the mean of (step:1 correct - step:K correct); its CI resamples
+  problems. `*_no_leak` repeats it on problems whose gold solution has more than K steps, where
+  neither timing can hand over the final computation. Positive: step 1 is the better timing.
+  """
+  d = _step_rows(df)
+  records = []
+  for key, g in d.groupby(CONFIG_KEYS, sort=False):
+    first = g[g["step_k"] == 1].set_index(UNIT_KEYS)["correct"]
+    if first.empty:
+      continue
+    for k in sorted(set(g["step_k"]) - {1}):
+      later = g[g["step_k"] == k].set_index(UNIT_KEYS)[["correct", "gold_steps"]]
+      both = later.join(first.rename("first"), how="inner").reset_index()
+      rec = dict(zip(CONFIG_KEYS, key), step_k=k)
+      parts = [("", both)]
+      if both["gold_steps"].notna().any():  # else not measured: the no-leak columns stay missing
+        parts.append(("_no_leak", both[both["gold_steps"] > k]))
+      for suffix, units in parts:
+        n, diff, low, high = _difference(
+          units["first"].to_numpy(dtype=float),
+          units["correct"].to_numpy(dtype=float),
+          units["problem_id"],
+          n_boot,
+          seed,
+        )
+        rec.update(
+          {
+            f"n_units{suffix}": n,
+            f"diff{suffix}_points": diff,
+            f"diff{suffix}_ci_low": low,
+            f"diff{suffix}_ci_high": high,
+          }
+        )
+      records.append(_config_labels(rec))
+  out = pd.DataFrame.from_records(records, columns=TIMING_COLUMNS)
+  out["n_units_no_leak"] = pd.to_numeric(out["n_units_no_leak"], errors="coerce").astype("Int64")
+  return out
+
+
+def _outcome(base: bool, guided: bool) -> str:
+  if base == guided:
+    return STAYED_RIGHT if base else STAYED_WRONG
+  return RESCUE if guided else HARM
+
+
+def counterfactuals(df: pd.DataFrame) -> pd.DataFrame:
+  """Problems x K: what the teacher writing step K did to each (seed, problem) the student alone ran.
+
+  One row per (task, student, teacher, checkpoint, seed, problem_id) with a never row and at least
+  one step:K row; columns `step_K` hold rescue (student alone wrong, guided right), harm (the
+  reverse), right or wrong (unchanged), empty where K was not run. `earliest_rescue` is the smallest
+  rescuing K (NaN: none), `n_rescue`/`n_harm` count the Ks.
+  """
+  d = _step_rows(df)
+  index = CONFIG_KEYS + UNIT_KEYS
+  if d.empty:
+    return pd.DataFrame(
+      columns=index + ["gold_steps", "base_correct", "n_rescue", "n_harm", "earliest_rescue"]
+    )
+  d["outcome"] = [_outcome(bool(b), bool(c)) for b, c in zip(d["base_correct"], d["correct"])]
+  wide = d.pivot(index=index, columns="step_k", values="outcome")  # [units, K]
+  ks = sorted(wide.columns)
+  wide = wide[ks]
+  wide.columns = [f"step_{k}" for k in ks]
+  rescued = wide.eq(RESCUE).to_numpy()  # [units, K]
+  wide["n_rescue"] = rescued.sum(axis=1)
+  wide["n_harm"] = wide.eq(HARM).to_numpy().sum(axis=1)
+  first_k = np.asarray(ks, dtype=float)[rescued.argmax(axis=1)]
+  wide["earliest_rescue"] = np.where(rescued.any(axis=1), first_k, np.nan)
+  unit = d.groupby(index)[["gold_steps", "base_correct"]].first()
+  out = unit.join(wide, how="inner").reset_index()
+  out["base_correct"] = out["base_correct"].astype(bool)
+  keys = [_unit_sort_key(*unit) for unit in out[index].itertuples(index=False)]
+  out = out.iloc[sorted(range(len(keys)), key=keys.__getitem__)].reset_index(drop=True)
+  for col in ("teacher", "checkpoint"):
+    out[col] = pd.Series([None if v == _NONE else v for v in out[col]], dtype=object)
+  for col in ("gold_steps", "earliest_rescue"):  # whole numbers; <NA>: unknown / no rescue
+    out[col] = out[col].astype("Int64")
+  return out
+
+
+def _unit_sort_key(
+  task: str, student: str, teacher: str, checkpoint: str, seed: int, problem_id: str
+) -> tuple:
+  """Reading order: task, student, teacher and checkpoint (natural), seed, problem id (natural)."""
+  return (
+    task,
+    student,
+    natural_sort_key(teacher),
+    natural_sort_key(checkpoint),
+    int(seed),
+    natural_sort_key(problem_id),
+  )
+
+
+def earliest_rescue_distribution(cf: pd.DataFrame) -> pd.DataFrame:
+  """Per config, the student-alone failures by the earliest swept step K that rescues them.
+
+  Rows (config, earliest, count, share): `earliest` is "K" for every swept K (zero counts kept) and
+  "none" for failures no swept step rescues; `share` is of `n_failed`, the (seed, problem) units the
+  student alone got wrong.
+  """
+  columns = CONFIG_KEYS + ["earliest", "count", "n_failed", "share"]
+  keyed = cf.assign(**{c: [_NONE if _absent(v) else v for v in cf[c]] for c in ("teacher", "checkpoint")})
+  records = []
+  for key, g in keyed.groupby(CONFIG_KEYS, sort=False):
+    failed = g[~g["base_correct"].astype(bool)]
+    n_failed = int(len(failed))
+    swept = [int(c.removeprefix("step_")) for c in g.columns if c.startswith("step_") and g[c].notna().any()]
+    counts = {str(k): int((failed["earliest_rescue"] == k).sum()) for k in swept}
+    counts[NOT_RESCUED] = int(failed["earliest_rescue"].isna().sum())
+    for earliest, count in counts.items():
+      rec = dict(zip(CONFIG_KEYS, key), earliest=earliest, count=count, n_failed=n_failed)
+      rec["share"] = count / n_failed if n_failed else float("nan")
+      records.append(_config_labels(rec))
+  return pd.DataFrame.from_records(records, columns=columns)

@@ -26,7 +26,7 @@ def _figure_png(fig: Figure) -> bytes:
 
 
 def missing(x: Any) -> bool:
-  return x is None or (isinstance(x, float) and math.isnan(x))
+  return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
 
 
 def label(x: Any) -> str:
@@ -276,4 +276,41 @@ def plot_accuracy_vs_step_by_checkpoint(summary: pd.DataFrame) -> bytes:
     ax.set_title(_panel_title(task, teacher, f"student {student}"), fontsize=10)
     _finish_step_axes(ax, drew)
   fig.suptitle("Accuracy vs teacher step K for each student checkpoint (K=0: student alone)", fontsize=10)
+  return _figure_png(fig)
+
+
+def plot_earliest_rescue(dist: pd.DataFrame) -> bytes:
+  """Which step first rescues a student-alone failure: bars per K (and "none"), one colour per student.
+
+  `dist` is `analysis.earliest_rescue_distribution`; heights are shares of each student's failures,
+  so students of different strength compare. Panels and checkpoints as in the step plot.
+  """
+  d = keyed(dist)
+  panels = sorted(
+    {(t, te) for t, te in zip(d.task, d.teacher)}, key=lambda p: (p[0], analysis.natural_sort_key(p[1]))
+  )
+  fig, axes = _grid(len(panels))
+  for ax, (task, teacher) in zip(axes, panels):
+    here = d[(d.task == task) & (d.teacher == teacher)]
+    buckets = sorted(
+      set(here.earliest), key=lambda e: (e == analysis.NOT_RESCUED, int(e) if e.isdigit() else 0)
+    )
+    students = _students(here, task)
+    width = 0.8 / max(1, len(students))
+    for i, student in enumerate(students):
+      ckpt = _main_checkpoint(here, task, student)
+      bars = here[(here.student == student) & (here.checkpoint == ckpt)].set_index("earliest")
+      heights = [100.0 * bars.share.get(b, 0.0) for b in buckets]
+      n_failed = int(bars.n_failed.iloc[0]) if len(bars) else 0
+      name = student if ckpt == "" else f"{student} @ {ckpt}"
+      xs = np.arange(len(buckets)) + (i - (len(students) - 1) / 2) * width
+      ax.bar(xs, np.nan_to_num(heights), width=width, color=f"C{i}", label=f"{name} ({n_failed} failures)")
+    ax.set_xticks(np.arange(len(buckets)), [f"K={b}" if b.isdigit() else "none" for b in buckets])
+    ax.set_xlabel("earliest teacher step K that rescues (none: no swept step does)")
+    ax.set_ylabel("student-alone failures (%)")
+    ax.set_title(_panel_title(task, teacher), fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+  fig.suptitle("Earliest step at which the teacher's step turns a student-alone failure right", fontsize=10)
   return _figure_png(fig)

@@ -20,6 +20,7 @@ import random
 import re
 from typing import Any, Iterable, Sequence
 
+from experiments.tasks.answers import NUMBER_PATTERN, normalize_number
 from experiments.tasks.datasets import Problem
 from model.errors import UserError
 
@@ -36,6 +37,8 @@ INSTRUCTION = (
 FALLBACK_SUBQUESTION = "Q: What else do we know?"
 
 _ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]*)>>")
+# An exemplar's final answer line as `final_answer_line` writes it, at the start of a line.
+_ANSWER_LINE = re.compile(rf"^#### ({NUMBER_PATTERN.pattern})", re.MULTILINE)
 
 
 class PromptError(UserError):
@@ -65,6 +68,11 @@ def subquestion_for_step(step: str) -> str:
   return f"Q: What are {', '.join(expressions[:-1])} and {expressions[-1]}?"
 
 
+def _step_lines(rationale: str) -> list[str]:
+  """The study's step rule on a gold solution: every non-empty line is one step."""
+  return [line.strip() for line in rationale.splitlines() if line.strip()]
+
+
 def _rationale_lines(problem: Problem) -> list[str]:
   """Non-empty solution lines, one reasoning step each."""
   if problem.rationale is None:
@@ -72,7 +80,27 @@ def _rationale_lines(problem: Problem) -> list[str]:
       f"exemplar {problem.problem_id} has no rationale; pick exemplars from a split "
       "with worked solutions (e.g. GSM8K train or the synthetic train split)"
     )
-  return [line.strip() for line in problem.rationale.splitlines() if line.strip()]
+  return _step_lines(problem.rationale)
+
+
+def gold_step_count(problem: Problem) -> int | None:
+  """Steps of the gold solution (GSM8K: lines before '#### N'), None without a worked solution.
+
+  The report's leakage control needs it: the teacher's step K cannot be the final computation on a
+  problem whose gold solution has more than K steps.
+  """
+  return None if problem.rationale is None else len(_step_lines(problem.rationale))
+
+
+def exemplar_answers(prompt: str) -> list[str]:
+  """Final answers of the exemplars in a built prompt, in prompt order (normalised numbers).
+
+  Read back from the "#### N" lines that `format_solution` writes (in every few-shot style and in
+  chat turns), so a results row can record what the student saw without a sweep-level side file.
+  Zero-shot prompts give []: the instruction's "'#### <answer>'" is not at a line start.
+  """
+  found = (normalize_number(m.group(1)) for m in _ANSWER_LINE.finditer(prompt))
+  return [answer for answer in found if answer is not None]
 
 
 def format_solution(problem: Problem, style: str, keep_annotations: bool = True) -> str:
@@ -155,17 +183,49 @@ def build_prompt(
   return EXEMPLAR_SEPARATOR.join([*blocks, _query(problem)])
 
 
+def _answer_key(problem: Problem) -> str:
+  """What "the same final answer" means: equal normalised numbers ("7" == "7.0")."""
+  return normalize_number(problem.answer) or problem.answer.strip()
+
+
+def _distinct_answer_sample(candidates: list[Problem], k: int, seed: int) -> list[Problem]:
+  """`k` candidates whose final answers all differ, deterministic in (candidates, k, seed).
+
+  The plain seeded sample is kept when its answers already differ, so existing sweeps keep their
+  prompts; otherwise the first problem of each new answer along a seeded permutation of the pool.
+  """
+  sample = random.Random(seed).sample(candidates, k)
+  if len({_answer_key(p) for p in sample}) == k:
+    return sample
+  chosen: list[Problem] = []
+  seen: set[str] = set()
+  for problem in random.Random(seed).sample(candidates, len(candidates)):
+    if _answer_key(problem) not in seen:
+      seen.add(_answer_key(problem))
+      chosen.append(problem)
+      if len(chosen) == k:
+        return chosen
+  raise NotEnoughExemplarsError(
+    f"need {k} exemplars with distinct final answers but the {len(candidates)} usable pool problems "
+    f"have only {len(seen)} distinct answers; use a larger train split, fewer shots, or set "
+    "exemplars.distinct_answers=False"
+  )
+
+
 def select_exemplars(
   pool: Iterable[Problem],
   k: int,
   exclude_ids: Iterable[str],
   seed: int,
   exclude_questions: Iterable[str] = (),
+  distinct_answers: bool = True,
 ) -> list[Problem]:
   """`k` exemplars with rationales drawn from `pool`, none of them an evaluated problem.
 
-  Deterministic in (pool contents, k, seed) regardless of pool order. Raises
-  `NotEnoughExemplarsError` rather than reuse an excluded problem.
+  With `distinct_answers` no two exemplars share a final answer: a repeated answer invites the
+  student to copy it (the report measures how often predictions equal an exemplar's answer).
+  Deterministic in (pool contents, k, seed, distinct_answers) regardless of pool order. Raises
+  `NotEnoughExemplarsError` rather than reuse an excluded problem or repeat an answer.
   """
   if k < 0:
     raise PromptError(f"k={k}: need a non-negative number of exemplars")
@@ -186,4 +246,6 @@ def select_exemplars(
       f"need {k} exemplars but only {len(candidates)} pool problems have a rationale and "
       "are not evaluated; use a larger train split or fewer shots"
     )
+  if distinct_answers:
+    return _distinct_answer_sample(candidates, k, seed)
   return random.Random(seed).sample(candidates, k)
