@@ -18,7 +18,8 @@ def base_config() -> ConfigDict:
   )
   c.limit = -1  # first N problems only (-1 = all)
   c.prompt_style = "cot"  # cot | subques | questcot | zero_shot | chat
-  c.exemplars = ConfigDict(dict(path="", task="", k=0, seed=0))  # few-shot pool: a train split
+  # few-shot pool: a train split; distinct_answers: no two exemplars share a final answer
+  c.exemplars = ConfigDict(dict(path="", task="", k=0, seed=0, distinct_answers=True))
   c.students = [ConfigDict(dict(name="student", path="", checkpoint=None))]
   c.teacher = ConfigDict(dict(name="teacher", path=""))
   c.policies = ("never", "always", "step:1", "step:2", "step:3", "step:4")

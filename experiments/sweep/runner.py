@@ -20,6 +20,7 @@ from decode.results import RowResult
 from experiments.sweep.grid import SweepRow, forkable
 from experiments.sweep.store import ResultsStore
 from experiments.tasks.answers import score
+from experiments.tasks.prompts import exemplar_answers, gold_step_count
 
 NEVER = parse_policy("never")
 
@@ -69,6 +70,8 @@ class SweepRunner:
       answer=row.problem.answer,
       correct=correct,
       mode=mode,
+      gold_steps=gold_step_count(row.problem),  # the report's no-leak subset: gold steps > K
+      exemplar_answers=exemplar_answers(row.prompt),  # the report's few-shot copy rate
     )
     return rec
 
