@@ -65,6 +65,7 @@ def build_prompts(cfg: ConfigDict, problems: list[Problem], tokenizer) -> dict[s
       exclude_ids={p.problem_id for p in problems},
       seed=cfg.exemplars.get("seed", 0),
       exclude_questions={p.question for p in problems},
+      distinct_answers=cfg.exemplars.get("distinct_answers", True),
     )
     if cfg.exemplars.k
     else []
