@@ -44,12 +44,19 @@ def advance(
   caches: CacheState,  # both caches after this iteration's forwards
   teacher_prefilled: jax.Array,  # [B] counter after this iteration's teacher forward
   teacher_calls: jax.Array,  # [] counter after this iteration
+  finite: jax.Array | None = None,  # [B] bool: the writer's logits were finite (None: all were)
 ) -> LoopState:
-  """Writes each active row's token, then updates step bookkeeping, limits and counters."""
+  """Writes each active row's token, then updates step bookkeeping, limits and counters.
+
+  A row whose logits were not finite (a NaN or inf in a model's weights or activations) writes
+  nothing: it stops there, and `nonfinite_at` records the position, so no NaN becomes a token.
+  """
   b, st, c = s.buffers, s.step, s.counters
   B = b.length.shape[0]
   rows = jnp.arange(B)
-  active = ~st.done
+  live = ~st.done
+  broken = live & ~finite if finite is not None else jnp.zeros((B,), bool)
+  active = live & ~broken  # rows that write a token now
   need = (writer == TEACHER) & active
   pos = jnp.where(active, b.length, max_len)  # inactive rows write nowhere (dropped)
   step = st.steps_done + 1
@@ -74,7 +81,7 @@ def advance(
     | (buffers.length >= max_len)
   )
   step_state = StepState(
-    done=st.done | (active & stops),
+    done=st.done | broken | (active & stops),
     writer=writer,
     at_step_start=jnp.where(active, step_end, st.at_step_start),
     step_has_content=jnp.where(step_end, False, jnp.where(active, has_content, st.step_has_content)),
@@ -82,6 +89,7 @@ def advance(
     step_teacher_tokens=jnp.where(step_end, 0, st.step_teacher_tokens + is_teacher),
     triggered=st.triggered + (fired & active).astype(jnp.int32),
     last_author=jnp.where(active, writer, st.last_author),
+    nonfinite_at=jnp.where(broken, b.length, st.nonfinite_at),
   )
   counters = Counters(
     student_tokens=c.student_tokens + is_student,

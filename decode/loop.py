@@ -227,6 +227,7 @@ def _init_state(
       step_teacher_tokens=zeros_i32(B),
       triggered=zeros_i32(B),
       last_author=jnp.where(has_prefix, STUDENT, PROMPT).astype(jnp.int32),
+      nonfinite_at=jnp.full((B,), -1, jnp.int32),
     ),
     counters=Counters(
       student_tokens=count(STUDENT),
@@ -291,7 +292,8 @@ def _iteration(
 
   # 5. Write and account.
   caches = CacheState(student=student_cache, teacher=teacher_cache, teacher_seen=teacher_seen)
-  return advance(s, inp, lc.max_len, tok, writer, fired, caches, prefilled, calls)
+  finite = jnp.all(jnp.isfinite(logits), axis=-1)  # [B]: a NaN/inf row stops instead of writing
+  return advance(s, inp, lc.max_len, tok, writer, fired, caches, prefilled, calls, finite)
 
 
 def run_loop(

@@ -25,6 +25,7 @@ class RowResult:
   intervention_steps: list[int]
   num_steps: int
   teacher_text: str
+  error: str | None = None  # why the row stopped early and must not be scored (non-finite logits)
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -32,7 +33,7 @@ class RowResult:
   @classmethod
   def from_record(cls, rec: dict) -> RowResult:
     """From a results.jsonl record (which carries more keys than a RowResult)."""
-    return cls(**{f.name: rec[f.name] for f in dataclasses.fields(cls)})
+    return cls(**{f.name: rec[f.name] for f in dataclasses.fields(cls) if f.name in rec})
 
 
 @dataclasses.dataclass
@@ -65,6 +66,7 @@ def unpack_rows(state: LoopState, gen_starts: list[int], specs: list[str], token
         intervention_steps=sorted({s for s, a in zip(steps, authors) if a == TEACHER}),
         num_steps=int(st.steps_done[i]),
         teacher_text=tokenizer.decode(teacher_ids, skip_special_tokens=True),
+        error=f"non-finite logits at position {at - gen_start}" if (at := int(st.nonfinite_at[i])) >= 0 else None,
       )
     )
   return out

@@ -129,6 +129,7 @@ class StepState:
   step_teacher_tokens: jax.Array  # [B] teacher tokens written in the current step (hint limit)
   triggered: jax.Array  # [B] steps given to the teacher by a trigger (budget)
   last_author: jax.Array  # [B] author of the previous generated token (PROMPT: none)
+  nonfinite_at: jax.Array  # [B] position where the row's logits were not finite and it stopped (-1: never)
 
 
 @flax.struct.dataclass

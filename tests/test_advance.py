@@ -71,6 +71,7 @@ def _state(B, length=1, done=None, has_content=None, last_author=PROMPT):
       step_teacher_tokens=z,
       triggered=z,
       last_author=z + last_author,
+      nonfinite_at=z - 1,
     ),
     counters=Counters(
       student_tokens=z,
@@ -84,7 +85,7 @@ def _state(B, length=1, done=None, has_content=None, last_author=PROMPT):
   )
 
 
-def _advance(s, inp, toks, writers, fired=None):
+def _advance(s, inp, toks, writers, fired=None, finite=None):
   B = len(toks)
   return advance(
     s,
@@ -96,6 +97,7 @@ def _advance(s, inp, toks, writers, fired=None):
     s.caches,
     s.counters.teacher_prefilled,
     s.counters.teacher_calls,
+    None if finite is None else jnp.asarray(finite),
   )
 
 
@@ -162,3 +164,17 @@ def test_buffer_end_stops_a_row_and_triggers_are_counted():
   s = _advance(s, inp, [A, A], [TEACHER, TEACHER], fired=[True, False])
   np.testing.assert_array_equal(s.step.done, [True, True])  # the buffer is full
   np.testing.assert_array_equal(s.step.triggered, [1, 0])
+
+
+def test_non_finite_logits_stop_the_row_without_writing():
+  inp = _inputs(3)
+  s = _advance(_state(3), inp, [A, A, A], [STUDENT] * 3)
+  s = _advance(s, inp, [A, B_NL, A], [STUDENT, TEACHER, STUDENT], finite=[True, False, True])
+  np.testing.assert_array_equal(s.step.done, [False, True, False])
+  np.testing.assert_array_equal(s.step.nonfinite_at, [-1, 2, -1])  # the position it could not write
+  np.testing.assert_array_equal(s.buffers.length, [3, 2, 3])
+  assert int(s.buffers.tokens[1, 2]) == PAD  # nothing written for the broken row
+  np.testing.assert_array_equal(s.counters.teacher_tokens, [0, 0, 0])
+  np.testing.assert_array_equal(s.step.steps_done, [0, 0, 0])
+  s = _advance(s, inp, [A, A, A], [STUDENT] * 3)  # a stopped row stays stopped
+  np.testing.assert_array_equal(s.buffers.length, [4, 2, 4])

@@ -58,6 +58,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
   "prediction": None,
   "gold_steps": None,  # steps of the gold solution; None = unknown (excluded from no-leak columns)
   "exemplar_answers": None,  # final answers of the prompt's exemplars; None = not recorded
+  "error": None,  # why a row stopped early (non-finite logits); None = it did not
 }
 SUMMARY_COLUMNS = [
   "task",
@@ -67,6 +68,7 @@ SUMMARY_COLUMNS = [
   "policy",
   "step_k",
   "n",
+  "n_errors",
   "n_problems",
   "n_paired",
   "accuracy",
@@ -431,6 +433,7 @@ def _summarize_group(
   leaks = [answer_leaked(t, a) for t, a in zip(g["teacher_text"], g["answer"])]
   return {
     "n": int(len(g)),
+    "n_errors": int(g["error"].notna().sum()),  # rows stopped by non-finite logits (scored wrong)
     "n_problems": int(g["problem_id"].nunique()),
     "n_paired": n_paired,
     "accuracy": float(correct.mean()),

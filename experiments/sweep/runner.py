@@ -14,8 +14,8 @@ import dataclasses
 from tqdm import tqdm
 
 from decode.guided import GuidedDecoder
-from decode.prefix_caches import SharedPrefix
 from decode.policy import parse_policy
+from decode.prefix_caches import SharedPrefix
 from decode.results import RowResult
 from experiments.sweep.grid import SweepRow, forkable
 from experiments.sweep.store import ResultsStore
@@ -55,7 +55,8 @@ class SweepRunner:
 
   # -- records -----------------------------------------------------------------------------------
   def record(self, row: SweepRow, res: RowResult, mode: str) -> dict:
-    pred, correct = score(res.completion, row.problem.answer)
+    # A row stopped by non-finite logits is never scored: its text is not the model's answer.
+    pred, correct = (None, False) if res.error else score(res.completion, row.problem.answer)
     rec = res.to_json()
     rec.update(
       row_id=row.row_id,
