@@ -23,7 +23,7 @@ from decode.policy import Policy, PolicyError, parse_policy
 from decode.prefix_caches import PrefixCaches, SharedPrefix, common_prefix, start_from, tile_rows
 from decode.results import LoopStats, RowResult, loop_stats, unpack_rows
 from decode.state import LoopCaches, LoopConfig, LoopInputs, LoopModel
-from decode.vocab import VocabMasks, build_masks, check_same_tokenizer
+from decode.vocab import VocabMasks, build_masks, check_same_tokenizer, require_steps
 from model.kv_cache import init_cache
 from model.lm import LanguageModel
 
@@ -99,6 +99,11 @@ class GuidedDecoder:
     """The buffer length T a batch needs: one shape for every batch of a sweep or evaluation."""
     return buffer_length(longest_prompt, max_new_tokens, self.options.length_bucket, self.max_context())
 
+  def check_steps(self, policies: Sequence[Policy], max_steps: int | None = None) -> None:
+    """Step boundaries must exist where a policy (or a step limit) uses them: a clear error up front."""
+    if max_steps is not None or any(p.needs_teacher for p in policies):
+      require_steps(self.masks, self.options.step_delimiter)
+
   def _policies(self, policies, n: int) -> list[Policy]:
     if isinstance(policies, (str, Policy)):
       policies = [policies] * n
@@ -146,6 +151,7 @@ class GuidedDecoder:
     if max_steps is not None:
       check_positive_int("max_steps", max_steps)
     pols = self._policies(policies, n)
+    self.check_steps(pols, max_steps)
     inp, T, B = self._inputs(
       prompts,
       pols,

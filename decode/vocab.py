@@ -50,16 +50,21 @@ def build_masks(tokenizer, delimiter: str = "\n", extra_eos: tuple[int, ...] = (
   texts = token_texts(tokenizer)
   special = set(getattr(tokenizer, "all_special_ids", []))
   delim = np.array([delimiter in t and i not in special for i, t in enumerate(texts)], bool)
-  if not delim.any():
-    raise VocabError(
-      f"no token of the tokenizer contains the step delimiter {delimiter!r}; choose another --step-delimiter"
-    )
   content = np.array([bool(t.strip()) and i not in special for i, t in enumerate(texts)], bool)
   eos = np.zeros(len(texts), bool)
   for i in eos_ids(tokenizer, extra_eos):
     if 0 <= i < len(texts):  # -1 means "none" in some configs; never wrap to the last token
       eos[i] = True
   return VocabMasks(delimiter=delim, content=content, eos=eos)
+
+
+def require_steps(masks: VocabMasks, delimiter: str) -> None:
+  """Steps need a token that can end one; checked only where a policy or a step limit uses steps."""
+  if not np.any(masks.delimiter):
+    raise VocabError(
+      f"no token of the tokenizer contains the step delimiter {delimiter!r}, so no step can end; choose "
+      "another --step-delimiter (student-only runs with --policy never and no --max-steps need none)"
+    )
 
 
 def check_same_tokenizer(student_tok, teacher_tok, student_vocab_rows: int, teacher_vocab_rows: int) -> int:

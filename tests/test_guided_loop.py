@@ -365,3 +365,16 @@ def test_bad_generation_arguments_are_clear_errors(pair, decoder):
   ]:
     with pytest.raises(DecodeInputError, match=msg):
       decoder.generate(ids, "never", **{"max_new_tokens": 4, **kw})
+
+
+def test_step_delimiter_is_needed_only_where_steps_are(pair):
+  """A tokenizer without the delimiter: student-only runs work; step policies and max_steps refuse."""
+  from decode.vocab import VocabError
+
+  s, t = pair
+  g = GuidedDecoder(s, t, step_delimiter="§")
+  ids = g.encode(PROMPTS[:1])
+  assert g.generate(ids, "never", max_new_tokens=4)[0].token_ids
+  for kw in (dict(policies="step:1"), dict(policies="never", max_steps=2)):
+    with pytest.raises(VocabError, match="no step can end"):
+      g.generate(ids, max_new_tokens=4, **kw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decode.vocab import TokenizerMismatchError, VocabError, build_masks, check_same_tokenizer
+from decode.vocab import TokenizerMismatchError, VocabError, build_masks, check_same_tokenizer, require_steps
 
 # id: token text (a WordLevel vocabulary: every entry decodes to exactly its own text)
 TOKENS = [
@@ -107,11 +107,19 @@ def test_tokenizer_without_eos_token():
   assert ids(build_masks(t, "eos").delimiter) == {1, 11}
 
 
-@pytest.mark.parametrize("delimiter", ["", "\r", "§", "hello world", "<", "<pad>"])
-def test_unexpressible_delimiter_is_an_error(tok, delimiter):
+def test_empty_delimiter_is_an_error(tok):
+  with pytest.raises(VocabError, match="non-empty"):
+    build_masks(tok, "")
+
+
+@pytest.mark.parametrize("delimiter", ["\r", "§", "hello world", "<", "<pad>"])
+def test_unexpressible_delimiter_is_an_error_only_where_steps_are_needed(tok, delimiter):
   # "<" and "<pad>" occur only in special tokens, which never count as delimiters.
-  with pytest.raises(VocabError):
-    build_masks(tok, delimiter)
+  masks = build_masks(tok, delimiter)
+  assert not masks.delimiter.any()
+  with pytest.raises(VocabError, match="no step can end"):
+    require_steps(masks, delimiter)
+  require_steps(build_masks(tok, "\n"), "\n")  # a delimiter the tokenizer has: fine
 
 
 def test_same_tokenizer_returns_the_size(tok):

@@ -127,6 +127,7 @@ class SweepRunner:
     return -(-n // self.settings.batch_size)
 
   def run(self, rows: list[SweepRow]) -> None:
+    self.decoder.check_steps([r.policy for r in rows], self.settings.max_steps)  # before any row is written
     pending = [r for r in rows if not self.store.done(r.row_id)]
     if not pending:
       return
