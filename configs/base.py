@@ -2,7 +2,7 @@
 
 from ml_collections import ConfigDict
 
-from decode.guided import DecodeOptions
+from decode.options import DecodeOptions
 
 
 def base_config() -> ConfigDict:

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from decode.advance import prefix_step_ids
-from decode.policy import Policy, PolicyArrays, parse_policy
+from decode.policy import Policy, PolicyArrays, PolicyError, parse_policy
 from decode.state import PROMPT, STUDENT, CacheStart, LoopInputs, Prompts, RowLimits, SamplingParams
 from decode.vocab import VocabMasks
 from model.errors import UserError
@@ -38,6 +38,20 @@ def buffer_length(longest_prompt: int, max_new_tokens: int, bucket: int, max_con
       f"context of {max_context} positions; shorten the prompt or lower max_new_tokens"
     )
   return min(round_up(need, bucket), max_context)
+
+
+def resolve_policies(policies, n: int, has_teacher: bool) -> list[Policy]:
+  """One Policy per prompt, from a spec, a Policy, or one of either per prompt."""
+  if isinstance(policies, (str, Policy)):
+    policies = [policies] * n
+  if len(policies) != n:
+    raise DecodeInputError(f"{len(policies)} policies for {n} prompts; give one per prompt or a single one")
+  out = [p if isinstance(p, Policy) else parse_policy(p) for p in policies]
+  if not has_teacher:
+    for p in out:
+      if p.needs_teacher:
+        raise PolicyError(f"policy {p.spec!r} needs a teacher, but none was given (pass --teacher DIR)")
+  return out
 
 
 def check_positive_int(what: str, value, minimum: int = 1) -> None:

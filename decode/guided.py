@@ -14,31 +14,29 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import numpy as np
-
-from decode.batching import DecodeInputError, buffer_length, build_inputs, check_positive_int
-from decode.loop import jitted_loop, jitted_prefill, loop_executables
-from decode.placement import cache_sharding, place_rows, put_cache, teacher_row_buckets
-from decode.policy import Policy, PolicyError, parse_policy
-from decode.prefix_caches import PrefixCaches, SharedPrefix, common_prefix, start_from, tile_rows
+from decode.batching import (
+  DecodeInputError,
+  buffer_length,
+  build_inputs,
+  check_positive_int,
+  resolve_policies,
+)
+from decode.loop import jitted_loop, loop_executables
+from decode.options import DecodeOptions
+from decode.placement import cache_sharding, place_rows, teacher_row_buckets
+from decode.policy import Policy, parse_policy
+from decode.prefix_caches import (
+  PrefixCaches,
+  SharedPrefix,
+  common_prefix,
+  prefill_shared_prefix,
+  start_from,
+  starting_caches,
+)
 from decode.results import LoopStats, RowResult, loop_stats, unpack_rows
-from decode.state import LoopCaches, LoopConfig, LoopInputs, LoopModel
+from decode.state import LoopConfig, LoopInputs, LoopModel
 from decode.vocab import VocabMasks, build_masks, check_same_tokenizer, require_steps
-from model.kv_cache import init_cache
 from model.lm import LanguageModel
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeOptions:
-  """How the loop runs (not what it decodes): the one home of these defaults (configs/base.py reads them)."""
-
-  step_delimiter: str = "\n"  # text that ends a reasoning step
-  teacher_chunk: int = 32  # tokens per forward of the teacher's catch-up
-  prefill_chunk: int = 64  # tokens per forward of the student's prefill
-  length_bucket: int = 64  # buffer length T is rounded up to a multiple of this
-  teacher_sub_batches: int = 3  # teacher forwards on B/2, B/4, B/8 rows when fewer need it (0 = off)
-  lockstep: bool = False  # naive baseline: the teacher reads every token (benchmarks only)
-  min_shared_prefix: int = 16  # shortest common prompt prefix worth prefilling once (shared_prefix)
 
 
 class GuidedDecoder:
@@ -83,10 +81,6 @@ class GuidedDecoder:
     self.compiles = 0  # compilations of the loop caused by this decoder's calls
     self.last_stats: LoopStats | None = None
 
-  @property
-  def length_bucket(self) -> int:
-    return self.options.length_bucket
-
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
     tok = self.student.tokenizer
     return [tok(t, add_special_tokens=True)["input_ids"] for t in texts]
@@ -103,18 +97,6 @@ class GuidedDecoder:
     """Step boundaries must exist where a policy (or a step limit) uses them: a clear error up front."""
     if max_steps is not None or any(p.needs_teacher for p in policies):
       require_steps(self.masks, self.options.step_delimiter)
-
-  def _policies(self, policies, n: int) -> list[Policy]:
-    if isinstance(policies, (str, Policy)):
-      policies = [policies] * n
-    if len(policies) != n:
-      raise DecodeInputError(f"{len(policies)} policies for {n} prompts; give one per prompt or a single one")
-    out = [p if isinstance(p, Policy) else parse_policy(p) for p in policies]
-    if self.teacher is None:
-      for p in out:
-        if p.needs_teacher:
-          raise PolicyError(f"policy {p.spec!r} needs a teacher, but none was given (pass --teacher DIR)")
-    return out
 
   def generate(
     self,
@@ -150,7 +132,7 @@ class GuidedDecoder:
     check_positive_int("max_new_tokens", max_new_tokens)
     if max_steps is not None:
       check_positive_int("max_steps", max_steps)
-    pols = self._policies(policies, n)
+    pols = resolve_policies(policies, n, has_teacher=self.teacher is not None)
     self.check_steps(pols, max_steps)
     inp, T, B = self._inputs(
       prompts,
@@ -219,19 +201,8 @@ class GuidedDecoder:
     tokens = common_prefix(prompts) if prompts else []
     if len(tokens) < self.options.min_shared_prefix:
       return None
-    ids = np.zeros((1, max_len), np.int32)
-    ids[0, : len(tokens)] = tokens
-    target = np.asarray([len(tokens)], np.int32)
-
-    def prefill(lm: LanguageModel, rules):
-      model = self._loop_model(lm, rules, 1, max_len)
-      cache = init_cache(lm.cfg, 1, max_len, sharding=model.cache_sharding)
-      ids_d, target_d = place_rows((ids, target), 1, self.mesh)
-      return jitted_prefill(model, ids_d, cache, target_d, self.options.prefill_chunk)
-
-    teacher = prefill(self.teacher, self.teacher_rules) if self.teacher is not None else None
-    student = prefill(self.student, self.student_rules)
-    return SharedPrefix(tokens=tokens, student=student, teacher=teacher, owner=id(self))
+    models = self._loop_models(1, max_len)
+    return prefill_shared_prefix(tokens, *models, max_len, self.mesh, self.options.prefill_chunk, id(self))
 
   def _checked(self, shared: SharedPrefix | None, prompts, T: int) -> SharedPrefix | None:
     if shared is not None:
@@ -255,29 +226,23 @@ class GuidedDecoder:
       lockstep=opts.lockstep,
       teacher_row_buckets=teacher_row_buckets(B, opts.teacher_sub_batches, self.mesh) if has_teacher else (),
     )
-    student = self._loop_model(self.student, self.student_rules, B, T)
-    teacher = self._loop_model(self.teacher, self.teacher_rules, B, T) if has_teacher else None
-    if shared is not None:  # every row starts from a copy of the shared prefix's caches
-      loop_caches = LoopCaches(
-        student=tile_rows(shared.student, B, student.cache_sharding),
-        teacher=tile_rows(shared.teacher, B, teacher.cache_sharding) if has_teacher else None,
-      )
-      held = np.full((B,), len(shared.tokens), np.int32)
+    student, teacher = self._loop_models(B, T)
+    loop_caches, held = starting_caches(student, teacher, B, T, caches, shared)
+    if held is not None:  # rows start after the shared prefix the caches already hold
       inp = inp.replace(cache_start=inp.cache_start.replace(student_seen=held, teacher_seen=held))
-    elif caches is None:
-      loop_caches = LoopCaches(
-        student=init_cache(self.student.cfg, B, T, sharding=student.cache_sharding),
-        teacher=init_cache(self.teacher.cfg, B, T, sharding=teacher.cache_sharding) if has_teacher else None,
-      )
-    else:  # on the layout the loop expects, so a cached call runs the same executable as a fresh one
-      loop_caches = LoopCaches(
-        student=put_cache(caches.student, student.cache_sharding),
-        teacher=put_cache(caches.teacher, teacher.cache_sharding if has_teacher else None),
-      )
     before = loop_executables()
     state = jitted_loop(lc, student, teacher, place_rows(inp, B, self.mesh), loop_caches)
     self.compiles += loop_executables() - before
     return state
 
-  def _loop_model(self, lm: LanguageModel, rules, B: int, T: int) -> LoopModel:
-    return LoopModel(params=lm.params, cfg=lm.cfg, cache_sharding=cache_sharding(lm, B, T, self.mesh, rules))
+  def _loop_models(self, B: int, T: int) -> tuple[LoopModel, LoopModel | None]:
+    """(student, teacher) as the loop sees them at batch B and buffer length T (caches placed by rules)."""
+
+    def bundle(lm: LanguageModel | None, rules) -> LoopModel | None:
+      if lm is None:
+        return None
+      return LoopModel(
+        params=lm.params, cfg=lm.cfg, cache_sharding=cache_sharding(lm, B, T, self.mesh, rules)
+      )
+
+    return bundle(self.student, self.student_rules), bundle(self.teacher, self.teacher_rules)

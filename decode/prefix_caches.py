@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from decode.batching import DecodeInputError
-from decode.state import LoopInputs
-from model.kv_cache import KVCache
+from decode.loop import jitted_prefill
+from decode.placement import place_rows, put_cache
+from decode.state import LoopCaches, LoopInputs, LoopModel
+from model.kv_cache import KVCache, init_cache
 
 
 @dataclasses.dataclass
@@ -155,3 +157,49 @@ def tile_rows(cache: KVCache, batch_size: int, sharding) -> KVCache:
     return jax.device_put(out, sharding) if sharding is not None else jnp.array(out)
 
   return jax.tree.map(tile, cache)
+
+
+def prefill_shared_prefix(
+  tokens: list[int],
+  student: LoopModel,
+  teacher: LoopModel | None,
+  max_len: int,
+  mesh,
+  chunk: int,
+  owner: int,
+) -> SharedPrefix:
+  """Both models' caches of `tokens` at batch 1 (LoopModels placed for batch 1), in `chunk`-token forwards."""
+  ids = np.zeros((1, max_len), np.int32)
+  ids[0, : len(tokens)] = tokens
+  ids, target = place_rows((ids, np.asarray([len(tokens)], np.int32)), 1, mesh)
+
+  def prefill(model: LoopModel | None) -> KVCache | None:
+    if model is None:
+      return None
+    cache = init_cache(model.cfg, 1, max_len, sharding=model.cache_sharding)
+    return jitted_prefill(model, ids, cache, target, chunk)
+
+  return SharedPrefix(tokens=list(tokens), student=prefill(student), teacher=prefill(teacher), owner=owner)
+
+
+def starting_caches(
+  student: LoopModel,
+  teacher: LoopModel | None,
+  B: int,
+  T: int,
+  caches: PrefixCaches | None,
+  shared: SharedPrefix | None,
+) -> tuple[LoopCaches, np.ndarray | None]:
+  """The caches a call starts from, on the layout the loop expects (so every call runs one executable):
+  a tile of the shared prefix (and how many positions each row then holds), the given fork caches,
+  or zeros."""
+
+  def each(fn):
+    return LoopCaches(student=fn(student, "student"), teacher=fn(teacher, "teacher") if teacher else None)
+
+  if shared is not None:
+    held = np.full((B,), len(shared.tokens), np.int32)
+    return each(lambda m, who: tile_rows(getattr(shared, who), B, m.cache_sharding)), held
+  if caches is not None:
+    return each(lambda m, who: put_cache(getattr(caches, who), m.cache_sharding)), None
+  return each(lambda m, who: init_cache(m.cfg, B, T, sharding=m.cache_sharding)), None

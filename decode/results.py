@@ -66,7 +66,9 @@ def unpack_rows(state: LoopState, gen_starts: list[int], specs: list[str], token
         intervention_steps=sorted({s for s, a in zip(steps, authors) if a == TEACHER}),
         num_steps=int(st.steps_done[i]),
         teacher_text=tokenizer.decode(teacher_ids, skip_special_tokens=True),
-        error=f"non-finite logits at position {at - gen_start}" if (at := int(st.nonfinite_at[i])) >= 0 else None,
+        error=f"non-finite logits at position {at - gen_start}"
+        if (at := int(st.nonfinite_at[i])) >= 0
+        else None,
       )
     )
   return out
