@@ -35,6 +35,7 @@ from experiments.bench import models as bm
 from experiments.bench.decode import bench_decode
 from experiments.bench.guided import bench_guided
 from experiments.bench.models import cpu_count, cpu_model, setup
+from experiments.bench.realsize import bench_compile_depth, bench_fewshot_sweep
 from experiments.bench.sweep import bench_sweep
 
 TARGETS = {
@@ -45,6 +46,9 @@ TARGETS = {
   "first_step_vs_lockstep": ("<=", 0.5),
   "sweep_vs_separate_runs": ("<=", 0.6),
   "compiles_per_sweep": ("==", 1),
+  "compile_depth_ratio": ("<=", 1.5),
+  "fewshot_sweep_speedup": (">=", 1.8),
+  "fewshot_outputs_equal": ("==", True),
 }
 REQUIRED_KEYS = tuple(TARGETS) + ("decode_roofline_fraction_b1", "greedy_match_b1")
 
@@ -66,6 +70,10 @@ class Preset:
   warmup_sweep_new_tokens: int = 8  # the fresh decoder's first (compiling) fork sweep: same shapes, short
   membw_mb: int = 512
   membw_repeats: int = 5
+  fewshot_new_tokens: int = 128  # realsize: new tokens per row of the few-shot fork sweep
+  fewshot_repeats: int = 2
+  fewshot_shot_len: int = 96  # tokens per exemplar of the shared 4-shot block
+  fewshot_question_len: int = 40  # tokens of each problem's own part
 
 
 PRESETS = {
@@ -85,6 +93,8 @@ PRESETS = {
     sweep_batch=4,
     sweep_repeats=1,
     membw_repeats=3,
+    fewshot_new_tokens=64,
+    fewshot_repeats=1,
   ),
   # Smoke-test size (tests/test_bench.py): every code path, seconds not minutes. Not a benchmark.
   "tiny": Preset(
@@ -100,13 +110,18 @@ PRESETS = {
     sweep_repeats=1,
     membw_mb=16,
     membw_repeats=2,
+    fewshot_new_tokens=12,
+    fewshot_repeats=1,
+    fewshot_shot_len=24,
+    fewshot_question_len=6,
   ),
 }
 
 
-def run_benchmark(
-  preset: Preset | str, sections=("decode", "guided", "sweep"), command: str | None = None
-) -> dict:
+SECTIONS = ("decode", "guided", "sweep", "realsize")
+
+
+def run_benchmark(preset: Preset | str, sections=SECTIONS, command: str | None = None) -> dict:
   """Runs the benchmark in this process and returns the result dict (JSON-ready)."""
   if isinstance(preset, str):
     preset = PRESETS[preset]
@@ -162,6 +177,9 @@ def run_benchmark(
       bench_guided(ctx, result)
     if "sweep" in sections:
       bench_sweep(ctx, result)
+    if "realsize" in sections:
+      bench_compile_depth(result, full=preset.name == "full", tiny=preset.name == "tiny")
+      bench_fewshot_sweep(ctx, result)
   result.pop("_student_only_decoder", None)
   result["loadavg_end"] = os.getloadavg()
   result["wall_s"] = time.perf_counter() - t_start
@@ -187,7 +205,7 @@ def main(argv=None) -> None:
     default=None,
     help="preset (default: full, or quick with --quick; tiny = smoke-test sizes, not a benchmark)",
   )
-  ap.add_argument("--only", default="decode,guided,sweep", help="comma-separated sections to run")
+  ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
   ap.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
   args = ap.parse_args(argv)
   preset = args.size or ("quick" if args.quick else "full")

@@ -1,0 +1,189 @@
+"""Benchmark section `realsize`: the two costs that real-size sweeps hit and toy models hide.
+
+1. compile_depth_ratio: compile time of the guided loop (teacher present, sub-batches on) for a
+   24-layer student and a 28-layer teacher over the same program at 4 layers each. Widths and
+   vocabulary of a real 0.5B / 1.5B pair (Qwen2.5); compiled from abstract shapes (no weights), so
+   it runs anywhere. Layers are scanned, so the ratio should stay near 1.
+2. fewshot_sweep_speedup: an 8-timing fork sweep of 16 problems whose prompts share a 4-shot
+   prefix (>= 80% of each prompt), run without the shared prefix cache over with it, on the
+   benchmark pair; fewshot_outputs_equal checks that both wrote the same rows.
+Run through experiments/bench/run.py; metrics: experiments/bench/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from experiments.bench.models import Context, log, random_prompts, timed
+
+# Widths of a real same-tokenizer pair (Qwen2.5-0.5B student, Qwen2.5-1.5B teacher).
+STUDENT = dict(hidden_size=896, num_heads=14, num_kv_heads=2, head_dim=64, intermediate_size=4864)
+TEACHER = dict(hidden_size=1536, num_heads=12, num_kv_heads=2, head_dim=128, intermediate_size=8960)
+VOCAB = 151_936
+
+
+# Smoke-test widths (preset tiny): the same program at toy sizes.
+TINY_STUDENT = dict(hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8, intermediate_size=64)
+TINY_TEACHER = dict(hidden_size=48, num_heads=4, num_kv_heads=2, head_dim=12, intermediate_size=96)
+TINY_VOCAB = 512
+
+
+def _config(widths: dict, num_layers: int, unroll: bool, vocab: int):
+  from model.config import DecoderConfig
+
+  return DecoderConfig(
+    family="qwen2",
+    vocab_size=vocab,
+    num_layers=num_layers,
+    max_position_embeddings=32768,
+    qkv_bias=True,
+    tie_word_embeddings=True,
+    scan_unroll=num_layers if unroll else 1,
+    **widths,
+  )
+
+
+def compile_seconds(
+  student_layers: int, teacher_layers: int, batch: int, max_len: int, unroll=False, tiny=False
+) -> float:
+  """Seconds to lower + compile the guided loop (teacher and sub-batches on) from abstract shapes."""
+  from decode.batching import build_inputs
+  from decode.loop import jitted_loop
+  from decode.placement import teacher_row_buckets
+  from decode.policy import parse_policy
+  from decode.state import LoopCaches, LoopConfig, LoopModel
+  from decode.vocab import VocabMasks
+  from model.kv_cache import KVCache, cache_shape
+  from model.lm import param_shapes
+
+  vocab = TINY_VOCAB if tiny else VOCAB
+  pair = (TINY_STUDENT, TINY_TEACHER) if tiny else (STUDENT, TEACHER)
+  models, caches = [], []
+  for widths, layers in zip(pair, (student_layers, teacher_layers)):
+    cfg = _config(widths, layers, unroll, vocab)
+    models.append(LoopModel(params=param_shapes(cfg), cfg=cfg))
+    arr = jax.ShapeDtypeStruct(cache_shape(cfg, batch, max_len), cfg.jnp_dtype)
+    caches.append(KVCache(keys=arr, values=arr))
+  ids = np.arange(vocab)
+  masks = VocabMasks(delimiter=ids % 20 == 0, content=np.ones(vocab, bool), eos=ids == 2)
+  prompts = [[5 + i] * 8 for i in range(batch)]
+  inp, T, B = build_inputs(
+    prompts, [parse_policy("step:1")] * batch, masks, max_new_tokens=16, bucket=max_len, max_context=32768
+  )
+  lc = LoopConfig(
+    max_len=T,
+    vocab_size=vocab,
+    prefill_chunk=64,
+    teacher_chunk=32,
+    teacher_row_buckets=teacher_row_buckets(B, 3),
+  )
+  seconds, _ = timed(lambda: jitted_loop.lower(lc, *models, inp, LoopCaches(*caches)).compile())
+  return seconds
+
+
+def bench_compile_depth(result: dict, full: bool, tiny: bool = False) -> None:
+  batch, max_len = 16, 256
+  shallow = compile_seconds(4, 4, batch, max_len, tiny=tiny)
+  deep = compile_seconds(24, 28, batch, max_len, tiny=tiny)
+  log(f"realsize: guided loop compile {shallow:.1f}s at 4+4 layers, {deep:.1f}s at 24+28 layers (scanned)")
+  result.update(
+    {
+      "compile_depth_ratio": deep / shallow,
+      "compile_s_4_4_layers": shallow,
+      "compile_s_24_28_layers": deep,
+      "compile_note": "guided loop, teacher + 3 sub-batch sizes, B=16, T=256, Qwen2.5-0.5B/1.5B widths",
+    }
+  )
+  if full:  # the unrolled program (what the codebase compiled before layers were scanned)
+    un_shallow = compile_seconds(4, 4, batch, max_len, unroll=True)
+    un_deep = compile_seconds(24, 28, batch, max_len, unroll=True)
+    log(f"realsize: unrolled compile {un_shallow:.1f}s at 4+4 layers, {un_deep:.1f}s at 24+28 layers")
+    result.update(
+      {
+        "compile_depth_ratio_unrolled": un_deep / un_shallow,
+        "compile_s_24_28_layers_unrolled": un_deep,
+      }
+    )
+
+
+def _fewshot_rows(ctx: Context, n_problems: int, shots: int, shot_len: int, question_len: int, timings: int):
+  from decode.policy import parse_policy
+  from experiments.sweep.grid import ModelEntry, expand_grid
+  from experiments.tasks.datasets import Problem
+
+  vocab = ctx.preset.pair.vocab_size
+  exemplars = sum(random_prompts(shots, shot_len, vocab, seed=7), [])  # the shared k-shot block
+  probs, texts = [], {}
+  for i, q in enumerate(random_prompts(n_problems, question_len, vocab, seed=8)):
+    ids = exemplars + q
+    if ctx.roundtrip(ids) != ids:
+      raise RuntimeError("benchmark tokenizer does not round-trip the few-shot prompts")
+    pid = f"fewshot/{i}"
+    probs.append(Problem(pid, ctx.tokenizer.decode(ids), "0", None, "bench"))
+    texts[pid] = probs[-1].question
+  policies = [parse_policy("never")] + [parse_policy(f"step:{k}") for k in range(1, timings + 1)]
+  rows = expand_grid(
+    "bench", probs, texts, [ModelEntry("student", str(ctx.student_dir))], "teacher", policies, [0]
+  )
+  return rows, len(exemplars), len(exemplars) + question_len
+
+
+def bench_fewshot_sweep(ctx: Context, result: dict) -> None:
+  """8-timing fork sweep of 16 four-shot problems: without the shared prefix cache over with it."""
+  from decode.guided import GuidedDecoder
+  from experiments.sweep.runner import DecodeSettings, SweepRunner
+  from experiments.sweep.store import ResultsStore
+
+  p = ctx.preset
+  max_new_tokens, repeats = p.fewshot_new_tokens, p.fewshot_repeats
+  rows, shared_len, prompt_len = _fewshot_rows(
+    ctx, 16, shots=4, shot_len=p.fewshot_shot_len, question_len=p.fewshot_question_len, timings=8
+  )
+  dec = GuidedDecoder(ctx.student, ctx.teacher)
+  prompt_ids = dec.encode(sorted({r.prompt for r in rows}))
+  max_len = dec.buffer_length(max(map(len, prompt_ids)), max_new_tokens)
+  settings = DecodeSettings(batch_size=16, max_len=max_len, max_new_tokens=max_new_tokens)
+  tmp = ctx.student_dir.parent / "fewshot_stores"
+
+  def sweep(name: str, shared: bool, s=settings):
+    prefix = dec.shared_prefix(prompt_ids, max_len=max_len) if shared else None
+    runner = SweepRunner(
+      dec, ResultsStore(tmp / f"{name}.jsonl"), s, fork=True, progress=False, shared_prefix=prefix
+    )
+    runner.run(rows)
+    return runner
+
+  short = dataclasses.replace(settings, max_new_tokens=8)  # warm-up: compiles both paths, same shapes
+  sweep("warm_on", True, short)
+  sweep("warm_off", False, short)
+  times = {"off": [], "on": []}
+  runners = {}
+  for r in range(repeats):
+    for mode in ("off", "on"):
+      dt, runners[mode] = timed(lambda: sweep(f"{mode}{r}", mode == "on"))
+      times[mode].append(dt)
+      log(
+        f"realsize: few-shot fork sweep, shared prefix {mode}: {dt:.1f}s ({runners[mode].loop_calls} loop calls)"
+      )
+  a, b = runners["off"].store.rows, runners["on"].store.rows
+  equal = a.keys() == b.keys() and all(
+    (a[k]["token_ids"], a[k]["authors"]) == (b[k]["token_ids"], b[k]["authors"]) for k in a
+  )
+  t_off, t_on = float(np.median(times["off"])), float(np.median(times["on"]))
+  result.update(
+    {
+      "fewshot_sweep_speedup": t_off / t_on,
+      "fewshot_outputs_equal": equal,
+      "fewshot_sweep_s": {"off": t_off, "on": t_on},
+      "fewshot_shared_prefix_fraction": shared_len / prompt_len,
+      "fewshot_prompt_len": prompt_len,
+      "fewshot_rows": len(rows),
+      "fewshot_max_new_tokens": max_new_tokens,
+    }
+  )
+  log(
+    f"realsize: few-shot sweep off {t_off:.1f}s / on {t_on:.1f}s = {t_off / t_on:.2f}x; equal rows: {equal}"
+  )
