@@ -45,6 +45,22 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+def _line_policy(path: Path, n: int, spec, own: bool, teacher: str | None) -> str:
+  """A prompts-file line's policy, checked here so that an error names the file and the line."""
+  if not isinstance(spec, str):
+    raise PolicyError(f'{path}:{n}: "policy" must be a string like "step:1", got {json.dumps(spec)}')
+  where = f"{path}:{n}: " if own else "--policy: "
+  try:
+    policy = parse_policy(spec)
+  except PolicyError as e:
+    raise PolicyError(f"{where}{e}") from None
+  if teacher is None and policy.needs_teacher:
+    raise PolicyError(
+      f"{where}policy {spec!r} needs a teacher; pass --teacher DIR (or use a student-only policy)"
+    )
+  return spec
+
+
 def _read_prompts(args) -> tuple[list[str], list[str]]:
   if args.prompt is not None:
     return [args.prompt], [args.policy]
@@ -61,8 +77,9 @@ def _read_prompts(args) -> tuple[list[str], list[str]]:
       raise DecodeInputError(f"{path}:{n}: not valid JSON ({e.msg})")
     if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
       raise DecodeInputError(f'{path}:{n}: each line needs a string field "prompt"')
+    spec = rec.get("policy", args.policy)
     texts.append(rec["prompt"])
-    policies.append(rec.get("policy", args.policy))
+    policies.append(_line_policy(path, n, spec, "policy" in rec, args.teacher))
   if not texts:
     raise DecodeInputError(f"{path} holds no prompts")
   return texts, policies

@@ -84,3 +84,19 @@ def test_bad_prompts_file(pair_dir, tmp_path):
   f.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
   r = _run("--student", pair_dir / "s", "--prompts", f)
   assert r.returncode == 2 and "p.jsonl:2" in r.stderr
+
+
+@pytest.mark.parametrize(
+  "line,message",
+  [
+    ('{"prompt": "b", "policy": "sometimes"}', "p.jsonl:3: unknown policy"),
+    ('{"prompt": "b", "policy": "step:1"}', "p.jsonl:3: policy 'step:1' needs a teacher"),
+    ('{"prompt": "b", "policy": 2}', 'p.jsonl:3: "policy" must be a string'),
+  ],
+)
+def test_bad_policy_in_prompts_file_names_the_line(pair_dir, tmp_path, line, message):
+  f = tmp_path / "p.jsonl"
+  f.write_text('{"prompt": "a"}\n\n' + line + "\n")  # the blank line 2 still counts
+  r = _run("--student", pair_dir / "s", "--prompts", f)
+  assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+  assert r.stdout == ""

@@ -1,4 +1,9 @@
-"""Meshes on 8 fake CPU devices, and a sweep split over two local processes (jax.distributed + gloo)."""
+"""Meshes on 8 fake CPU devices, and a sweep split over two local processes (jax.distributed + gloo).
+
+Determinism: the same config and seeds give the same rows, every field, whether the sweep runs on
+one device, on 8 fake devices (rows over 'data', the teacher tensor-parallel over 'model'), or split
+over two processes; each run is its own process, so this is also run-after-run reproducibility.
+"""
 
 import json
 import os
@@ -84,6 +89,7 @@ def _config(pair_dir, tmp_path: Path) -> Path:
     f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
     "  c.policies = ('never', 'step:1', 'step:2', 'entropy:2.0')\n"
     "  c.task.num_problems = 5\n  c.batch_size = 3\n  c.max_new_tokens = 12\n  c.step_delimiter = 'e'\n"
+    "  c.temperature = 0.8\n  c.top_p = 0.95\n"  # sampled: row keys must not depend on placement
     "  return c\n"
   )
   return f
@@ -99,15 +105,24 @@ def _rows(out: Path) -> dict:
   return rows
 
 
-def test_two_processes_split_the_sweep(pair_dir, tmp_path):
-  cfg = _config(pair_dir, tmp_path)
-  single = tmp_path / "single"
+def _sweep(cfg: Path, out: Path, *flags: str, devices: int = 1) -> None:
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   r = subprocess.run(
-    [sys.executable, "-m", "experiments.sweep", f"--config={cfg}", f"--config.output_dir={single}"],
+    [sys.executable, "-m", "experiments.sweep", f"--config={cfg}", f"--config.output_dir={out}", *flags],
     capture_output=True,
     text=True,
+    env=env,
   )
   assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_same_rows_on_one_device_eight_devices_and_two_processes(pair_dir, tmp_path):
+  cfg = _config(pair_dir, tmp_path)
+  single = tmp_path / "single"
+  _sweep(cfg, single)
+  eight = tmp_path / "eight"  # rows over data=4, the teacher tensor-parallel over model=2
+  _sweep(cfg, eight, "--config.mesh.data=4", "--config.mesh.model=2", devices=8)
+  assert _rows(eight) == _rows(single)  # every field of every row
   multi = tmp_path / "multi"
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -137,9 +152,12 @@ def test_two_processes_split_the_sweep(pair_dir, tmp_path):
     assert p.returncode == 0, err[-3000:]
   assert (multi / "results.jsonl").exists() and (multi / "results-1.jsonl").exists()
   a, b = _rows(single), _rows(multi)
-  assert a.keys() == b.keys()
+  assert a.keys() == b.keys() and len(a) == 5 * 4
   for rid in a:
-    assert a[rid]["token_ids"] == b[rid]["token_ids"] and a[rid]["authors"] == b[rid]["authors"]
+    assert a[rid] == b[rid], rid
+  # process 0 wrote the manifest, process 1 checked it: the same sweep as the single-process run
+  manifests = [json.loads((d / "manifest.json").read_text()) for d in (single, multi)]
+  assert manifests[0]["rows"] == manifests[1]["rows"]
   import pandas as pd
 
   summary = pd.read_csv(multi / "summary.csv")

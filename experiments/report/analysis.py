@@ -38,6 +38,7 @@ from decode.policy import (
   PolicyError,
   parse_policy,
 )
+from experiments.sweep.store import CorruptResultsError
 from experiments.tasks.answers import answers_match, normalize_number, numbers_in
 
 RESULTS_GLOB = "results*.jsonl"
@@ -129,7 +130,7 @@ def read_jsonl_rows(path: str | Path) -> list[dict[str, Any]]:
 
   A killed writer can leave its last line half-written: an unparseable final line WITHOUT a
   trailing newline is skipped with a warning. Anything else unparseable is corruption and
-  raises ValueError naming the file and the 1-based line number.
+  raises CorruptResultsError (a UserError, so a ValueError) naming the file and the 1-based line.
   """
   path = Path(path)
   data = path.read_bytes()
@@ -150,7 +151,9 @@ def read_jsonl_rows(path: str | Path) -> list[dict[str, Any]]:
       if is_partial_tail:
         warnings.warn(f"{path}: skipping truncated final line {i + 1} (no trailing newline)")
         continue
-      raise ValueError(f"{path}: corrupt line {i + 1}: {err}") from err
+      raise CorruptResultsError(
+        f"{path}: corrupt line {i + 1}: {err}; move the file aside, or fix or delete that line"
+      ) from err
     rows.append(row)
   return rows
 

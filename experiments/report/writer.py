@@ -35,6 +35,7 @@ from experiments.report.plots import (
   points,
   summary_row,
 )
+from model.errors import MissingFileError, report_user_errors
 
 PLOT_STEP = "accuracy_vs_step.png"
 PLOT_FRACTION = "accuracy_vs_teacher_fraction.png"
@@ -648,20 +649,17 @@ def write_report(output_dir: str | Path, df: pd.DataFrame | None = None) -> dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Exit 0; a missing dir, no results or a corrupt results line: `error: ...` and exit 2 (SystemExit)."""
   parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
   parser.add_argument("output_dir", type=Path, help="directory holding results*.jsonl")
   args = parser.parse_args(argv)
-  try:
+
+  def body() -> dict[str, Path]:
     if not args.output_dir.is_dir():
-      raise FileNotFoundError(f"{args.output_dir} is not a directory")
-    paths = write_report(args.output_dir)
-  except FileNotFoundError as err:  # nothing to report on
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-  except ValueError as err:  # e.g. a corrupt results line: the message names file and line
-    print(f"error: {err}", file=sys.stderr)
-    return 1
-  for name, path in paths.items():
+      raise MissingFileError(f"{args.output_dir} is not a directory")
+    return write_report(args.output_dir)
+
+  for name, path in report_user_errors(body).items():
     print(f"{name}: {path}")
   return 0
 

@@ -1,13 +1,17 @@
-"""`python -m experiments.sweep --config configs/NAME.py [--config.key=value ...]`: run or resume a sweep."""
+"""`python -m experiments.sweep --config configs/NAME.py [--config.key=value ...]`: run or resume a sweep.
+
+Every error a user can fix, a bad flag or an unknown config key included, is `error: ...` on stderr
+and exit status 2 (experiments.cli, model.errors).
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.cli import config_value, parse_flags
 from experiments.sweep.run import run_sweep
 from model.errors import report_user_errors
 
@@ -18,11 +22,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 def main(argv) -> None:
   del argv
-  cfg = _CONFIG.value
-  if cfg is None:
-    print("error: pass --config configs/NAME.py", file=sys.stderr)
-    sys.exit(2)
-  stats = report_user_errors(lambda: run_sweep(cfg))
+
+  def body() -> tuple:
+    cfg = config_value(_CONFIG, "configs/NAME.py")
+    return cfg, run_sweep(cfg)
+
+  cfg, stats = report_user_errors(body)
   print(
     f"sweep done: {stats['rows']} rows, {stats['loop_calls']} loop calls, {stats['compiles']} compilation(s); "
     f"report: {Path(cfg.output_dir) / 'report.md'}"
@@ -31,4 +36,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   flags.FLAGS.unparse_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

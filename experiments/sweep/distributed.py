@@ -5,20 +5,36 @@ its mesh over its OWN devices ('data' x 'model', teacher tensor-parallel inside 
 every num_processes-th row of the grid. Processes never wait on each other inside the loop, so a
 slow or restarted host does not stall the rest, and resume works per process (each appends to its
 own results file). The report merges all files.
+
+Settings that cannot work are errors before anything starts (`check_settings`), and joining is
+bounded: jax's `initialization_timeout` (config `distributed.initialization_timeout`, seconds). A
+coordinator that is not reachable in that time is a clear error: jax itself aborts the process (a
+fatal log line, no Python exception) when its client cannot connect, so a process other than 0 first
+waits for the coordinator's port to accept connections, and process 0 first checks that the port
+is free (jax crashes when it cannot bind it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import socket
+import time
 from typing import Any
 
 import jax
 from ml_collections import ConfigDict
 
 from configs.sharding_rules import get_rules
+from model.errors import UserError
 from model.sharding import make_mesh
 
 _INITIALIZED = False
+INIT_TIMEOUT_S = 300  # jax's default; config distributed.initialization_timeout overrides it
+
+
+class DistributedConfigError(UserError):
+  """Multi-process settings that cannot work as given, or a coordinator that cannot be reached."""
 
 
 @dataclasses.dataclass
@@ -52,20 +68,124 @@ class RunContext:
       multihost_utils.sync_global_devices("sweep-done")
 
 
+def _split_address(address: str) -> tuple[str, int]:
+  host, sep, port = address.rpartition(":")
+  if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+    raise DistributedConfigError(
+      f"distributed.coordinator_address={address!r} is not HOST:PORT (e.g. 10.0.0.1:1234)"
+    )
+  return host.strip("[]"), int(port)
+
+
+def check_settings(dist: ConfigDict | None) -> None:
+  """Refuses multi-process settings that cannot work, before anything starts or is written."""
+  if dist is None:
+    return
+  n, pid, address = (
+    dist.get("num_processes", 1),
+    dist.get("process_id", 0),
+    dist.get("coordinator_address", ""),
+  )
+  explicit = [
+    f"{key}={value!r}"
+    for key, value, default in (
+      ("num_processes", n, 1),
+      ("process_id", pid, 0),
+      ("coordinator_address", address, ""),
+    )
+    if value != default
+  ]
+  if not dist.get("enabled", False):
+    if explicit:
+      raise DistributedConfigError(
+        f"distributed.{', '.join(explicit)} given but distributed.enabled is False: pass "
+        "--config.distributed.enabled=True for a multi-process sweep, or drop them for one process"
+      )
+    return
+  if dist.get("initialization_timeout", INIT_TIMEOUT_S) <= 0:
+    raise DistributedConfigError("distributed.initialization_timeout must be a positive number of seconds")
+  if not address:
+    if explicit:
+      raise DistributedConfigError(
+        f"distributed.{', '.join(explicit)} needs distributed.coordinator_address=HOST:PORT; leave them at "
+        "their defaults for auto-detection (TPU pods, SLURM)"
+      )
+    return
+  _split_address(address)
+  if n < 1:
+    raise DistributedConfigError(f"distributed.num_processes must be >= 1, got {n}")
+  if not 0 <= pid < n:
+    raise DistributedConfigError(
+      f"distributed.process_id={pid} is out of range for num_processes={n}: use 0..{n - 1}, one per process"
+    )
+
+
+def _port_is_free(port: int) -> bool:
+  """Whether the coordinator (process 0) can bind PORT on all addresses, as jax's service will."""
+  for family, any_address in ((socket.AF_INET6, "::"), (socket.AF_INET, "")):
+    try:
+      with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((any_address, port))
+      return True
+    except OSError as e:
+      if family == socket.AF_INET6 and e.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):  # no IPv6 here
+        continue
+      return False
+  return False
+
+
+def _wait_reachable(host: str, port: int, timeout: float) -> bool:
+  """Whether HOST:PORT accepts a TCP connection within `timeout` seconds (retrying, as jax does)."""
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      with socket.create_connection((host, port), timeout=max(0.1, min(2.0, deadline - time.monotonic()))):
+        return True
+    except OSError:
+      if time.monotonic() >= deadline:
+        return False
+      time.sleep(0.25)
+
+
+def _preflight(address: str, pid: int, n: int, timeout: float) -> float:
+  """Clear errors for the coordinator failures that jax turns into a crash; returns the time left."""
+  host, port = _split_address(address)
+  start = time.monotonic()
+  if pid == 0:
+    if not _port_is_free(port):
+      raise DistributedConfigError(
+        f"process 0 runs the coordinator but port {port} of distributed.coordinator_address={address!r} is "
+        "already in use on this host (an earlier sweep still running?): pick another port"
+      )
+  elif not _wait_reachable(host, port, timeout):
+    raise DistributedConfigError(
+      f"process {pid} of {n} could not reach the coordinator at {address} within {timeout:g} s "
+      "(distributed.initialization_timeout): start process 0 with the same coordinator_address, and check "
+      "that HOST:PORT is process 0's host and reachable from here"
+    )
+  return max(1.0, timeout - (time.monotonic() - start))
+
+
 def _maybe_initialize(dist: ConfigDict | None) -> None:
   global _INITIALIZED
   if _INITIALIZED or dist is None or not dist.get("enabled", False):
     return
+  check_settings(dist)
+  timeout = dist.get("initialization_timeout", INIT_TIMEOUT_S)
   kw = {}
-  if dist.get("coordinator_address"):
-    kw = dict(
-      coordinator_address=dist.coordinator_address,
-      num_processes=dist.num_processes,
-      process_id=dist.process_id,
-    )
+  address = dist.get("coordinator_address")
+  if address:
+    timeout = _preflight(address, dist.process_id, dist.num_processes, timeout)
+    kw = dict(coordinator_address=address, num_processes=dist.num_processes, process_id=dist.process_id)
   if dist.get("cpu_collectives"):
     jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
-  jax.distributed.initialize(**kw)  # no args: auto-detected on TPU pods / SLURM
+  try:  # no coordinator: auto-detected on TPU pods / SLURM
+    jax.distributed.initialize(**kw, initialization_timeout=int(round(timeout)))
+  except (ValueError, RuntimeError) as e:  # auto-detection found no cluster, or jax refused the settings
+    where = f"the coordinator at {address}" if address else "an auto-detected cluster (TPU pod, SLURM)"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise DistributedConfigError(f"could not join {where}: {first}") from e
   _INITIALIZED = True
 
 

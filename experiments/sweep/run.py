@@ -2,8 +2,10 @@
 
   python -m experiments.sweep --config configs/NAME.py [--config.key=value ...]
 
-Writes into config.output_dir: results.jsonl (one row per problem x policy x seed x student;
-append-only, so re-running the same command resumes), summary.csv, report.md and plots.
+Writes into config.output_dir: manifest.json (the settings that define the rows; a resume with
+other such settings is refused, see manifest.py), results.jsonl (one row per problem x policy x seed x
+student; append-only, so re-running the same command resumes; one writer at a time, see lock.py),
+summary.csv, report.md and plots.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ml_collections import ConfigDict
 
 from decode.guided import GuidedDecoder
 from decode.policy import PolicyError, parse_policy
+from experiments.sweep import manifest as sweep_manifest
 from experiments.sweep.grid import ModelEntry, expand_grid
 from experiments.sweep.runner import DecodeSettings, SweepRunner
 from experiments.sweep.store import ResultsStore
@@ -100,13 +103,20 @@ def validate(cfg: ConfigDict) -> list:
       raise ModelLoadError(f"student {entry.name!r}: directory {entry.path} does not exist")
   if cfg.teacher.get("path") and not Path(cfg.teacher.path).is_dir():
     raise ModelLoadError(f"teacher directory {cfg.teacher.path} does not exist")
+  from experiments.sweep.distributed import check_settings
+
+  check_settings(cfg.get("distributed"))
   return policies
+
+
+def _other_results(output_dir: Path, mine: str) -> list[Path]:
+  """The other processes' results files (their finished rows are not decoded again here)."""
+  return sorted(p for p in output_dir.glob("results*.jsonl") if p.name != mine)
 
 
 def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
   """Runs (or resumes) the sweep; returns stats (compiles, loop calls) for callers and tests."""
   from experiments.sweep import distributed as mesh_setup
-  from model.hf_import import load_model
 
   policies = validate(cfg)
   ctx = mesh_setup.setup(cfg)
@@ -115,6 +125,32 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
     problems = problems[: cfg.limit]
   if not problems:
     raise SweepConfigError(f"task {cfg.task.name!r} has no problems to evaluate (empty file or limit)")
+  out = Path(cfg.output_dir)
+  manifest = sweep_manifest.build(cfg, policies)
+  # A different sweep in this dir is refused before anything (the lock file included) is written.
+  sweep_manifest.check(out, manifest, warn=False)
+  # One writer per results file (a second sweep here is refused), held until the sweep ends or dies.
+  store = ResultsStore(out / ctx.results_name, others=_other_results(out, ctx.results_name))
+  try:
+    wait_s = cfg.get("distributed", ConfigDict()).get("initialization_timeout", sweep_manifest.WAIT_S)
+    sweep_manifest.ensure(out, manifest, writer=ctx.is_reporter, wait_s=wait_s)
+    stats = _run(cfg, ctx, policies, problems, store, progress)
+    ctx.barrier()
+    if ctx.is_reporter:
+      from experiments.report.writer import write_report
+
+      write_report(cfg.output_dir)
+  finally:
+    store.close()
+  return stats
+
+
+def _run(
+  cfg: ConfigDict, ctx, policies: list, problems: list[Problem], store: ResultsStore, progress: bool
+) -> dict:
+  """Loads the models and decodes this process's pending rows into `store`."""
+  from model.hf_import import load_model
+
   teacher = None
   if cfg.teacher.get("path"):
     teacher = load_model(
@@ -124,7 +160,6 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
       rules=ctx.teacher_rules,
       name=cfg.teacher.get("name") or "teacher",
     )
-  store = ResultsStore(Path(cfg.output_dir) / ctx.results_name)
   stats = {"compiles": 0, "loop_calls": 0, "rows": 0}
   for entry in student_entries(cfg):
     student = load_model(entry.path, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules, name=entry.name)
@@ -163,9 +198,4 @@ def run_sweep(cfg: ConfigDict, progress: bool = True) -> dict:
     stats["compiles"] += decoder.compiles
     stats["loop_calls"] += runner.loop_calls
     stats["rows"] += len(mine)
-  ctx.barrier()
-  if ctx.is_reporter:
-    from experiments.report.writer import write_report
-
-    write_report(cfg.output_dir)
   return stats

@@ -1,8 +1,12 @@
-"""Append-only JSONL results with crash-safe resume.
+"""Append-only JSONL results with crash-safe resume and one writer per file.
 
 Each finished batch is appended with one write() and fsync'd. A kill can leave at most a partial
 last line; on open it is cut off (those rows simply run again), so no finished row is lost and no
-row is written twice.
+row is written twice. Opening takes the file's writer lock (experiments/sweep/lock.py) before it
+reads or repairs anything, so a second sweep on the same file is refused instead of interleaving
+rows. Any other unparseable line is corruption: a clear error naming the file and line, never
+silently skipped. Rows already in the other processes' files (`others`) count as done, so changing
+the number of processes between runs does not decode a row twice.
 """
 
 from __future__ import annotations
@@ -10,25 +14,56 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
+
+from experiments.sweep.lock import WriterLock
+from model.errors import UserError
+
+
+class CorruptResultsError(UserError):
+  """A results line that is not a finished row (a kill's partial last line is repaired, not this)."""
+
+
+def parse_row(path: Path, line_no: int, line: str | bytes) -> dict:
+  """One results line -> row; anything else is a CorruptResultsError naming file and line."""
+  try:
+    row = json.loads(line)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise CorruptResultsError(
+      f"{path}: corrupt line {line_no} ({getattr(e, 'msg', e)}); move the file aside, or fix or delete "
+      "that line, then run again"
+    ) from None
+  if not isinstance(row, dict) or not isinstance(row.get("row_id"), str):
+    raise CorruptResultsError(
+      f"{path}: corrupt line {line_no} (not a results row: no string row_id); move the file aside, or "
+      "fix or delete that line, then run again"
+    )
+  return row
+
+
+def complete_rows(path: Path) -> Iterator[dict]:
+  """Rows of every newline-terminated line (a line still being written by its owner is not read)."""
+  data = path.read_bytes() if path.exists() else b""
+  for n, line in enumerate(data[: data.rfind(b"\n") + 1].split(b"\n")[:-1], 1):
+    if line.strip():
+      yield parse_row(path, n, line)
 
 
 class ResultsStore:
-  def __init__(self, path: str | os.PathLike):
+  def __init__(self, path: str | os.PathLike, *, others: Iterable[str | os.PathLike] = ()):
     self.path = Path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    self._repair_tail()
-    self.rows: dict[str, dict] = {}
-    if self.path.exists():
-      with self.path.open() as f:
-        for n, line in enumerate(f, 1):
-          try:
-            row = json.loads(line)
-          except json.JSONDecodeError as e:
-            raise ValueError(
-              f"{self.path}:{n}: corrupt results line ({e.msg}); move the file aside or fix the line"
-            )
-          self.rows.setdefault(row["row_id"], row)
+    self._lock = WriterLock(self.path)
+    try:
+      self._repair_tail()
+      self.rows: dict[str, dict] = {}
+      for row in complete_rows(self.path):
+        self.rows.setdefault(row["row_id"], row)
+      # Ids finished in other processes' files: skipped here, never read for their content.
+      self.elsewhere = {row["row_id"] for p in others for row in complete_rows(Path(p))} - self.rows.keys()
+    except BaseException:
+      self.close()
+      raise
 
   def _repair_tail(self) -> None:
     """Drops an incomplete final line left by a kill mid-write."""
@@ -43,10 +78,10 @@ class ResultsStore:
         os.fsync(f.fileno())
 
   def done(self, row_id: str) -> bool:
-    return row_id in self.rows
+    return row_id in self.rows or row_id in self.elsewhere
 
   def append(self, rows: Iterable[dict]) -> None:
-    rows = [r for r in rows if r["row_id"] not in self.rows]
+    rows = [r for r in rows if not self.done(r["row_id"])]
     if not rows:
       return
     payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
@@ -56,3 +91,13 @@ class ResultsStore:
       os.fsync(f.fileno())
     for r in rows:
       self.rows[r["row_id"]] = r
+
+  def close(self) -> None:
+    """Releases the writer lock (process exit does too)."""
+    self._lock.release()
+
+  def __enter__(self) -> ResultsStore:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

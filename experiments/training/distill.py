@@ -19,6 +19,7 @@ from typing import Sequence
 from absl import app, logging
 from ml_collections import ConfigDict, config_flags
 
+from experiments.cli import config_value, parse_flags
 from experiments.files import atomic_write_text
 from experiments.tasks.datasets import Problem
 from experiments.tasks.synthetic import generate_problems
@@ -126,12 +127,10 @@ def run_distill(config: ConfigDict) -> Path:
 def main(argv):
   del argv
   quiet_orbax()
-  if _CONFIG.value is None:
-    raise app.UsageError("pass --config configs/distill.py")
-  print(report_user_errors(lambda: run_distill(_CONFIG.value)))
+  print(report_user_errors(lambda: run_distill(config_value(_CONFIG, "configs/distill.py"))))
 
 
 if __name__ == "__main__":
   # Defined only when run as a program, so importing this module (tests, distill) adds no flags.
   _CONFIG = config_flags.DEFINE_config_file("config", None, "distillation config file (configs/distill.py)")
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)  # bad flags: `error: ...`, exit 2

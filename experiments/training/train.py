@@ -27,6 +27,7 @@ from absl import app, logging
 from ml_collections import ConfigDict, config_flags
 from tqdm import tqdm
 
+from experiments.cli import config_value, parse_flags
 from experiments.tasks.synthetic import SyntheticConfig, generate_problems
 from experiments.tasks.synthetic_format import FORMAT_FILE, FORMAT_RECORD, prompt_text, target_text
 from experiments.training import train_data
@@ -339,12 +340,10 @@ def quiet_orbax() -> None:
 def main(argv):
   del argv
   quiet_orbax()
-  if _CONFIG.value is None:
-    raise app.UsageError("pass --config configs/train_teacher.py")
-  print(report_user_errors(lambda: run_teacher(_CONFIG.value)))
+  print(report_user_errors(lambda: run_teacher(config_value(_CONFIG, "configs/train_teacher.py"))))
 
 
 if __name__ == "__main__":
   # Defined only when run as a program, so importing this module (tests, distill) adds no flags.
   _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file (configs/train_teacher.py)")
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)  # bad flags: `error: ...`, exit 2
