@@ -41,6 +41,13 @@ def base_config() -> ConfigDict:
   c.student_rules = "replicated"
   c.teacher_rules = "tensor_parallel"
   c.distributed = ConfigDict(
-    dict(enabled=False, coordinator_address="", num_processes=1, process_id=0, cpu_collectives="")
+    dict(
+      enabled=False,
+      coordinator_address="",
+      num_processes=1,
+      process_id=0,
+      cpu_collectives="",
+      initialization_timeout=300,  # seconds to wait for the coordinator before a clear error
+    )
   )
   return c

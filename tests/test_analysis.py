@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from experiments.report import analysis
+from model.errors import UserError
 
 N = 10
 ANSWERS = [str(10 + i) for i in range(N)]  # problem i's gold answer
@@ -340,7 +341,7 @@ def test_leakage_not_measured_without_teacher_text() -> None:
 
 
 def test_summarize_requires_columns() -> None:
-  with pytest.raises(KeyError, match="correct"):
+  with pytest.raises(UserError, match="correct"):
     analysis.summarize(
       pd.DataFrame([{"task": "t", "student": "s", "policy": "never", "problem_id": "p", "answer": "1"}])
     )

@@ -40,6 +40,7 @@ from decode.policy import (
 )
 from experiments.sweep.store import CorruptResultsError
 from experiments.tasks.answers import answers_match, normalize_number, numbers_in
+from model.errors import UserError
 
 RESULTS_GLOB = "results*.jsonl"
 CONFIG_KEYS = ["task", "student", "teacher", "checkpoint"]
@@ -312,7 +313,10 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
   """Copy with defaults filled and types fixed; missing teacher/checkpoint become '' for joins."""
   missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
   if missing:
-    raise KeyError(f"results are missing required columns: {missing}")
+    raise UserError(
+      f"results are missing required columns {missing}; were they written by experiments.sweep? "
+      "(rows need task, student, policy, problem_id, answer and correct)"
+    )
   d = df.copy()
   for col, default in OPTIONAL_DEFAULTS.items():
     if col not in d.columns:
