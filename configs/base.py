@@ -22,7 +22,9 @@ def base_config() -> ConfigDict:
   c.exemplars = ConfigDict(dict(path="", task="", k=0, seed=0, distinct_answers=True))
   c.students = [ConfigDict(dict(name="student", path="", checkpoint=None))]
   c.teacher = ConfigDict(dict(name="teacher", path=""))
+  # Calibrated triggers (`entropy:q=0.3`) take their threshold from the `never` rows, so list both.
   c.policies = ("never", "always", "step:1", "step:2", "step:3", "step:4")
+  c.matched_random = False  # add random:P at each trigger policy's realized rate P (its matched control)
   c.seeds = (0,)
   c.batch_size = 16
   c.max_new_tokens = 128

@@ -45,6 +45,7 @@ def advance(
   teacher_prefilled: jax.Array,  # [B] counter after this iteration's teacher forward
   teacher_calls: jax.Array,  # [] counter after this iteration
   finite: jax.Array | None = None,  # [B] bool: the writer's logits were finite (None: all were)
+  step_metrics: jax.Array | None = None,  # [B, 3] student uncertainty at this token (NaN: not computed)
 ) -> LoopState:
   """Writes each active row's token, then updates step bookkeeping, limits and counters.
 
@@ -65,6 +66,9 @@ def advance(
     authors=b.authors.at[rows, pos].set(writer, mode="drop"),
     step_ids=b.step_ids.at[rows, pos].set(step, mode="drop"),
     length=b.length + active.astype(jnp.int32),
+    step_metrics=b.step_metrics
+    if step_metrics is None
+    else b.step_metrics.at[rows, jnp.where(st.at_step_start, pos, max_len)].set(step_metrics, mode="drop"),
   )
   is_teacher = need.astype(jnp.int32)
   is_student = (active & ~need).astype(jnp.int32)

@@ -52,17 +52,20 @@ def _uncertainty(logits):
   return entropy, top2[:, 0], top2[:, 0] - top2[:, 1]
 
 
-def _policy_wants_teacher(s: LoopState, inp: LoopInputs, keys, student_logits) -> tuple[jax.Array, jax.Array]:
-  """At a step start: (teacher writes the coming step [B], it was a trigger [B])."""
+def _policy_wants_teacher(s: LoopState, inp: LoopInputs, keys, student_logits):
+  """At a step start: (teacher writes the coming step [B], it was a trigger [B], the student's
+  (entropy, max prob, margin) [B, 3], NaN where not computed)."""
   p, st = inp.policy, s.step
   k = st.steps_done + 1  # the coming step, 1-based
   in_window = (k >= p.step_lo) & (k < p.step_hi)
-  # The vocabulary-wide softmax only runs when a row at a step start has an uncertainty trigger.
+  # The vocabulary-wide softmax only runs when a row at a step start has an uncertainty trigger, or
+  # is a student-only (`never`) row, whose recorded step-start uncertainties calibrate `q=` triggers.
   is_metric = (p.trigger >= pol.TRIGGER_ENTROPY) & (p.trigger <= pol.TRIGGER_MARGIN)
-  uses_metric = st.at_step_start & ~st.done & is_metric
+  is_never = (p.trigger == pol.TRIGGER_NONE) & (p.step_hi <= p.step_lo)
+  uses_metric = st.at_step_start & ~st.done & (is_metric | is_never)
   B = student_logits.shape[0]
   entropy, maxprob, margin = jax.lax.cond(
-    jnp.any(uses_metric), _uncertainty, lambda _: (jnp.zeros((B,)),) * 3, student_logits
+    jnp.any(uses_metric), _uncertainty, lambda _: (jnp.full((B,), jnp.nan),) * 3, student_logits
   )
   u = jax.vmap(lambda key: jax.random.uniform(key))(position_key(keys, s.buffers.length, _POLICY_STREAM))
   fires = (
@@ -72,7 +75,7 @@ def _policy_wants_teacher(s: LoopState, inp: LoopInputs, keys, student_logits) -
     | (p.trigger == pol.TRIGGER_RANDOM) & (u < p.threshold)
   )
   fires &= (st.triggered < p.budget) & ~in_window
-  return in_window | fires, fires
+  return in_window | fires, fires, jnp.stack([entropy, maxprob, margin], axis=-1)
 
 
 def catch_up(model: LoopModel, tokens, cache, seen, target, chunk: int, buckets: tuple[int, ...] = ()):
@@ -217,7 +220,13 @@ def _init_state(
   has_prefix = pr.lengths > pr.gen_start
   lim = inp.limits
   return LoopState(
-    buffers=Buffers(tokens=pr.tokens, authors=pr.authors, step_ids=pr.step_ids, length=pr.lengths),
+    buffers=Buffers(
+      tokens=pr.tokens,
+      authors=pr.authors,
+      step_ids=pr.step_ids,
+      length=pr.lengths,
+      step_metrics=jnp.full(pr.tokens.shape + (3,), jnp.nan, jnp.float32),
+    ),
     step=StepState(
       done=~active | (pr.lengths - pr.gen_start >= lim.max_new) | (pr.start_steps >= lim.max_steps),
       writer=zeros_i32(B),
@@ -256,9 +265,9 @@ def _iteration(
   s_logits = s_logits[:, 0, : lc.vocab_size]  # [B, V]
 
   # 2. Who writes: the policy decides at step starts; a hint hands back after token_limit tokens.
-  writer, fired = st.writer, jnp.zeros((B,), bool)
+  writer, fired, metrics = st.writer, jnp.zeros((B,), bool), jnp.full((B, 3), jnp.nan)
   if lc.has_teacher:
-    wants, fired = _policy_wants_teacher(s, inp, keys, s_logits)
+    wants, fired, metrics = _policy_wants_teacher(s, inp, keys, s_logits)
     writer = jnp.where(st.at_step_start, wants.astype(jnp.int32), st.writer)
     fired &= st.at_step_start
     over_limit = (writer == TEACHER) & (st.step_teacher_tokens >= inp.policy.token_limit)
@@ -293,7 +302,7 @@ def _iteration(
   # 5. Write and account.
   caches = CacheState(student=student_cache, teacher=teacher_cache, teacher_seen=teacher_seen)
   finite = jnp.all(jnp.isfinite(logits), axis=-1)  # [B]: a NaN/inf row stops instead of writing
-  return advance(s, inp, lc.max_len, tok, writer, fired, caches, prefilled, calls, finite)
+  return advance(s, inp, lc.max_len, tok, writer, fired, caches, prefilled, calls, finite, metrics)
 
 
 def run_loop(

@@ -8,6 +8,8 @@ and the teacher writes at most `token_limit` tokens of that step (a hint), the s
 
 Spec strings (CLI and configs):
   never | always | step:K[,n=N] | hint:K[,m=M] | entropy:T | maxprob:T | margin:T | random:P
+  entropy:q=R | maxprob:q=R | margin:q=R   (calibrated: fire at rate R of the student's step starts;
+                                            the sweep sets T from its student-only rows)
   Trigger specs accept ",budget=B" (most triggered steps per row) and ",m=M" (hint-sized help).
 """
 
@@ -48,10 +50,21 @@ class Policy:
   threshold: float = 0.0
   budget: int = int(NO_LIMIT)
   token_limit: int = int(NO_LIMIT)
+  # A calibrated trigger (`entropy:q=0.3`): fire at this fraction of the student's step starts. The
+  # threshold is unknown (NaN) until `calibrated` sets it from student-only runs.
+  rate: float | None = None
 
   @property
   def needs_teacher(self) -> bool:
     return self.step_hi > self.step_lo or self.trigger != TRIGGER_NONE
+
+  @property
+  def needs_calibration(self) -> bool:
+    return self.rate is not None and self.threshold != self.threshold  # NaN: not calibrated yet
+
+  def calibrated(self, threshold: float) -> Policy:
+    """The same policy (same spec, so the same rows) with its threshold resolved."""
+    return dataclasses.replace(self, threshold=float(threshold))
 
 
 @flax.struct.dataclass
@@ -67,6 +80,12 @@ class PolicyArrays:
 
   @staticmethod
   def stack(policies: list[Policy]) -> "PolicyArrays":
+    for p in policies:
+      if p.needs_calibration:
+        raise PolicyError(
+          f"policy {p.spec!r} sets a rate, not a threshold: calibrate it from student-only runs first "
+          "(sweeps do, from their `never` rows; or give a threshold, e.g. entropy:2.0)"
+        )
     col = lambda f, dt: np.asarray([getattr(p, f) for p in policies], dt)
     return PolicyArrays(
       step_lo=col("step_lo", np.int32),
@@ -124,6 +143,21 @@ def parse_policy(spec: str) -> Policy:
     opts = _options(m.group(3), spec, {"m"})
     limit = _positive_int(opts.get("m", 8), "m", spec)
     return Policy(f"hint:{k},m={limit}", step_lo=k, step_hi=k + 1, token_limit=limit)
+  m = re.fullmatch(rf"(entropy|maxprob|margin):\s*q\s*=\s*({_NUM})\s*((?:,[^,]+)*)", s)
+  if m:
+    kind, q = m.group(1), float(m.group(2))
+    if not 0.0 < q < 1.0:
+      raise PolicyError(f"policy {spec!r}: q (the rate at which the trigger fires) must be in (0, 1)")
+    opts = _options(m.group(3), spec, {"budget", "m"})
+    budget = _positive_int(opts["budget"], "budget", spec) if "budget" in opts else int(NO_LIMIT)
+    limit = _positive_int(opts["m"], "m", spec) if "m" in opts else int(NO_LIMIT)
+    canon = (
+      f"{kind}:q={_shortest(q)}"
+      + (f",budget={budget}" if "budget" in opts else "")
+      + (f",m={limit}" if "m" in opts else "")
+    )
+    trigger = _TRIGGERS[kind]
+    return Policy(canon, trigger=trigger, threshold=float("nan"), budget=budget, token_limit=limit, rate=q)
   m = re.fullmatch(rf"(entropy|maxprob|margin|random):\s*({_NUM})\s*((?:,[^,]+)*)", s)
   if m:
     kind, thr = m.group(1), float(m.group(2))
@@ -140,5 +174,5 @@ def parse_policy(spec: str) -> Policy:
     return Policy(canon, trigger=_TRIGGERS[kind], threshold=thr, budget=budget, token_limit=limit)
   raise PolicyError(
     f"unknown policy {spec!r}; use one of: never, always, step:K[,n=N], hint:K[,m=M], "
-    "entropy:T, maxprob:T, margin:T, random:P (triggers take ,budget=B and ,m=M)"
+    "entropy:T, maxprob:T, margin:T (or entropy:q=RATE, calibrated), random:P (triggers take ,budget=B and ,m=M)"
   )

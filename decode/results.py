@@ -26,6 +26,9 @@ class RowResult:
   num_steps: int
   teacher_text: str
   error: str | None = None  # why the row stopped early and must not be scored (non-finite logits)
+  # The student's [entropy, max prob, margin] before each step it started (student-only and trigger
+  # rows; empty where not computed): calibrates `entropy:q=...` triggers.
+  step_uncertainty: list[list[float]] = dataclasses.field(default_factory=list)
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -66,6 +69,9 @@ def unpack_rows(state: LoopState, gen_starts: list[int], specs: list[str], token
         intervention_steps=sorted({s for s, a in zip(steps, authors) if a == TEACHER}),
         num_steps=int(st.steps_done[i]),
         teacher_text=tokenizer.decode(teacher_ids, skip_special_tokens=True),
+        step_uncertainty=[
+          [round(float(x), 6) for x in m] for m in b.step_metrics[i, gen_start:end] if m[0] == m[0]
+        ],
         error=f"non-finite logits at position {at - gen_start}"
         if (at := int(st.nonfinite_at[i])) >= 0
         else None,

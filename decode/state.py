@@ -117,6 +117,9 @@ class Buffers:
   authors: jax.Array  # [B, T] int32: PROMPT / STUDENT / TEACHER
   step_ids: jax.Array  # [B, T] int32: 1-based step of each generated token
   length: jax.Array  # [B] valid tokens in the buffer
+  # [B, T, 3] float32: the student's (entropy, max prob, margin) before the first token of each
+  # step, where computed (`never` rows and trigger rows); NaN elsewhere. Calibrates `q=` triggers.
+  step_metrics: jax.Array
 
 
 @flax.struct.dataclass

@@ -61,6 +61,7 @@ def _state(B, length=1, done=None, has_content=None, last_author=PROMPT):
       authors=jnp.full((B, T), PROMPT, jnp.int32),
       step_ids=jnp.zeros((B, T), jnp.int32),
       length=z + length,
+      step_metrics=jnp.full((B, T, 3), jnp.nan),
     ),
     step=StepState(
       done=jnp.zeros((B,), bool) if done is None else jnp.asarray(done),

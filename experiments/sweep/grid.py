@@ -27,6 +27,7 @@ class SweepRow:
   teacher: str | None
   policy: Policy
   seed: int
+  matched_to: str | None = None  # a matched random control: the spec of the trigger it matches
 
   @property
   def row_id(self) -> str:

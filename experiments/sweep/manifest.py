@@ -53,6 +53,7 @@ ROW_KEYS = (
   "students",
   "teacher",
   "policies",
+  "matched_random",
   "seeds",
   "max_new_tokens",
   "max_steps",
@@ -185,6 +186,7 @@ def row_settings(cfg: ConfigDict, policies: list) -> dict:
       else None
     ),
     "policies": sorted({p.spec for p in policies}),
+    "matched_random": bool(cfg.get("matched_random", False)),
     "seeds": sorted({int(s) for s in cfg.seeds}),
     "max_new_tokens": int(cfg.max_new_tokens),
     "max_steps": int(cfg.max_steps) if cfg.get("max_steps", -1) > 0 else None,

@@ -193,7 +193,15 @@ def _run(
       top_k=cfg.top_k,
       top_p=cfg.top_p,
     )
-    runner = SweepRunner(decoder, store, settings, fork=cfg.fork, progress=progress, shared_prefix=shared)
+    runner = SweepRunner(
+      decoder,
+      store,
+      settings,
+      fork=cfg.fork,
+      progress=progress,
+      shared_prefix=shared,
+      matched_random=bool(cfg.get("matched_random", False)),
+    )
     runner.run(mine)
     stats["compiles"] += decoder.compiles
     stats["loop_calls"] += runner.loop_calls

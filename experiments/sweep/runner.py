@@ -14,9 +14,10 @@ import dataclasses
 from tqdm import tqdm
 
 from decode.guided import GuidedDecoder
-from decode.policy import parse_policy
+from decode.policy import TRIGGER_NONE, TRIGGER_RANDOM, parse_policy
 from decode.prefix_caches import SharedPrefix
 from decode.results import RowResult
+from experiments.sweep.calibration import calibrate, matched_random_spec, realized_rate
 from experiments.sweep.grid import SweepRow, forkable
 from experiments.sweep.store import ResultsStore
 from experiments.tasks.answers import score
@@ -46,9 +47,11 @@ class SweepRunner:
     fork: bool = True,
     progress: bool = True,
     shared_prefix: SharedPrefix | None = None,
+    matched_random: bool = False,
   ):
     self.decoder, self.store, self.settings, self.fork = decoder, store, settings, fork
     self.shared_prefix = shared_prefix  # caches of the prompts' common prefix (few-shot exemplars)
+    self.matched_random = matched_random  # add random:P at each trigger's realized rate P
     self.progress = progress
     self.loop_calls = 0
     self._bar = None
@@ -73,6 +76,8 @@ class SweepRunner:
       mode=mode,
       gold_steps=gold_step_count(row.problem),  # the report's no-leak subset: gold steps > K
       exemplar_answers=exemplar_answers(row.prompt),  # the report's few-shot copy rate
+      threshold=row.policy.threshold if row.policy.trigger != TRIGGER_NONE else None,  # as calibrated
+      matched_to=row.matched_to,  # a matched random control: the trigger policy it matches
     )
     return rec
 
@@ -127,7 +132,45 @@ class SweepRunner:
     return -(-n // self.settings.batch_size)
 
   def run(self, rows: list[SweepRow]) -> None:
+    """Decodes every row not yet in the store; calibrated triggers after the student-only rows they
+    are calibrated on, and matched random controls (`matched_random`) after their triggers."""
     self.decoder.check_steps([r.policy for r in rows], self.settings.max_steps)  # before any row is written
+    if any(r.policy.needs_calibration for r in rows):
+      self._run_rows([r for r in rows if r.policy.spec == "never"])
+      thresholds = {}
+      rows = [self._calibrated(r, thresholds) if r.policy.needs_calibration else r for r in rows]
+    self._run_rows(rows)
+    if self.matched_random:
+      self._run_rows(self._matched_random_rows(rows))
+
+  def _calibrated(self, row: SweepRow, cache: dict) -> SweepRow:
+    """The row with its `q=` trigger's threshold set from the same student's `never` rows."""
+    group = (row.task, row.student.name, row.student.checkpoint, row.policy.spec)
+    if group not in cache:
+      never = [
+        rec
+        for rec in self.store.rows.values()
+        if rec["policy"] == "never" and (rec["task"], rec["student"], rec["checkpoint"]) == group[:3]
+      ]
+      cache[group] = calibrate(row.policy, never)
+    return dataclasses.replace(row, policy=cache[group])
+
+  def _matched_random_rows(self, rows: list[SweepRow]) -> list[SweepRow]:
+    """For each trigger policy, `random:P` rows on the same problems at its realized rate P."""
+    groups: dict[tuple, list[SweepRow]] = {}
+    for r in rows:
+      if r.policy.trigger not in (TRIGGER_NONE, TRIGGER_RANDOM):
+        groups.setdefault((r.task, r.student.name, r.student.checkpoint, r.policy.spec), []).append(r)
+    out = []
+    for group, members in groups.items():
+      rate = realized_rate(self.store.rows[r.row_id] for r in members if self.store.done(r.row_id))
+      if rate != rate:  # no step starts: nothing to match
+        continue
+      control = parse_policy(matched_random_spec(rate))
+      out += [dataclasses.replace(r, policy=control, matched_to=group[3]) for r in members]
+    return out
+
+  def _run_rows(self, rows: list[SweepRow]) -> None:
     pending = [r for r in rows if not self.store.done(r.row_id)]
     if not pending:
       return

@@ -1,0 +1,62 @@
+"""Calibrated triggers and their matched-rate controls.
+
+`entropy:q=0.3` fires at 30% of the student's step starts: its threshold is read off the
+step-start uncertainties that the sweep's student-only (`never`) rows record. A trigger's realized
+rate (teacher-written steps over step starts) then defines its matched control, `random:P`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from decode.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, Policy, PolicyError
+
+# Column of each trigger's metric in a row's `step_uncertainty` ([entropy, max prob, margin]).
+METRIC_COLUMN = {TRIGGER_ENTROPY: 0, TRIGGER_MAXPROB: 1, TRIGGER_MARGIN: 2}
+RATE_DIGITS = 4  # matched random:P is rounded, so resumed sweeps name the same rows
+
+
+def threshold_for_rate(trigger: int, rate: float, values: Iterable[float]) -> float:
+  """The threshold at which the trigger fires on round(rate * n) of the n recorded values.
+
+  Entropy fires above its threshold, max prob and margin below theirs. With ties the count can
+  differ from round(rate * n); the realized rate is reported either way.
+  """
+  v = np.sort(np.asarray([x for x in values if x == x], np.float64))  # NaN: not recorded
+  n = v.size
+  if n == 0:
+    raise ValueError("no recorded step-start uncertainties to calibrate from")
+  m = int(round(rate * n))  # how many step starts should fire
+  if trigger == TRIGGER_ENTROPY:  # fires when value > threshold: the m largest
+    return float(v[n - m - 1]) if m < n else float("-inf")
+  return float(v[m]) if m < n else float("inf")  # fires when value < threshold: the m smallest
+
+
+def step_starts(rec: dict) -> int:
+  """Steps a row began writing (its generated tokens' distinct step ids)."""
+  return len(set(rec.get("step_ids") or []))
+
+
+def realized_rate(records: Iterable[dict]) -> float:
+  """Teacher-written steps over step starts, pooled over rows (NaN without step starts)."""
+  recs = list(records)
+  starts = sum(step_starts(r) for r in recs)
+  return sum(len(r.get("intervention_steps") or []) for r in recs) / starts if starts else float("nan")
+
+
+def calibrate(policy: Policy, never_records: Iterable[dict]) -> Policy:
+  """`policy` with its threshold set from the student-only rows' recorded step-start uncertainties."""
+  col = METRIC_COLUMN[policy.trigger]
+  values = [m[col] for r in never_records for m in (r.get("step_uncertainty") or [])]
+  if not values:
+    raise PolicyError(
+      f"policy {policy.spec!r} needs recorded step-start uncertainties from `never` rows of the same "
+      "student; add 'never' to the sweep's policies (results written before this feature lack them)"
+    )
+  return policy.calibrated(threshold_for_rate(policy.trigger, policy.rate, values))
+
+
+def matched_random_spec(rate: float) -> str:
+  return f"random:{round(float(rate), RATE_DIGITS):g}"

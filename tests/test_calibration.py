@@ -1,0 +1,112 @@
+"""Calibrated triggers (`entropy:q=R`) and matched random controls, against hand-worked values."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from decode.guided import GuidedDecoder
+from decode.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, PolicyError, parse_policy
+from experiments.sweep.calibration import matched_random_spec, realized_rate, threshold_for_rate
+from model.lm import forward
+
+VALUES = [0.9, 0.1, 2.0, 0.5, 1.3]  # sorted: 0.1 0.5 0.9 1.3 2.0
+
+
+@pytest.mark.parametrize(
+  "trigger,rate,threshold,fires",
+  [
+    (TRIGGER_ENTROPY, 0.4, 0.9, {1.3, 2.0}),  # entropy fires above: the 2 (= 0.4 * 5) largest
+    (TRIGGER_MAXPROB, 0.4, 0.9, {0.1, 0.5}),  # max prob fires below: the 2 smallest
+    (TRIGGER_MARGIN, 0.2, 0.5, {0.1}),
+    (TRIGGER_ENTROPY, 0.05, 2.0, set()),  # round(0.25) = 0 step starts
+    (TRIGGER_ENTROPY, 0.95, float("-inf"), set(VALUES)),  # round(4.75) = 5: all
+    (TRIGGER_MAXPROB, 0.95, float("inf"), set(VALUES)),
+  ],
+)
+def test_threshold_fires_at_the_asked_rate(trigger, rate, threshold, fires):
+  got = threshold_for_rate(trigger, rate, VALUES + [float("nan")])  # NaN: not recorded, ignored
+  assert got == threshold
+  fired = {v for v in VALUES if (v > got if trigger == TRIGGER_ENTROPY else v < got)}
+  assert fired == fires
+
+
+def test_realized_rate_pools_rows():
+  recs = [
+    {"step_ids": [1, 1, 2, 2, 3], "intervention_steps": [2]},  # 3 step starts, 1 by the teacher
+    {"step_ids": [1, 2], "intervention_steps": [1, 2]},  # 2 step starts, both
+    {"step_ids": [], "intervention_steps": []},
+  ]
+  assert realized_rate(recs) == pytest.approx(3 / 5)
+  assert realized_rate([{"step_ids": [], "intervention_steps": []}]) != realized_rate([])  # both NaN
+  assert parse_policy(matched_random_spec(3 / 7)).spec == "random:0.4286"
+
+
+def test_rate_specs_parse_and_refuse_to_run_uncalibrated(pair):
+  p = parse_policy("Entropy:q=0.30,budget=2")
+  assert (p.spec, p.rate, p.budget, p.needs_calibration) == ("entropy:q=0.3,budget=2", 0.3, 2, True)
+  assert not p.calibrated(1.5).needs_calibration and p.calibrated(1.5).spec == p.spec
+  for bad in ("entropy:q=0", "maxprob:q=1", "margin:q=1.5"):
+    with pytest.raises(PolicyError, match="q "):
+      parse_policy(bad)
+  s, t = pair
+  g = GuidedDecoder(s, t, step_delimiter="e")
+  with pytest.raises(PolicyError, match="calibrate"):
+    g.generate(g.encode(["ab"]), "entropy:q=0.3", max_new_tokens=4)
+
+
+def _metrics(logits):
+  x = np.asarray(logits, np.float64)
+  p = np.exp(x - x.max())
+  p /= p.sum()
+  top = np.sort(p)[::-1]
+  return [float(-(p[p > 0] * np.log(p[p > 0])).sum()), float(top[0]), float(top[0] - top[1])]
+
+
+def test_student_only_rows_record_step_start_uncertainty(pair):
+  """Each step start's [entropy, max prob, margin] equals a plain forward's distribution there."""
+  s, t = pair
+  g = GuidedDecoder(s, t, step_delimiter="e")
+  ids = g.encode(["what is 3+4?", "hello there. x", "ab", "qq"])
+  checked = 0
+  for prompt, r in zip(ids, g.generate(ids, "never", max_new_tokens=32)):
+    starts = [j for j in range(len(r.token_ids)) if j == 0 or r.step_ids[j] != r.step_ids[j - 1]]
+    assert len(r.step_uncertainty) == len(starts) >= 1
+    for j, got in zip(starts, r.step_uncertainty):
+      seq = jnp.asarray([prompt + r.token_ids[:j]])
+      n = seq.shape[1]
+      logits, _ = forward(
+        s.cfg, s.params, seq, jnp.zeros((1,), jnp.int32), jnp.full((1,), n), s.init_cache(1, n)
+      )
+      np.testing.assert_allclose(got, _metrics(logits[0, -1, : len(s.tokenizer)]), atol=2e-4, rtol=1e-4)
+      checked += 1
+  assert checked >= 5  # several step starts, not just each row's first
+
+
+def test_sweep_calibrates_and_adds_the_matched_control(pair_dir, tmp_path):
+  from configs.base import base_config
+  from experiments.sweep.run import run_sweep
+  from experiments.sweep.store import ResultsStore
+
+  c = base_config()
+  c.output_dir = str(tmp_path / "out")
+  c.task.num_problems = 6
+  c.students = [ConfigDict(dict(name="s", path=str(pair_dir / "s"), checkpoint=None))]
+  c.teacher = ConfigDict(dict(name="t", path=str(pair_dir / "t")))
+  c.policies = ("never", "step:1", "entropy:q=0.3")
+  c.matched_random = True
+  c.batch_size, c.max_new_tokens, c.step_delimiter = 4, 20, "e"
+  run_sweep(c, progress=False)
+  rows = list(ResultsStore(tmp_path / "out" / "results.jsonl").rows.values())
+  never = {r["problem_id"]: r for r in rows if r["policy"] == "never"}
+  trig = [r for r in rows if r["policy"] == "entropy:q=0.3"]
+  want = threshold_for_rate(
+    TRIGGER_ENTROPY, 0.3, [m[0] for r in never.values() for m in r["step_uncertainty"]]
+  )
+  assert len(trig) == 6 and all(r["threshold"] == pytest.approx(want) for r in trig)
+  for r in trig:  # step 1 starts from the same prompt as the student-only run: the same decision
+    fired = never[r["problem_id"]]["step_uncertainty"][0][0] > want
+    assert (1 in r["intervention_steps"]) == fired
+  control = [r for r in rows if r["policy"].startswith("random:")]
+  assert len(control) == 6 and {r["matched_to"] for r in control} == {"entropy:q=0.3"}
+  assert control[0]["policy"] == parse_policy(matched_random_spec(realized_rate(trig))).spec
