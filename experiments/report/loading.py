@@ -1,0 +1,139 @@
+"""Results files in, one prepared table out: the row schema every analysis starts from.
+
+`load_results` merges every results*.jsonl of an output directory (one file per sweep writer),
+keeping the first copy of a duplicated row_id; `read_jsonl_rows` reads one file, skipping the
+half-written last line a killed writer can leave and refusing any other corruption by file and
+line. `prepare` enforces the schema: the required columns, a default for every optional one (older
+results files lack the newer fields) and the types the joins need. The key lists say which columns
+name a configuration, a policy's group and a paired unit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from experiments.sweep.store import CorruptResultsError
+from model.errors import UserError
+
+RESULTS_GLOB = "results*.jsonl"
+CONFIG_KEYS = ["task", "student", "teacher", "checkpoint"]
+GROUP_KEYS = CONFIG_KEYS + ["policy"]
+UNIT_KEYS = ["seed", "problem_id"]
+REQUIRED_COLUMNS = ["task", "student", "policy", "problem_id", "answer", "correct"]
+# Columns a row may omit; the value is what "omitted" means.
+OPTIONAL_DEFAULTS: dict[str, Any] = {
+  "teacher": None,
+  "checkpoint": None,
+  "seed": 0,
+  "student_tokens": 0,
+  "teacher_tokens": 0,
+  "teacher_prefilled": 0,
+  "switches": 0,
+  "teacher_text": "",
+  "prediction": None,
+  "gold_steps": None,  # steps of the gold solution; None = unknown (excluded from no-leak columns)
+  "exemplar_answers": None,  # final answers of the prompt's exemplars; None = not recorded
+  "error": None,  # why a row stopped early (non-finite logits); None = it did not
+}
+NO_LABEL = ""  # the stand-in for a missing teacher/checkpoint label (None never matches in joins)
+
+
+def _results_files(output_dir: Path) -> list[Path]:
+  """results.jsonl first, then results-1, results-2, ... in numeric order (first wins on dups)."""
+
+  def order(path: Path) -> tuple[int, int, str]:
+    m = re.fullmatch(r"results(?:-(\d+))?\.jsonl", path.name)
+    if m is None:
+      return (1, 0, path.name)
+    return (0, int(m.group(1) or -1), path.name)
+
+  return sorted((p for p in output_dir.glob(RESULTS_GLOB) if p.is_file()), key=order)
+
+
+def read_jsonl_rows(path: str | Path) -> list[dict[str, Any]]:
+  """Rows of one results file.
+
+  A killed writer can leave its last line half-written: an unparseable final line WITHOUT a
+  trailing newline is skipped with a warning. Anything else unparseable is corruption and
+  raises CorruptResultsError (a UserError, so a ValueError) naming the file and the 1-based line.
+  """
+  path = Path(path)
+  data = path.read_bytes()
+  lines = data.split(b"\n")
+  complete = data.endswith(b"\n") or not data
+  if complete:
+    lines = lines[:-1]  # the empty piece after the final newline
+  rows: list[dict[str, Any]] = []
+  for i, raw in enumerate(lines):
+    is_partial_tail = (not complete) and i == len(lines) - 1
+    if not raw.strip():
+      continue
+    try:
+      row = json.loads(raw.decode("utf-8"))
+      if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    except (ValueError, UnicodeDecodeError) as err:
+      if is_partial_tail:
+        warnings.warn(f"{path}: skipping truncated final line {i + 1} (no trailing newline)")
+        continue
+      raise CorruptResultsError(
+        f"{path}: corrupt line {i + 1}: {err}; move the file aside, or fix or delete that line"
+      ) from err
+    rows.append(row)
+  return rows
+
+
+def load_results(output_dir: str | Path) -> pd.DataFrame:
+  """Merge every results*.jsonl in `output_dir`; duplicate row_ids keep their first occurrence."""
+  output_dir = Path(output_dir)
+  files = _results_files(output_dir)
+  if not files:
+    raise FileNotFoundError(f"no {RESULTS_GLOB} files in {output_dir}")
+  rows = [row for path in files for row in read_jsonl_rows(path)]
+  df = pd.DataFrame(rows)
+  if "row_id" in df.columns and len(df):
+    df = df.drop_duplicates(subset="row_id", keep="first").reset_index(drop=True)
+  return df
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+  """Copy with defaults filled and types fixed; missing teacher/checkpoint become '' for joins."""
+  missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+  if missing:
+    raise UserError(
+      f"results are missing required columns {missing}; were they written by experiments.sweep? "
+      "(rows need task, student, policy, problem_id, answer and correct)"
+    )
+  d = df.copy()
+  for col, default in OPTIONAL_DEFAULTS.items():
+    if col not in d.columns:
+      d[col] = default
+  for col in ("teacher", "checkpoint"):
+    d[col] = [NO_LABEL if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in d[col]]
+  for col in ("task", "student", "policy", "problem_id", "answer"):
+    d[col] = d[col].astype(str)
+  d["seed"] = d["seed"].fillna(0).astype(int)
+  for col in ("student_tokens", "teacher_tokens", "teacher_prefilled", "switches"):
+    d[col] = pd.to_numeric(d[col]).fillna(0)
+  d["teacher_text"] = d["teacher_text"].fillna("").astype(str)
+  d["correct"] = d["correct"].astype(bool)
+  d["gold_steps"] = pd.to_numeric(d["gold_steps"], errors="coerce").astype(float)  # NaN: unknown
+  d["prediction"] = [None if absent(v) else str(v) for v in d["prediction"]]
+  d["exemplar_answers"] = [
+    tuple(str(a) for a in v) if isinstance(v, (list, tuple, np.ndarray)) else ()
+    for v in d["exemplar_answers"]
+  ]
+  return d
+
+
+def absent(value: Any) -> bool:
+  """None or a float NaN (what pandas puts in a column a row did not have)."""
+  return value is None or (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,137 @@
+"""report.md sections that show the summary table as it is: the data, the student alone, the plots
+(with the first-step gain per checkpoint), the full summary and the rescue/harm counts.
+
+Each `*_section` function returns the lines under its `## ` heading (markdown.render_markdown adds it).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from experiments.report import analysis
+from experiments.report.outputs import PLOT_CHECKPOINTS
+from experiments.report.plots import ci, label, markdown_table, missing, pct, points
+
+
+def data_section(df: pd.DataFrame) -> list[str]:
+  """Rows, problems, seeds, policies and models per task."""
+  sizes = analysis.dataset_sizes(df)
+  return [markdown_table(list(sizes.columns), sizes.itertuples(index=False)), ""]
+
+
+def student_only_section(s: pd.DataFrame) -> list[str]:
+  """The `never` rows' accuracy, the level every gain is measured from."""
+  never = s[s.policy == "never"]
+  if never.empty:
+    return ["No `never` rows: gains, rescue and harm cannot be computed.", ""]
+  return [
+    markdown_table(
+      ["task", "student", "teacher", "checkpoint", "n", "accuracy"],
+      [
+        [r.task, r.student, label(r.teacher), label(r.checkpoint), r.n, pct(r.accuracy)]
+        for r in never.itertuples()
+      ],
+    ),
+    "",
+  ]
+
+
+def plots_section(s: pd.DataFrame, plots: dict[str, str]) -> list[str]:
+  """The images (caption -> path) and, with the per-checkpoint plot, the first-step gain per checkpoint."""
+  parts = [f"![{caption}]({path})\n" for caption, path in plots.items()]
+  if PLOT_CHECKPOINTS in plots.values():
+    step1 = s[(s.step_k == 1) & (s.checkpoint != "")]
+    if not step1.empty:
+      parts += [
+        "### First-step gain by checkpoint",
+        "",
+        markdown_table(
+          ["task", "student", "teacher", "checkpoint", "student alone", "step:1", "gain (points)", "95% CI"],
+          [
+            [
+              r.task,
+              r.student,
+              label(r.teacher),
+              r.checkpoint,
+              pct(r.baseline_accuracy),
+              pct(r.accuracy),
+              points(r.gain_points),
+              ci(r.gain_ci_low, r.gain_ci_high),
+            ]
+            for r in step1.itertuples()
+          ],
+        ),
+        "",
+      ]
+  return parts
+
+
+def summary_section(s: pd.DataFrame) -> list[str]:
+  """Every summary row: accuracy, gain with its CI, teacher tokens, switches and leakage."""
+  return [
+    markdown_table(
+      [
+        "task",
+        "student",
+        "teacher",
+        "checkpoint",
+        "policy",
+        "n",
+        "accuracy",
+        "gain (points)",
+        "95% CI",
+        "relative",
+        "teacher tokens",
+        "switches",
+        "leakage",
+      ],
+      [
+        [
+          r.task,
+          r.student,
+          label(r.teacher),
+          label(r.checkpoint),
+          f"`{r.policy}`",
+          r.n,
+          pct(r.accuracy),
+          points(r.gain_points),
+          ci(r.gain_ci_low, r.gain_ci_high),
+          "n/a" if missing(r.gain_rel_pct) else f"{r.gain_rel_pct:+.0f}%",
+          pct(r.teacher_fraction),
+          f"{r.mean_switches:.2f}",
+          pct(r.leakage_rate),
+        ]
+        for r in s.itertuples()
+      ],
+    ),
+    "",
+  ]
+
+
+def rescue_harm_section(s: pd.DataFrame) -> list[str]:
+  """Per guided policy, the paired units it rescued and harmed."""
+  guided = s[s.policy != "never"]
+  parts = ["Rescue: the student alone was wrong and the guided run right; harm: the reverse.", ""]
+  parts += [
+    markdown_table(
+      ["task", "student", "teacher", "checkpoint", "policy", "paired", "rescue", "harm", "net"],
+      [
+        [
+          r.task,
+          r.student,
+          label(r.teacher),
+          label(r.checkpoint),
+          f"`{r.policy}`",
+          r.n_paired,
+          r.rescue,
+          r.harm,
+          f"{int(r.rescue) - int(r.harm):+d}",
+        ]
+        for r in guided.itertuples()
+      ],
+    )
+    if not guided.empty
+    else "No guided rows.",
+    "",
+  ]
+  return parts

@@ -1,0 +1,172 @@
+"""analysis's timing side (timing.py) on hand-built rows: gains without leakage, step 1 minus step K
+and the per-problem counterfactuals, every number known in advance."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import pytest
+from analysis_rows import make_rows, one, row
+
+from experiments.report import analysis
+
+# --------------------------------------------------------------------------- timing without leakage
+
+GOLD_STEPS = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1]  # problem i's gold solution length
+
+
+def rows_with_gold_steps() -> list[dict[str, Any]]:
+  return [dict(r, gold_steps=GOLD_STEPS[int(r["problem_id"][1:])]) for r in make_rows()]
+
+
+@pytest.mark.parametrize(
+  "policy,last",
+  [
+    ("step:1", 1),
+    ("step:3", 3),
+    ("hint:2", 2),
+    ("hint:2,m=3", 2),
+    ("step:2,m=3", 2),
+    ("step:2,n=3", 4),  # the teacher writes steps 2, 3 and 4
+    ("never", None),
+    ("always", None),
+    ("entropy:0.5,budget=1", None),
+  ],
+)
+def test_last_teacher_step(policy: str, last: int | None) -> None:
+  assert analysis.last_teacher_step(policy) == last
+
+
+def test_no_leak_subset_accuracy_and_gain() -> None:
+  s = analysis.summarize(pd.DataFrame(rows_with_gold_steps()), n_boot=2000, seed=0)
+  # step:1 on gold steps > 1: p1 p2 p4 p5 p7 p8. Right: p1 p2 p4 p5 (4/6); student alone: p1 (1/6).
+  s1 = one(s, "step:1")
+  assert s1.n_no_leak == 6 and s1.accuracy_no_leak == pytest.approx(4 / 6)
+  assert s1.gain_no_leak_points == pytest.approx(50.0)
+  assert s1.gain_no_leak_ci_low <= 50.0 <= s1.gain_no_leak_ci_high
+  assert s1.gain_points == pytest.approx(40.0)  # the raw gain is unchanged beside it
+  # step:2 on gold steps > 2: p2 p5 p8. Right: p2 only; student alone: none. Per-problem
+  # differences are 1, 0, 0: a resample is all zeros with probability (2/3)^3 > 2.5% and all ones
+  # with 1/27 > 2.5%, so the 95% CI spans exactly [0, 100].
+  s2 = one(s, "step:2")
+  assert s2.n_no_leak == 3 and s2.accuracy_no_leak == pytest.approx(1 / 3)
+  assert s2.gain_no_leak_points == pytest.approx(100 / 3)
+  assert (s2.gain_no_leak_ci_low, s2.gain_no_leak_ci_high) == (0.0, 100.0)
+  for policy in ("never", "always"):  # no fixed last teacher step
+    r = one(s, policy)
+    assert pd.isna(r.n_no_leak) and math.isnan(r.accuracy_no_leak) and math.isnan(r.gain_no_leak_points)
+
+
+def test_hint_policies_get_no_leak_columns_too() -> None:
+  rows = rows_with_gold_steps()
+  rows += [
+    dict(r, policy="hint:2,m=4", row_id=f"hint|{r['problem_id']}") for r in rows if r["policy"] == "step:2"
+  ]
+  h = one(analysis.summarize(pd.DataFrame(rows), n_boot=200), "hint:2,m=4")
+  assert math.isnan(h.step_k)  # not a point of the step curve, but its timing is fixed at step 2
+  assert h.n_no_leak == 3 and h.gain_no_leak_points == pytest.approx(100 / 3)
+
+
+def test_rows_without_gold_steps_are_left_out_of_the_no_leak_columns() -> None:
+  rows = rows_with_gold_steps()
+  for r in rows:  # older results files: p1 and p2 carry no gold_steps; SVAMP-like rows carry None
+    if r["problem_id"] in ("p1", "p2"):
+      del r["gold_steps"]
+    if r["problem_id"] == "p4":
+      r["gold_steps"] = None
+  s = analysis.summarize(pd.DataFrame(rows), n_boot=200)
+  s1 = one(s, "step:1")  # gold steps > 1 and known: p5 p7 p8; right: p5; student alone: none
+  assert s1.n_no_leak == 3 and s1.accuracy_no_leak == pytest.approx(1 / 3)
+  assert s1.gain_no_leak_points == pytest.approx(100 / 3) and s1.gain_points == pytest.approx(40.0)
+  old = analysis.summarize(pd.DataFrame(make_rows()), n_boot=200)  # no row knows its gold steps
+  assert old.n_no_leak.isna().all() and old.gain_no_leak_points.isna().all()
+  assert one(old, "step:1").gain_points == pytest.approx(40.0)
+
+
+def test_step1_minus_step_k_difference_and_its_ci() -> None:
+  df = pd.DataFrame(rows_with_gold_steps())
+  t = analysis.timing_differences(df, n_boot=2000, seed=0)
+  assert list(t.columns) == analysis.TIMING_COLUMNS and len(t) == 1
+  r = t.iloc[0]
+  s = analysis.summarize(df, n_boot=10)
+  # Per problem, step:1 - step:2 is -1 (p0), +1 (p3..p6), 0 elsewhere: +3/10, the difference of gains.
+  assert r.step_k == 2 and r.n_units == 10 and r.diff_points == pytest.approx(30.0)
+  assert r.diff_points == pytest.approx(one(s, "step:1").gain_points - one(s, "step:2").gain_points)
+  # Ten draws of -1 (1 in 10), +1 (4 in 10), 0: mean +0.3, sd of the mean 0.20, so the 95% CI is
+  # +0.3 -/+ 0.40 on the grid of tenths: [-10, +70] points.
+  assert (r.diff_ci_low, r.diff_ci_high) == (-10.0, 70.0)
+  # On gold steps > 2 (p2 p5 p8): 0, +1, 0, so the CI is [0, 100] as in the no-leak gain above.
+  assert r.n_units_no_leak == 3 and r.diff_no_leak_points == pytest.approx(100 / 3)
+  assert (r.diff_no_leak_ci_low, r.diff_no_leak_ci_high) == (0.0, 100.0)
+  pd.testing.assert_frame_equal(t, analysis.timing_differences(df, n_boot=2000, seed=0))  # fixed seed
+
+
+def test_difference_ci_of_a_constant_difference_is_the_point() -> None:
+  # step:1 right and step:3 wrong on every problem: every resample's difference is exactly +100.
+  rows = [row("never", i, False, gold_steps=4) for i in range(4)]
+  rows += [row("step:1", i, True, gold_steps=4) for i in range(4)]
+  rows += [row("step:3", i, False, gold_steps=4) for i in range(4)]
+  r = analysis.timing_differences(pd.DataFrame(rows), n_boot=300).iloc[0]
+  assert (r.step_k, r.n_units, r.diff_points, r.diff_ci_low, r.diff_ci_high) == (3, 4, 100.0, 100.0, 100.0)
+  assert r.n_units_no_leak == 4 and (r.diff_no_leak_ci_low, r.diff_no_leak_ci_high) == (100.0, 100.0)
+  without = analysis.timing_differences(pd.DataFrame(make_rows()), n_boot=50).iloc[0]
+  assert pd.isna(without.n_units_no_leak) and math.isnan(without.diff_no_leak_points)
+
+
+# --------------------------------------------------------------------------- counterfactuals
+
+# Who is right, per problem: student alone, then the teacher writing step 1, 2, 3.
+#   p0: right | wrong (harm), right, wrong (harm)    p3: wrong | wrong, right, right  -> earliest 2
+#   p1: wrong | right (rescue), wrong, wrong -> 1     p4: wrong | wrong, wrong, right  -> earliest 3
+#   p2: wrong | wrong, right, wrong -> earliest 2     p5: wrong | wrong, wrong, wrong  -> none
+CF_RIGHT = {"never": {0}, "step:1": {1}, "step:2": {0, 2, 3}, "step:3": {3, 4}, "hint:1,m=4": {5}}
+
+
+def counterfactual_rows() -> list[dict[str, Any]]:
+  rows = [row(p, i, i in right, row_id=f"{p}|{i}") for p, right in CF_RIGHT.items() for i in range(6)]
+  return [r for r in rows if not (r["policy"] == "step:3" and r["problem_id"] == "p5")]  # not run
+
+
+def test_counterfactual_table_rescue_and_harm_per_k() -> None:
+  cf = analysis.counterfactuals(pd.DataFrame(counterfactual_rows()))
+  assert list(cf.problem_id) == [f"p{i}" for i in range(6)]
+  assert [c for c in cf.columns if c.startswith("step_")] == ["step_1", "step_2", "step_3"]  # no hint column
+  cells = cf[["step_1", "step_2", "step_3"]].fillna("").values.tolist()
+  assert cells == [
+    ["harm", "right", "harm"],
+    ["rescue", "wrong", "wrong"],
+    ["wrong", "rescue", "wrong"],
+    ["wrong", "rescue", "rescue"],
+    ["wrong", "wrong", "rescue"],
+    ["wrong", "wrong", ""],  # step:3 was not run on p5
+  ]
+  assert list(cf.base_correct) == [True, False, False, False, False, False]
+  assert list(cf.n_rescue) == [0, 1, 1, 2, 1, 0] and list(cf.n_harm) == [2, 0, 0, 0, 0, 0]
+  assert [None if pd.isna(v) else int(v) for v in cf.earliest_rescue] == [None, 1, 2, 2, 3, None]
+  assert cf.teacher.iloc[0] == "teacher-big" and cf.checkpoint.iloc[0] is None
+
+
+def test_earliest_rescue_distribution() -> None:
+  rows = counterfactual_rows()
+  rows += [
+    row(p, 0, p == "step:2", student="student-tiny", row_id=f"t{p}") for p in ("never", "step:1", "step:2")
+  ]
+  dist = analysis.earliest_rescue_distribution(analysis.counterfactuals(pd.DataFrame(rows)))
+  small = dist[dist.student == "student-small"]
+  assert list(small.earliest) == ["1", "2", "3", "none"]
+  assert list(small["count"]) == [1, 2, 1, 1] and set(small.n_failed) == {5}
+  assert list(small.share) == pytest.approx([0.2, 0.4, 0.2, 0.2])
+  tiny = dist[dist.student == "student-tiny"]  # one failure, first rescued at step 2; no step 3 swept
+  assert list(tiny.earliest) == ["1", "2", "none"] and list(tiny["count"]) == [0, 1, 0]
+
+
+def test_no_counterfactuals_without_step_rows_or_baseline() -> None:
+  only_triggers = [
+    row(p, i, True, row_id=f"{p}{i}") for p in ("never", "entropy:1", "always") for i in range(3)
+  ]
+  assert analysis.counterfactuals(pd.DataFrame(only_triggers)).empty
+  unpaired = [row("step:1", i, True) for i in range(3)]
+  cf = analysis.counterfactuals(pd.DataFrame(unpaired))
+  assert cf.empty and analysis.earliest_rescue_distribution(cf).empty
