@@ -3,22 +3,12 @@
 python -m experiments.sweep --config configs/demo.py
 """
 
-import re
-from pathlib import Path
-
 from ml_collections import ConfigDict
 
 from configs.base import base_config
 
 ASSETS = "assets/demo"
 CHECKPOINTS = f"{ASSETS}/student-small-ckpts"  # step_N/ HF dirs saved during the student's training
-
-
-def checkpoint_entries(name: str = "student-small", root: str = CHECKPOINTS) -> list[ConfigDict]:
-  """One student entry per saved checkpoint, in training order (the checkpoint-based analysis)."""
-  dirs = [d for d in Path(root).glob("step_*") if d.is_dir() and re.fullmatch(r"step_\d+", d.name)]
-  dirs.sort(key=lambda d: int(d.name.split("_")[1]))
-  return [ConfigDict(dict(name=name, path=str(d), checkpoint=d.name)) for d in dirs]
 
 
 def get_config() -> ConfigDict:
@@ -43,7 +33,8 @@ def get_config() -> ConfigDict:
     ConfigDict(dict(name="student-small", path=f"{ASSETS}/student-small", checkpoint=None)),
     ConfigDict(dict(name="student-tiny", path=f"{ASSETS}/student-tiny", checkpoint=None)),
   ]
-  c.students += checkpoint_entries()
+  # The small student's training run, one student per saved checkpoint (step_N/ HF folders).
+  c.students.append(ConfigDict(dict(name="student-small", checkpoints=CHECKPOINTS, steps="all")))
   c.teacher = ConfigDict(dict(name="teacher", path=f"{ASSETS}/teacher"))
   c.policies = ("never", "always", "step:1", "step:2", "step:3", "step:4")
   c.batch_size = 50

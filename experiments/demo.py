@@ -19,7 +19,8 @@ def main() -> int:
   from model.errors import report_user_errors
 
   cfg = demo_config.get_config()
-  missing = [p for p in [cfg.teacher.path] + [s.path for s in cfg.students] if not Path(p).is_dir()]
+  models = [cfg.teacher.path] + [s.get("path") or s.get("checkpoints") for s in cfg.students]
+  missing = [p for p in models if not Path(p).is_dir()]
   if missing:
     print(
       f"error: demo checkpoints missing: {', '.join(missing)}. Rebuild them with the commands in "

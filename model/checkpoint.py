@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from model import sharding as sharding_lib
 from model.config import DecoderConfig
@@ -19,6 +21,45 @@ def save_params(path: str | os.PathLike, params) -> Path:
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(path, params, force=True)
   return path
+
+
+def restore_training_params(step_dir: str | os.PathLike, cfg: DecoderConfig, mesh=None, rules=None):
+  """The params of one step of a training run's CheckpointManager ({params, opt_state, ...}).
+
+  Restored without a target (orbax reads the tree it saved), then checked leaf by leaf against the
+  shapes `cfg` implies, cast to its dtype and placed on the mesh. The optimizer state is read too
+  and dropped: fine for analysis-sized students, ~3x the params in host memory while loading.
+  """
+  path = Path(step_dir).absolute() / "default"
+  if not path.exists():
+    raise ModelLoadError(f"{step_dir} is not a CheckpointManager step (no 'default' item)")
+  with ocp.StandardCheckpointer() as ckptr:
+    state = ckptr.restore(path)
+  if not isinstance(state, dict) or "params" not in state:
+    raise ModelLoadError(
+      f"{step_dir}: the checkpoint holds no 'params' (saved by experiments.training.train?)"
+    )
+  params = state["params"]
+  want = flatten_dict(param_shapes(cfg))
+  got = flatten_dict(params)
+  if set(want) != set(got):
+    diff = sorted("/".join(k) for k in set(want) ^ set(got))[:6]
+    raise ModelLoadError(f"{step_dir}: params do not match the model config (paths differ: {diff})")
+  for k, spec in want.items():
+    if tuple(got[k].shape) != tuple(spec.shape):
+      raise ModelLoadError(
+        f"{step_dir}: param {'/'.join(k)} has shape {tuple(got[k].shape)}, the config implies {spec.shape}"
+      )
+  shardings = None
+  if mesh is not None:
+    shardings = flatten_dict(
+      sharding_lib.param_shardings(logical_param_axes(cfg), param_shapes(cfg), mesh, rules or ())
+    )
+  placed = {
+    k: jax.device_put(jnp.asarray(v, want[k].dtype), shardings[k] if shardings else None)
+    for k, v in got.items()
+  }
+  return unflatten_dict(placed)
 
 
 def restore_params(path: str | os.PathLike, cfg: DecoderConfig, mesh=None, rules=None):

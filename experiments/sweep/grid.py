@@ -16,6 +16,8 @@ class ModelEntry:
   name: str
   path: str
   checkpoint: str | None = None
+  source: str = "hf"  # "hf": a Hugging Face directory; "orbax": a training run's step (params only)
+  config_dir: str | None = None  # orbax: the HF directory with the run's config.json and tokenizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,7 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from experiments.files import atomic_write_text
+from experiments.sweep.students import student_entries
 from model.errors import MissingFileError, UserError
 
 MANIFEST = "manifest.json"
@@ -92,8 +93,10 @@ def file_identity(path: str | Path, what: str = "file") -> str:
 
 def model_identity(model_dir: str | Path) -> dict[str, str]:
   """Identity of every top-level file of a model directory (hidden files and *.md aside)."""
-  files = sorted(p for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith("."))
-  return {p.name: file_identity(p) for p in files if p.suffix != ".md"}
+  root = Path(model_dir)
+  dirs = [root] + ([root / "default"] if (root / "default").is_dir() else [])  # an orbax step's params
+  files = sorted(p for d in dirs for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+  return {str(p.relative_to(root)): file_identity(p) for p in files if p.suffix != ".md"}
 
 
 def code_version() -> dict[str, Any]:
@@ -177,8 +180,8 @@ def row_settings(cfg: ConfigDict, policies: list) -> dict:
     "prompt_style": cfg.prompt_style,
     "exemplars": _exemplars(cfg.exemplars, cfg.task),
     "students": [
-      {"name": s.name, "checkpoint": s.get("checkpoint"), "model": model_identity(s.path)}
-      for s in cfg.students
+      {"name": e.name, "checkpoint": e.checkpoint, "model": model_identity(e.path)}
+      for e in student_entries(cfg)  # checkpoint runs expanded: one identity per step
     ],
     "teacher": (
       {"name": teacher.get("name") or "teacher", "model": model_identity(teacher.path)}
@@ -202,7 +205,7 @@ def row_settings(cfg: ConfigDict, policies: list) -> dict:
 def build(cfg: ConfigDict, policies: list) -> dict:
   """The manifest of this run (nothing is read from or written to the output dir)."""
   paths = {"task": cfg.task.get("path") or None, "exemplars": cfg.exemplars.get("path") or None}
-  paths.update({f"students[{i}]": s.path for i, s in enumerate(cfg.students)})
+  paths.update({f"students[{i}]": e.path for i, e in enumerate(student_entries(cfg))})
   paths["teacher"] = cfg.teacher.get("path") or None
   return {
     "format": FORMAT,

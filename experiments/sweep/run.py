@@ -17,9 +17,10 @@ from ml_collections import ConfigDict
 from decode.guided import GuidedDecoder
 from decode.policy import PolicyError, parse_policy
 from experiments.sweep import manifest as sweep_manifest
-from experiments.sweep.grid import ModelEntry, expand_grid
+from experiments.sweep.grid import expand_grid
 from experiments.sweep.runner import DecodeSettings, SweepRunner
 from experiments.sweep.store import ResultsStore
+from experiments.sweep.students import load_student, student_entries
 from experiments.tasks.datasets import Problem, load_task
 from experiments.tasks.prompts import build_prompt, select_exemplars
 from experiments.tasks.synthetic import SyntheticConfig, generate_problems
@@ -74,13 +75,6 @@ def build_prompts(cfg: ConfigDict, problems: list[Problem], tokenizer) -> dict[s
     else []
   )
   return {p.problem_id: build_prompt(p, cfg.prompt_style, exemplars, tokenizer=tokenizer) for p in problems}
-
-
-def student_entries(cfg: ConfigDict) -> list[ModelEntry]:
-  entries = [ModelEntry(s.name, s.path, s.get("checkpoint")) for s in cfg.students]
-  if not entries:
-    raise SweepConfigError("config.students is empty: name at least one student model directory")
-  return entries
 
 
 def validate(cfg: ConfigDict) -> list:
@@ -162,7 +156,7 @@ def _run(
     )
   stats = {"compiles": 0, "loop_calls": 0, "rows": 0}
   for entry in student_entries(cfg):
-    student = load_model(entry.path, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules, name=entry.name)
+    student = load_student(entry, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules)
     decoder = GuidedDecoder(
       student,
       teacher,
