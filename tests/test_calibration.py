@@ -110,3 +110,48 @@ def test_sweep_calibrates_and_adds_the_matched_control(pair_dir, tmp_path):
   control = [r for r in rows if r["policy"].startswith("random:")]
   assert len(control) == 6 and {r["matched_to"] for r in control} == {"entropy:q=0.3"}
   assert control[0]["policy"] == parse_policy(matched_random_spec(realized_rate(trig))).spec
+  import pandas as pd  # the report reads it all back: rates, no-leak columns, the controls section
+
+  summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("policy")
+  assert summary.loc["entropy:q=0.3", "realized_rate"] == pytest.approx(realized_rate(trig))
+  assert "gain_no_leak_points" in summary.columns and "step:1" in summary.index
+  report = (tmp_path / "out" / "report.md").read_text()
+  assert "## Matched-rate controls" in report and "## Timing without leakage" in report
+  assert f"`{control[0]['policy']}`" in report.split("## Matched-rate controls")[1]
+
+
+def test_matched_controls_table_against_hand_worked_rows():
+  """Trigger vs its matched random on 4 problems: trigger right on 3, control on 1 -> +50 points."""
+  import pandas as pd
+
+  from experiments.report.analysis import prepare
+  from experiments.report.controls import matched_controls
+  from experiments.report.summary import summarize
+
+  def row(policy, pid, correct, steps, teacher_steps, matched_to=None):
+    return dict(
+      task="t",
+      student="s",
+      policy=policy,
+      problem_id=pid,
+      answer="1",
+      correct=correct,
+      seed=0,
+      step_ids=steps,
+      intervention_steps=teacher_steps,
+      matched_to=matched_to,
+    )
+
+  rows = []
+  for i, (t_ok, c_ok) in enumerate([(True, False), (True, True), (True, False), (False, False)]):
+    rows.append(row("never", f"p{i}", False, [1, 2], []))
+    rows.append(row("entropy:q=0.5", f"p{i}", t_ok, [1, 2], [2]))  # 1 of 2 step starts: rate 0.5
+    rows.append(row("random:0.5", f"p{i}", c_ok, [1, 2, 3, 4], [1, 3], "entropy:q=0.5"))
+  df = pd.DataFrame(rows)
+  (got,) = matched_controls(prepare(df), n_boot=200).itertuples()
+  assert (got.trigger, got.control, got.n) == ("entropy:q=0.5", "random:0.5", 4)
+  assert got.trigger_rate == 0.5 and got.control_rate == 0.5
+  assert (got.trigger_accuracy, got.control_accuracy, got.diff_points) == (0.75, 0.25, 50.0)
+  assert got.diff_ci_low <= 50.0 <= got.diff_ci_high
+  summary = summarize(df, n_boot=50).set_index("policy")
+  assert summary.loc["entropy:q=0.5", "realized_rate"] == 0.5 and summary.loc["never", "realized_rate"] == 0.0

@@ -42,6 +42,9 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
   "gold_steps": None,  # steps of the gold solution; None = unknown (excluded from no-leak columns)
   "exemplar_answers": None,  # final answers of the prompt's exemplars; None = not recorded
   "error": None,  # why a row stopped early (non-finite logits); None = it did not
+  "step_ids": None,  # 1-based step of each generated token (realized rates)
+  "intervention_steps": None,  # steps the teacher wrote
+  "matched_to": None,  # a matched random control: the trigger policy it matches
 }
 NO_LABEL = ""  # the stand-in for a missing teacher/checkpoint label (None never matches in joins)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments.report import analysis
+from experiments.report.controls import matched_controls
 from experiments.report.plots import keyed
 from experiments.report.sections_answers import copy_section, leakage_text
+from experiments.report.sections_controls import controls_section
 from experiments.report.sections_findings import findings_section
 from experiments.report.sections_summary import (
   data_section,
@@ -59,6 +61,7 @@ def render_markdown(
     ("Timing without leakage", no_leak_section(s, keyed(timing))),
     ("Per-problem counterfactuals", counterfactual_section(keyed(rescue))),
     ("Few-shot answer copying", copy_section(s)),
+    ("Matched-rate controls", controls_section(matched_controls(analysis.prepare(df)))),
   ]
   for heading, body in sections:
     parts += [f"## {heading}", "", *body]

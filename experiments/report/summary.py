@@ -26,6 +26,7 @@ from experiments.report.policies import (
 )
 from experiments.report.stats import attach_baseline, paired_gain
 from experiments.report.timing import no_leak_columns
+from experiments.sweep.calibration import realized_rate
 
 SUMMARY_COLUMNS = [
   "task",
@@ -50,6 +51,7 @@ SUMMARY_COLUMNS = [
   "gain_no_leak_ci_low",
   "gain_no_leak_ci_high",
   "teacher_fraction",
+  "realized_rate",
   "mean_student_tokens",
   "mean_teacher_tokens",
   "mean_switches",
@@ -87,6 +89,8 @@ def _summarize_group(
     "gain_ci_high": 100.0 * high,
     **no_leak_columns(g, last_step, n_boot, seed),
     "teacher_fraction": tokens_t / tokens_all if tokens_all > 0 else 0.0,
+    # teacher-written steps over step starts (what a trigger's matched random control reproduces)
+    "realized_rate": realized_rate(g[["step_ids", "intervention_steps"]].to_dict("records")),
     "mean_student_tokens": float(g["student_tokens"].mean()),
     "mean_teacher_tokens": float(g["teacher_tokens"].mean()),
     "mean_switches": float(g["switches"].mean()),

@@ -1,0 +1,66 @@
+"""Matched-rate controls: each trigger policy against `random:P` at its realized rate P.
+
+A trigger that helps only because it hands the teacher a fraction of the steps is matched by a
+random policy with that fraction; the difference, paired over (seed, problem), is what the
+trigger's choice of *when* adds. Rows of a control name their trigger in `matched_to`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from experiments.report.loading import UNIT_KEYS
+from experiments.report.outputs import CONFIG_COLUMNS
+from experiments.report.stats import paired_difference
+from experiments.sweep.calibration import realized_rate
+
+CONTROL_COLUMNS = CONFIG_COLUMNS + [
+  "trigger",
+  "control",
+  "trigger_rate",
+  "control_rate",
+  "n",
+  "trigger_accuracy",
+  "control_accuracy",
+  "diff_points",
+  "diff_ci_low",
+  "diff_ci_high",
+]
+
+
+def matched_controls(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+  """One row per (config, trigger) with a matched control: accuracies, rates and trigger - control."""
+  out = []
+  controls = df[df["matched_to"].notna()]
+  for keys, ctrl in controls.groupby(CONFIG_COLUMNS + ["matched_to", "policy"], dropna=False, sort=True):
+    *config, trigger, control = keys
+    mask = (df["policy"] == trigger).copy()
+    for col, value in zip(CONFIG_COLUMNS, config):
+      mask &= df[col] == value
+    trig = df[mask]
+    pairs = trig.merge(ctrl, on=UNIT_KEYS, suffixes=("_t", "_c"))
+    if pairs.empty:
+      continue
+    n, diff, low, high = paired_difference(
+      pairs["correct_t"].to_numpy(float),
+      pairs["correct_c"].to_numpy(float),
+      pairs["problem_id"].to_numpy(),
+      n_boot,
+      seed,
+    )
+    out.append(
+      dict(
+        zip(CONFIG_COLUMNS, config),
+        trigger=trigger,
+        control=control,
+        trigger_rate=realized_rate(trig[["step_ids", "intervention_steps"]].to_dict("records")),
+        control_rate=realized_rate(ctrl[["step_ids", "intervention_steps"]].to_dict("records")),
+        n=n,
+        trigger_accuracy=float(pairs["correct_t"].astype(float).mean()),
+        control_accuracy=float(pairs["correct_c"].astype(float).mean()),
+        diff_points=diff,
+        diff_ci_low=low,
+        diff_ci_high=high,
+      )
+    )
+  return pd.DataFrame(out, columns=CONTROL_COLUMNS)
