@@ -1,4 +1,5 @@
-"""One config-driven Flax decoder for the Llama family (Llama 2/3, Mistral, Qwen2/2.5, Qwen3).
+"""One config-driven Flax decoder: the Llama family (Llama 2/3, Mistral, Qwen2/2.5, Qwen3) and the
+families that differ from it in a few places (Gemma 1/2, Phi-3, OLMo 1/2, GPT-2).
 
 A single forward serves prompt prefill, chunked catch-up and single-token decode:
 
@@ -12,9 +13,14 @@ Layers are scanned (`nn.scan`): block params are stacked with a leading `layers`
 program holds one layer body, so compile time is nearly flat in depth (maxtext, levanter). The
 cache [L, B, K, S, D] travels in the scan's carry and each layer writes its new keys in place;
 `cfg.scan_unroll` unrolls the scan (same params, same results) where a backend decodes faster so.
+
+Each family variation is a Python branch on a static config field (model/config.py), so a family
+that does not use one traces none of its ops: the Llama program is the same as before they existed.
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -22,22 +28,61 @@ import jax.numpy as jnp
 
 from model.config import DecoderConfig
 from model.kv_cache import KVCache, write_chunk
-from model.rope import apply_rope, inverse_frequencies
+from model.rope import apply_rope, inverse_frequencies, longrope_frequencies
 
 _part = nn.with_logical_partitioning
 _init = nn.initializers.normal(stddev=0.02)
 
 
-class RMSNorm(nn.Module):
+_ACTIVATIONS = {
+  "silu": nn.silu,
+  "gelu_tanh": functools.partial(nn.gelu, approximate=True),
+  "gelu": functools.partial(nn.gelu, approximate=False),
+}
+
+
+class Norm(nn.Module):
+  """Normalisation over the last axis, in float32; `kind` (config.NORMS) says where the weight goes.
+
+  rms: w * rms(x) cast first (Llama); rms_f32: (w * rms(x)) cast last (OLMo 2); gemma_rms:
+  ((1 + w) * rms(x)) cast last, w stored as HF stores it; layernorm: LayerNorm with weight and bias
+  (GPT-2); layernorm_plain: LayerNorm without params (OLMo).
+  """
+
+  kind: str
   eps: float
   dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x):
-    w = self.param("scale", _part(nn.initializers.ones, ("norm",)), (x.shape[-1],), self.dtype)
+    if self.kind == "layernorm_plain":
+      return _layernorm(x, self.eps).astype(self.dtype)
+    init = nn.initializers.zeros if self.kind == "gemma_rms" else nn.initializers.ones
+    w = self.param("scale", _part(init, ("norm",)), (x.shape[-1],), self.dtype)
+    if self.kind == "layernorm":
+      b = self.param("bias", _part(nn.initializers.zeros, ("norm",)), (x.shape[-1],), self.dtype)
+      out = _layernorm(x, self.eps) * w.astype(jnp.float32) + b.astype(jnp.float32)
+      return out.astype(self.dtype)
     xf = x.astype(jnp.float32)
     xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-    return w * xf.astype(self.dtype)
+    if self.kind == "rms":
+      return w * xf.astype(self.dtype)
+    if self.kind == "rms_f32":
+      return (w.astype(jnp.float32) * xf).astype(self.dtype)
+    if self.kind == "gemma_rms":
+      return ((1.0 + w.astype(jnp.float32)) * xf).astype(self.dtype)
+    raise ValueError(f"unknown norm kind {self.kind!r}")
+
+
+def _layernorm(x, eps):
+  """(x - mean) / std over the last axis, float32 (biased variance, as torch)."""
+  xf = x.astype(jnp.float32)
+  xf = xf - jnp.mean(xf, axis=-1, keepdims=True)
+  return xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+
+
+def _norm(cfg: DecoderConfig, name: str) -> Norm:
+  return Norm(cfg.norm, cfg.rms_norm_eps, cfg.jnp_dtype, name=name)
 
 
 def _dense(features: int, axes: tuple[str, str], bias: bool, dtype, name: str) -> nn.Dense:
@@ -52,7 +97,7 @@ def _dense(features: int, axes: tuple[str, str], bias: bool, dtype, name: str) -
   )
 
 
-def attend(q, k_cache, v_cache, positions, window):
+def attend(q, k_cache, v_cache, positions, window, scale=None, softcap=None):
   """Grouped-query attention of q [B, C, N, D] over the whole cache [B, K, S, D].
 
   Hand-written rather than jax.nn.dot_product_attention: that takes [B, S, K, D], and with the
@@ -60,11 +105,15 @@ def attend(q, k_cache, v_cache, positions, window):
   per token at S = 2048 on CPU). Causal in absolute positions; softmax in float32.
   window: [] int32 sliding window of this layer (0 = full attention); traced, so layers with and
   without a window share the scanned body.
+  scale: logit scale (None: D ** -0.5); softcap: logits -> softcap * tanh(logits / softcap) (Gemma 2).
   """
   B, C, N, D = q.shape
   K, S = k_cache.shape[1], k_cache.shape[2]
   qg = q.reshape(B, C, K, N // K, D).transpose(0, 2, 3, 1, 4)  # [B, K, G, C, D]
-  logits = jnp.einsum("bkgcd,bksd->bkgcs", qg, k_cache, preferred_element_type=jnp.float32) * D**-0.5
+  scale = D**-0.5 if scale is None else scale
+  logits = jnp.einsum("bkgcd,bksd->bkgcs", qg, k_cache, preferred_element_type=jnp.float32) * scale
+  if softcap is not None:
+    logits = jnp.tanh(logits / softcap) * softcap
   key_pos = jnp.arange(S)[None, None, :]  # [1, 1, S]
   q_pos = positions[:, :, None]  # [B, C, 1]
   mask = (key_pos <= q_pos) & ((window <= 0) | (key_pos > q_pos - window))  # [B, C, S]
@@ -87,22 +136,36 @@ class Attention(nn.Module):
     cfg, dt = self.cfg, self.cfg.jnp_dtype
     B, C, _ = x.shape
     N, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    q = _dense(N * D, ("embed", "heads"), cfg.qkv_bias, dt, "q_proj")(x).reshape(B, C, N, D)
-    k = _dense(K * D, ("embed", "kv_heads"), cfg.qkv_bias, dt, "k_proj")(x).reshape(B, C, K, D)
-    v = _dense(K * D, ("embed", "kv_heads"), cfg.qkv_bias, dt, "v_proj")(x).reshape(B, C, K, D)
-    if cfg.qk_norm:
-      q = RMSNorm(cfg.rms_norm_eps, dt, name="q_norm")(q)
-      k = RMSNorm(cfg.rms_norm_eps, dt, name="k_norm")(k)
-    inv_freq = inverse_frequencies(cfg.rope, D)
-    q = apply_rope(q, positions, inv_freq)
-    k = apply_rope(k, positions, inv_freq)
+
+    def project(heads, axis, name, norm_name=None):
+      """x -> [B, C, heads, D]; OLMo clips the projection, OLMo 2 norms it across all heads."""
+      t = _dense(heads * D, ("embed", axis), cfg.qkv_bias, dt, name)(x)  # [B, C, heads * D]
+      if cfg.clip_qkv is not None:
+        t = jnp.clip(t, -cfg.clip_qkv, cfg.clip_qkv)
+      if cfg.qk_norm_full and norm_name:
+        t = _norm(cfg, norm_name)(t)
+      return t.reshape(B, C, heads, D)
+
+    q = project(N, "heads", "q_proj", "q_norm")
+    k = project(K, "kv_heads", "k_proj", "k_norm")
+    v = project(K, "kv_heads", "v_proj")
+    if cfg.qk_norm:  # Qwen3: per head
+      q, k = _norm(cfg, "q_norm")(q), _norm(cfg, "k_norm")(k)
+    if not cfg.learned_positions:
+      if cfg.rope.kind == "longrope":
+        inv_freq = longrope_frequencies(cfg.rope, D, start + lengths)  # [b, 1, R/2]
+      else:
+        inv_freq = inverse_frequencies(cfg.rope, D)
+      q = apply_rope(q, positions, inv_freq, cfg.rope.attention_factor)
+      k = apply_rope(k, positions, inv_freq, cfg.rope.attention_factor)
 
     keys = write_chunk(cache.keys, k.transpose(0, 2, 1, 3), layer, start, lengths, rows)  # [L, B, K, S, D]
     values = write_chunk(cache.values, v.transpose(0, 2, 1, 3), layer, start, lengths, rows)
     k_layer, v_layer = keys[layer], values[layer]  # [B, K, S, D]
     if rows is not None:
       k_layer, v_layer = k_layer[rows], v_layer[rows]  # [b, K, S, D]
-    out = attend(q, k_layer, v_layer, positions, window)  # [b, C, N, D]
+    scale = None if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar**-0.5
+    out = attend(q, k_layer, v_layer, positions, window, scale, cfg.attn_softcap)  # [b, C, N, D]
     out = out.reshape(B, C, N * D)
     out = _dense(cfg.hidden_size, ("heads", "embed"), cfg.o_bias, dt, "o_proj")(out)
     return out, KVCache(keys=keys, values=values)
@@ -113,14 +176,25 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    """x [B, C, E] -> [B, C, E]: down(act(gate) * up), or down(act(up)) without a gate (GPT-2)."""
     cfg, dt = self.cfg, self.cfg.jnp_dtype
-    gate = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, dt, "gate_proj")(x)
-    up = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, dt, "up_proj")(x)
-    return _dense(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, dt, "down_proj")(nn.silu(gate) * up)
+    act = _ACTIVATIONS[cfg.activation]
+    widen = functools.partial(_dense, cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, dt)
+    if cfg.gated_mlp:
+      gate, up = widen(name="gate_proj")(x), widen(name="up_proj")(x)  # [B, C, I]
+      h = act(gate) * up
+    else:
+      h = act(widen(name="up_proj")(x))
+    return _dense(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, dt, "down_proj")(h)
 
 
 class Block(nn.Module):
-  """One decoder layer as a scan step: carry (x [b, C, E], cache, layer index) -> next carry."""
+  """One decoder layer as a scan step: carry (x [b, C, E], cache, layer index) -> next carry.
+
+  cfg.block_norms: pre (Llama) norms each sublayer's input (input_norm, then post_attn_norm before
+  the MLP, HF's post_attention_layernorm); pre_post (Gemma 2) also norms each sublayer's output
+  (attn_out_norm, mlp_out_norm); post (OLMo 2) norms only the outputs.
+  """
 
   cfg: DecoderConfig
 
@@ -128,18 +202,16 @@ class Block(nn.Module):
   def __call__(self, carry, window, positions, start, lengths, rows):
     x, cache, layer = carry
     cfg = self.cfg
-    h, cache = Attention(cfg, name="attn")(
-      RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="input_norm")(x),
-      positions,
-      start,
-      lengths,
-      cache,
-      layer,
-      window,
-      rows,
-    )
+    pre, post = cfg.block_norms != "post", cfg.block_norms != "pre"
+    h = _norm(cfg, "input_norm")(x) if pre else x
+    h, cache = Attention(cfg, name="attn")(h, positions, start, lengths, cache, layer, window, rows)
+    if post:
+      h = _norm(cfg, "attn_out_norm")(h)
     x = x + h
-    x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="post_attn_norm")(x))
+    h = MLP(cfg, name="mlp")(_norm(cfg, "post_attn_norm")(x) if pre else x)
+    if post:
+      h = _norm(cfg, "mlp_out_norm")(h)
+    x = x + h
     return (x, cache, layer + 1), None
 
 
@@ -168,7 +240,16 @@ class Decoder(nn.Module):
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
     self.layers = scanned(cfg, name="layers")
-    self.norm = RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, name="norm")
+    self.norm = _norm(cfg, "norm")
+    if cfg.learned_positions:  # GPT-2
+      self.embed_positions = nn.Embed(
+        cfg.max_position_embeddings,
+        cfg.hidden_size,
+        dtype=cfg.jnp_dtype,
+        param_dtype=cfg.jnp_dtype,
+        embedding_init=_part(_init, (None, "embed")),
+        name="embed_positions",
+      )
     if not cfg.tie_word_embeddings:
       self.lm_head = nn.Dense(
         cfg.vocab_size,
@@ -187,7 +268,11 @@ class Decoder(nn.Module):
     """
     C = tokens.shape[1]
     positions = start[:, None] + jnp.arange(C, dtype=start.dtype)[None, :]  # [B, C]
-    x = self.embed(tokens)
+    x = self.embed(tokens)  # [B, C, E]
+    if self.cfg.embed_scale:  # Gemma: the scale rounded to the activation dtype first, as HF does
+      x = x * jnp.asarray(self.cfg.hidden_size**0.5, self.cfg.jnp_dtype)
+    if self.cfg.learned_positions:  # padding may run past the table: clamp (its outputs are never used)
+      x = x + self.embed_positions(jnp.minimum(positions, self.cfg.max_position_embeddings - 1))
     windows = jnp.asarray(self.cfg.layer_windows(), jnp.int32)  # [L] (0 = full attention)
     (x, cache, _), _ = self.layers(
       (x, cache, jnp.zeros((), jnp.int32)), windows, positions, start, lengths, rows
@@ -200,7 +285,10 @@ class Decoder(nn.Module):
       out = self.embed.attend(hidden)
     else:
       out = self.lm_head(hidden)
-    return out.astype(jnp.float32)
+    out = out.astype(jnp.float32)
+    if self.cfg.final_softcap is not None:  # Gemma 2 (in float32; HF caps in the activation dtype)
+      out = jnp.tanh(out / self.cfg.final_softcap) * self.cfg.final_softcap
+    return out
 
   def forward_logits(self, tokens, start, lengths, cache: KVCache, rows=None):
     hidden, cache = self(tokens, start, lengths, cache, rows)

@@ -6,8 +6,9 @@ sweeps, transformers itself) loads them through the one real import path:
   export_hf(out_dir, cfg, params, tokenizer=tok_dir_or_object)
   python -m model.hf_export --src DIR --out DIR --dtype bfloat16   # re-store an HF dir in bf16
 
-Writes config.json, model.safetensors (HF tensor names, kernels transposed back to [out, in])
-and the tokenizer files.
+Writes config.json, model.safetensors (HF tensor names, kernels transposed back to [out, in],
+Phi-3's and GPT-2's fused projections concatenated back) and the tokenizer files. Every supported
+family exports (model.config.SUPPORTED_FAMILIES).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from flax.traverse_util import flatten_dict
 
 from model.config import DecoderConfig
 from model.errors import ModelLoadError, UserError
-from model.hf_import import hf_tensor_names
+from model.hf_names import hf_tensor_source
 
 STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Files of a tokenizer directory that belong to the tokenizer (never weights or model config).
@@ -55,37 +56,16 @@ def hf_config_from(cfg: DecoderConfig, tokenizer: Any = None):
     "mistral": transformers.MistralConfig,
     "qwen2": transformers.Qwen2Config,
     "qwen3": transformers.Qwen3Config,
+    "gemma": transformers.GemmaConfig,
+    "gemma2": transformers.Gemma2Config,
+    "phi3": transformers.Phi3Config,
+    "olmo": transformers.OlmoConfig,
+    "olmo2": transformers.Olmo2Config,
+    "gpt2": transformers.GPT2Config,
   }
   if cfg.family not in classes:
     raise ExportError(f"cannot export family {cfg.family!r}; supported: {sorted(classes)}")
-  rope = {"rope_type": cfg.rope.kind, "rope_theta": cfg.rope.theta}
-  if cfg.rope.kind != "default":
-    rope.update(
-      factor=cfg.rope.factor,
-      low_freq_factor=cfg.rope.low_freq_factor,
-      high_freq_factor=cfg.rope.high_freq_factor,
-      original_max_position_embeddings=cfg.rope.original_max_position_embeddings,
-    )
-  kw = dict(
-    vocab_size=cfg.vocab_size,
-    hidden_size=cfg.hidden_size,
-    intermediate_size=cfg.intermediate_size,
-    num_hidden_layers=cfg.num_layers,
-    num_attention_heads=cfg.num_heads,
-    num_key_value_heads=cfg.num_kv_heads,
-    head_dim=cfg.head_dim,
-    max_position_embeddings=cfg.max_position_embeddings,
-    rms_norm_eps=cfg.rms_norm_eps,
-    rope_parameters=rope,
-    tie_word_embeddings=cfg.tie_word_embeddings,
-    hidden_act="silu",
-  )
-  if cfg.family in ("llama",):
-    kw.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)
-  if cfg.family == "mistral" and cfg.sliding_windows:
-    kw["sliding_window"] = cfg.sliding_windows[0]
-  elif cfg.family == "mistral":
-    kw["sliding_window"] = None
+  kw = _gpt2_kwargs(cfg) if cfg.family == "gpt2" else _llama_layout_kwargs(cfg)
   if tokenizer is not None:
     for field in ("bos_token_id", "eos_token_id", "pad_token_id"):
       value = getattr(tokenizer, field, None)
@@ -106,22 +86,113 @@ def hf_config_from(cfg: DecoderConfig, tokenizer: Any = None):
   return hf
 
 
+_HF_ACTIVATION = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}
+
+
+def _llama_layout_kwargs(cfg: DecoderConfig) -> dict[str, Any]:
+  """Config kwargs of every family but GPT-2; what a family cannot express shows up in the round-trip check."""
+  rope = {"rope_type": cfg.rope.kind, "rope_theta": cfg.rope.theta}
+  if cfg.rope.kind in ("linear", "llama3"):
+    rope.update(
+      factor=cfg.rope.factor,
+      low_freq_factor=cfg.rope.low_freq_factor,
+      high_freq_factor=cfg.rope.high_freq_factor,
+      original_max_position_embeddings=cfg.rope.original_max_position_embeddings,
+    )
+  elif cfg.rope.kind == "longrope":
+    rope.update(
+      factor=cfg.rope.factor,
+      original_max_position_embeddings=cfg.rope.original_max_position_embeddings,
+      short_factor=list(cfg.rope.short_factor),
+      long_factor=list(cfg.rope.long_factor),
+      attention_factor=cfg.rope.attention_factor,
+    )
+  if cfg.rope.partial_rotary_factor != 1.0:
+    rope["partial_rotary_factor"] = cfg.rope.partial_rotary_factor
+  act_field = "hidden_activation" if cfg.family == "gemma2" else "hidden_act"
+  kw = dict(
+    vocab_size=cfg.vocab_size,
+    hidden_size=cfg.hidden_size,
+    intermediate_size=cfg.intermediate_size,
+    num_hidden_layers=cfg.num_layers,
+    num_attention_heads=cfg.num_heads,
+    num_key_value_heads=cfg.num_kv_heads,
+    head_dim=cfg.head_dim,
+    max_position_embeddings=cfg.max_position_embeddings,
+    rms_norm_eps=cfg.rms_norm_eps,
+    rope_parameters=rope,
+    tie_word_embeddings=cfg.tie_word_embeddings,
+    **{act_field: _HF_ACTIVATION.get(cfg.activation, cfg.activation)},
+  )
+  if cfg.family in ("llama", "gemma", "gemma2", "olmo", "olmo2"):
+    kw.update(attention_bias=cfg.qkv_bias)
+  if cfg.family == "llama":
+    kw.update(mlp_bias=cfg.mlp_bias)
+  if cfg.family in ("mistral", "phi3"):
+    kw["sliding_window"] = cfg.sliding_windows[0] if cfg.sliding_windows else None
+  if cfg.family == "phi3" and cfg.rope.kind == "longrope":  # Phi3Config copies its own over the rope's
+    kw["original_max_position_embeddings"] = cfg.rope.original_max_position_embeddings
+  if cfg.family == "gemma2":
+    windows = cfg.sliding_windows or (None,) * cfg.num_layers
+    window = next((w for w in windows if w), None)
+    kw.update(
+      query_pre_attn_scalar=_int_if_whole(cfg.query_pre_attn_scalar),  # Gemma2Config wants an int
+      attn_logit_softcapping=cfg.attn_softcap,
+      final_logit_softcapping=cfg.final_softcap,
+      sliding_window=window,
+      layer_types=["sliding_attention" if w else "full_attention" for w in windows],
+    )
+  if cfg.family == "olmo":
+    kw.update(clip_qkv=cfg.clip_qkv)
+    del kw["rms_norm_eps"]  # OLMo's LayerNorm epsilon is fixed (1e-5)
+  return kw
+
+
+def _int_if_whole(x: float | None) -> float | int | None:
+  return int(x) if x is not None and float(x).is_integer() else x
+
+
+def _gpt2_kwargs(cfg: DecoderConfig) -> dict[str, Any]:
+  return dict(
+    vocab_size=cfg.vocab_size,
+    n_embd=cfg.hidden_size,
+    n_inner=cfg.intermediate_size,
+    n_layer=cfg.num_layers,
+    n_head=cfg.num_heads,
+    n_positions=cfg.max_position_embeddings,
+    layer_norm_epsilon=cfg.rms_norm_eps,
+    activation_function={"gelu_tanh": "gelu_new"}.get(cfg.activation, cfg.activation),
+    tie_word_embeddings=cfg.tie_word_embeddings,
+  )
+
+
 def _tensors(cfg: DecoderConfig, params, dtype) -> dict[str, jnp.ndarray]:
-  """HF tensor name -> array in storage dtype (kernels transposed to HF's [out, in])."""
+  """HF tensor name -> array in storage dtype (kernels transposed to HF's [out, in], fused tensors joined)."""
   tree = params["params"] if "params" in params else params
-  out = {}
+  out, parts, transposed = {}, {}, {}
   for path, arr in flatten_dict(tree).items():
-    names, transpose = hf_tensor_names(path, cfg.num_layers)
+    src = hf_tensor_source(path, cfg)
     arr = np.asarray(arr, np.float32)
     per_name = list(arr) if path[0] == "layers" else [arr]  # scanned params: one tensor per layer
-    if len(per_name) != len(names):
+    if len(per_name) != len(src.names):
       raise ExportError(
-        f"param {'/'.join(path)} holds {len(per_name)} layers but the config has {len(names)}"
+        f"param {'/'.join(path)} holds {len(per_name)} layers but the config has {len(src.names)}"
       )
-    for name, a in zip(names, per_name):
+    for name, a in zip(src.names, per_name):
+      if src.cols is not None:  # a column range of a fused tensor: joined below
+        parts.setdefault(name, []).append((src.cols, a))
+        transposed[name] = src.transpose
+        continue
       if name in out:
         raise ExportError(f"two params map to the HF tensor {name!r}; the param tree is not a Decoder's")
-      out[name] = jnp.asarray(np.ascontiguousarray(a.T if transpose else a), dtype)
+      out[name] = jnp.asarray(np.ascontiguousarray(a.T if src.transpose else a), dtype)
+  for name, pieces in parts.items():
+    pieces.sort(key=lambda p: p[0][0])
+    spans = [cols for cols, _ in pieces]
+    if [s for s, _, _ in spans] != [0] + [e for _, e, _ in spans[:-1]] or spans[-1][1] != spans[-1][2]:
+      raise ExportError(f"params {spans} do not tile the fused HF tensor {name!r}")
+    joined = np.concatenate([a for _, a in pieces], axis=-1)  # [in, width] or [width]
+    out[name] = jnp.asarray(np.ascontiguousarray(joined.T if transposed[name] else joined), dtype)
   if cfg.tie_word_embeddings and "lm_head.weight" in out:
     raise ExportError("tie_word_embeddings=True but the params have an lm_head")
   return out

@@ -20,37 +20,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
+from model.hf_names import TensorSource, hf_tensor_source
 from model.lm import LanguageModel, logical_param_axes, param_shapes
-
-
-def hf_tensor_names(path: tuple[str, ...], num_layers: int) -> tuple[list[str], bool]:
-  """Our param path (without 'params') -> (its HF tensor names, whether each is transposed).
-
-  A scanned block param ('layers', ...) stacks one HF tensor per layer along a leading axis, so
-  it maps to num_layers names (layer 0 first); every other param maps to one name.
-  """
-  head, *rest = path
-  if head == "embed_tokens":
-    return ["model.embed_tokens.weight"], False
-  if head == "norm":
-    return ["model.norm.weight"], False
-  if head == "lm_head":
-    return ["lm_head.weight"], True
-  if head != "layers":
-    raise ModelLoadError(f"param {'/'.join(path)} has no Hugging Face name; is the tree a Decoder's?")
-  if rest[0] in ("input_norm", "post_attn_norm"):
-    suffix = {"input_norm": "input_layernorm", "post_attn_norm": "post_attention_layernorm"}[
-      rest[0]
-    ] + ".weight"
-    transpose = False
-  else:
-    group = {"attn": "self_attn", "mlp": "mlp"}[rest[0]]
-    sub, leaf = rest[1], rest[2]
-    if leaf == "scale":  # q_norm / k_norm
-      suffix, transpose = f"{group}.{sub}.weight", False
-    else:
-      suffix, transpose = f"{group}.{sub}.{'weight' if leaf == 'kernel' else 'bias'}", leaf == "kernel"
-  return [f"model.layers.{i}.{suffix}" for i in range(num_layers)], transpose
 
 
 def _weight_files(model_dir: Path) -> dict[str, Path]:
@@ -124,34 +95,38 @@ def load_params(model_dir: str | os.PathLike, cfg: DecoderConfig, mesh=None, rul
     shardings = flatten_dict(sharding_lib.param_shardings(logical_param_axes(cfg), shapes, mesh, rules or ()))
   out = {}
   for path, spec in flatten_dict(shapes).items():
-    names, transpose = hf_tensor_names(path[1:], cfg.num_layers)
-    if names == ["lm_head.weight"] and names[0] not in files and cfg.tie_word_embeddings:
-      names = ["model.embed_tokens.weight"]
-    arrays = [_read_checked(model_dir, files, name, transpose, spec) for name in names]
-    arr = arrays[0] if path[1] != "layers" else np.stack(arrays)  # scanned params: [L, ...]
+    src = hf_tensor_source(path[1:], cfg)
+    stacked = path[1] == "layers"
+    want = spec.shape[1:] if stacked else spec.shape
+    arrays = [_read_checked(model_dir, files, name, src, want, spec.dtype) for name in src.names]
+    arr = np.stack(arrays) if stacked else arrays[0]  # scanned params: [L, ...]
     out[path] = jax.device_put(arr, shardings[path]) if shardings else jnp.asarray(arr)
   return unflatten_dict(out)
 
 
-def _read_checked(model_dir: Path, files: dict[str, Path], name: str, transpose: bool, spec) -> np.ndarray:
-  """One HF tensor in our layout, checked against the shape the config implies (per layer if stacked)."""
+def _read_checked(
+  model_dir: Path, files: dict[str, Path], name: str, src: TensorSource, want: tuple[int, ...], dtype
+) -> np.ndarray:
+  """One HF tensor in our layout (its column range if fused), checked against the shape cfg implies."""
+  if name not in files and name.startswith("transformer.") and name[len("transformer.") :] in files:
+    name = name[len("transformer.") :]  # GPT-2 checkpoints saved from GPT2Model carry no prefix
   if name not in files:
     raise ModelLoadError(
       f"{model_dir}: weight {name!r} is missing from the checkpoint "
       "(truncated download or a different architecture than config.json says)"
     )
-  arr = _read_tensor(files[name], name, spec.dtype)
-  if transpose:
+  arr = _read_tensor(files[name], name, dtype)
+  if src.transpose:
     arr = arr.T
-  want = spec.shape[1:] if name.startswith("model.layers.") else spec.shape
-  if arr.shape != want:
-    got = arr.T.shape if transpose else arr.shape
-    hf_want = want[::-1] if transpose else want
+  full = want if src.cols is None else (*want[:-1], src.cols[2])  # a fused tensor is wider than our part
+  if arr.shape != full:
+    got = arr.T.shape if src.transpose else arr.shape
+    hf_want = full[::-1] if src.transpose else full
     raise ModelLoadError(
       f"{model_dir}: weight {name!r} has shape {tuple(got)} but config.json implies "
       f"{tuple(hf_want)}; the weights do not belong to this config"
     )
-  return arr
+  return arr if src.cols is None else np.ascontiguousarray(arr[..., src.cols[0] : src.cols[1]])
 
 
 def load_tokenizer(model_dir: str | os.PathLike):

@@ -90,7 +90,7 @@ def test_truncated_weights(tmp_path, model_dir):
 def test_unsupported_architecture(tmp_path, model_dir):
   d = _copy_model(model_dir, tmp_path / "m")
   cfg = json.loads((d / "config.json").read_text())
-  cfg["model_type"], cfg["architectures"] = "gpt2", ["GPT2LMHeadModel"]
+  cfg["model_type"], cfg["architectures"] = "gpt_neox", ["GPTNeoXForCausalLM"]
   (d / "config.json").write_text(json.dumps(cfg))
   with pytest.raises(ModelLoadError, match="unsupported architecture"):
     load_model(d)

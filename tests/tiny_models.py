@@ -58,9 +58,24 @@ def hf_config(family: str, **overrides):
     "mistral": transformers.MistralConfig,
     "qwen2": transformers.Qwen2Config,
     "qwen3": transformers.Qwen3Config,
+    "gemma": transformers.GemmaConfig,
+    "gemma2": transformers.Gemma2Config,
+    "phi3": transformers.Phi3Config,
+    "olmo": transformers.OlmoConfig,
+    "olmo2": transformers.Olmo2Config,
+    "gpt2": transformers.GPT2Config,
   }[family]
-  if family == "qwen3":
+  if family in ("qwen3", "gemma", "gemma2"):
     base["head_dim"] = 16  # explicit head_dim != hidden/heads
+  if family == "gemma2":  # caps small enough that tanh bends the logits; query scale != head_dim's
+    base.update(
+      query_pre_attn_scalar=24, attn_logit_softcapping=4.0, final_logit_softcapping=3.0, sliding_window=5
+    )
+  if family == "olmo":
+    del base["rms_norm_eps"]  # OLMo's LayerNorm has a fixed epsilon
+  if family == "gpt2":  # GPT-2's own names; no GQA
+    del base["num_key_value_heads"], base["rms_norm_eps"]
+    base["n_inner"] = base.pop("intermediate_size")
   base.update(overrides)
   return cls(**base)
 
@@ -83,7 +98,7 @@ def make_hf_model(
   model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
   with torch.no_grad():  # norms and biases default to 1/0; randomise so bugs there show
     for name, p in model.named_parameters():
-      if name.endswith("norm.weight"):
+      if name.endswith("norm.weight") or (".ln_" in name and name.endswith(".weight")):  # GPT-2: ln_1, ln_f
         p.copy_(1.0 + 0.1 * torch.randn_like(p))
       elif name.endswith(".bias"):
         p.copy_(0.1 * torch.randn_like(p))
