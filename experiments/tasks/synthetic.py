@@ -4,6 +4,8 @@ It lets the whole study run offline with tiny models: a small fixed vocabulary, 
 reasoning step per rationale line with `<<a+b=c>>` annotations, and a final "#### N".
 The first step is where the problems differ most (a direct start, or a comparison with
 another person, amid distractor sentences), which is the place the study probes.
+`hard_step` moves the hard decision: a competing quantity placed at one chosen step, so an
+experiment can ask whether the best step for a teacher follows it.
 
 Splits are disjoint by construction: a question belongs to the split its text hashes to,
 so train and test never share a question however many of each are generated.
@@ -25,6 +27,10 @@ NAMES = ("Ava", "Ben", "Cara", "Dan", "Eva", "Finn", "Gus", "Ivy")
 OBJECTS = ("apples", "pears", "books", "coins", "cards", "stamps")
 
 SUPPORTED_OPERATIONS = frozenset("+-*")
+# How the hard step's competing quantity reads: "step" = another person doing the step's own kind of
+# change ("Dan buys 7 more apples."), a sentence the shipped demo models never saw a bystander say;
+# "count" = the same-object distractor they were trained on ("Dan has 7 apples.").
+HARD_PHRASINGS = ("step", "count")
 # Fraction of the 256 hash buckets each split owns; they must not overlap.
 SPLIT_BUCKETS: dict[str, range] = {
   "train": range(0, 208),
@@ -50,6 +56,11 @@ class SyntheticConfig:
   number_range: operands of "+" and "-" and the starting quantities.
   multiplier_range: operands of "*" (kept small so values stay bounded).
   max_value: no quantity in the story or solution exceeds it.
+  hard_step: 0 keeps the plain generator (same problems for the same seed); k >= 1 puts a
+    competing quantity right before step k's sentence: another person, the same object, a number
+    other than step k's operand (from the same range), so picking step k's operand is the hard decision.
+  hard_phrasing: how that quantity reads (HARD_PHRASINGS): "step", the step's own phrasing and
+    operation; "count", a plain count of the object.
   """
 
   num_steps: tuple[int, int] = (2, 4)
@@ -59,6 +70,8 @@ class SyntheticConfig:
   operations: str = "+-*"
   max_value: int = 999
   seed: int = 0
+  hard_step: int = 0
+  hard_phrasing: str = "step"
 
   def validate(self) -> None:
     """Reject settings the generator cannot honour, naming the knob to change."""
@@ -77,6 +90,14 @@ class SyntheticConfig:
       raise SyntheticConfigError(f"operations={self.operations!r}: use a non-empty subset of '+-*'")
     if self.number_range[1] > self.max_value:
       raise SyntheticConfigError(f"number_range={self.number_range} exceeds max_value={self.max_value}")
+    # Every problem must have a step k, so k is bounded by the fewest steps a problem can take.
+    if not isinstance(self.hard_step, int) or not 0 <= self.hard_step <= self.num_steps[0]:
+      raise SyntheticConfigError(
+        f"hard_step={self.hard_step!r}: need an int in [0, {self.num_steps[0]}] (0 = none; at most the "
+        f"fewest steps, num_steps={self.num_steps})"
+      )
+    if self.hard_phrasing not in HARD_PHRASINGS:
+      raise SyntheticConfigError(f"hard_phrasing={self.hard_phrasing!r}: choose one of {HARD_PHRASINGS}")
 
 
 def _apply(value: int, operation: str, operand: int) -> int:
@@ -150,6 +171,29 @@ def _distractor_sentence(
   return f"{person} also has {n} {other_obj}."
 
 
+def _competitor_sentence(
+  rng: random.Random,
+  cfg: SyntheticConfig,
+  names: list[str],
+  obj: str,
+  comparison: bool,
+  op: str,
+  operand: int,
+) -> str | None:
+  """The hard step's rival quantity, said by a bystander; None when the range has no other number."""
+  low, high = cfg.multiplier_range if op == "*" else cfg.number_range
+  others = [n for n in range(low, high + 1) if n != operand]
+  if not others:
+    return None
+  n = rng.choice(others)
+  # names[3] is neither the hero, the comparison rival, nor the helper the events name.
+  if cfg.hard_phrasing == "count":
+    return f"{names[3]} has {n} {obj}."
+  if comparison:
+    return _comparison_sentence(names[3], names[1], obj, op, n)
+  return _event_sentence(rng, names[3], names[2], obj, op, n)
+
+
 def _try_generate(rng: random.Random, cfg: SyntheticConfig) -> tuple[str, str, str] | None:
   """One (question, rationale, answer) attempt; None when the chain hit a bound."""
   names = rng.sample(NAMES, 4)
@@ -167,6 +211,7 @@ def _try_generate(rng: random.Random, cfg: SyntheticConfig) -> tuple[str, str, s
   else:
     sentences.append(f"{person} has {start} {obj}.")
   value = start
+  competitor = None
 
   for index in range(num_steps):
     bounds = {op: _operand_bounds(cfg, value, op) for op in operations}
@@ -183,10 +228,20 @@ def _try_generate(rng: random.Random, cfg: SyntheticConfig) -> tuple[str, str, s
     sentences.append(sentence)
     lines.append(_solution_line(person, obj, value, operation, operand))
     value = result
+    if index + 1 == cfg.hard_step:  # draws only when the knob is on: hard_step=0 keeps the old stream
+      comparison = comparison_start and index == 0
+      competitor = _competitor_sentence(rng, cfg, names, obj, comparison, operation, operand)
+      if competitor is None:
+        return None
 
+  # Sentence i is step i's (0 is the start) until distractors shift them; track where each went.
+  steps_at = list(range(len(sentences)))
   for _ in range(rng.randint(*cfg.num_distractors)):
     position = rng.randint(1, len(sentences))
     sentences.insert(position, _distractor_sentence(rng, cfg, names, obj, other_obj))
+    steps_at.insert(position, -1)
+  if competitor is not None:
+    sentences.insert(steps_at.index(cfg.hard_step), competitor)
 
   question = " ".join(sentences) + f" How many {obj} does {person} have now?"
   return question, "\n".join(lines), str(value)
