@@ -93,9 +93,10 @@ class DecoderConfig:
   # Per-layer sliding window (None = full attention); a tuple so the config stays hashable.
   sliding_windows: tuple[int | None, ...] = ()
   dtype: str = "float32"  # activation/param dtype name
-  # Layers per iteration of the scan over layers: 1 = a rolled loop (one layer body in the program,
-  # compile time flat in depth); num_layers = fully unrolled. Params and results are the same.
-  scan_unroll: int = 1
+  # True: layers scanned (params stacked on a leading `layers` axis, one layer body in the program,
+  # compile time flat in depth). False: one param tree per layer, unrolled (faster batch-1 decode on
+  # XLA:CPU, compile time grows with depth). Same results; model.lm converts between the layouts.
+  scan_layers: bool = True
 
   @property
   def jnp_dtype(self):

@@ -12,7 +12,9 @@ carries logical axis names so configs/sharding_rules.py can place it on a mesh.
 Layers are scanned (`nn.scan`): block params are stacked with a leading `layers` axis and the
 program holds one layer body, so compile time is nearly flat in depth (maxtext, levanter). The
 cache [L, B, K, S, D] travels in the scan's carry and each layer writes its new keys in place;
-`cfg.scan_unroll` unrolls the scan (same params, same results) where a backend decodes faster so.
+`cfg.scan_layers=False` instead keeps one param tree per layer (`layers_0`, ...) and unrolls the
+layers in the program: compile time grows with depth again, but no layer's weights are sliced out
+of a stacked array per token, which XLA:CPU copies (batch-1 decode ~1.45x faster there; BENCHMARKS.md).
 
 Each family variation is a Python branch on a static config field (model/config.py), so a family
 that does not use one traces none of its ops: the Llama program is the same as before they existed.
@@ -230,16 +232,18 @@ class Decoder(nn.Module):
       embedding_init=_part(_init, ("vocab", "embed")),
       name="embed_tokens",
     )
-    scanned = nn.scan(
-      Block,
-      variable_axes={"params": 0},
-      split_rngs={"params": True},
-      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-      length=cfg.num_layers,
-      unroll=cfg.scan_unroll,
-      metadata_params={nn.PARTITION_NAME: "layers"},
-    )
-    self.layers = scanned(cfg, name="layers")
+    if cfg.scan_layers:
+      scanned = nn.scan(
+        Block,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )
+      self.layers = scanned(cfg, name="layers")
+    else:
+      self.blocks = [Block(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
     self.norm = _norm(cfg, "norm")
     if cfg.learned_positions:  # GPT-2
       self.embed_positions = nn.Embed(
@@ -274,9 +278,13 @@ class Decoder(nn.Module):
     if self.cfg.learned_positions:  # padding may run past the table: clamp (its outputs are never used)
       x = x + self.embed_positions(jnp.minimum(positions, self.cfg.max_position_embeddings - 1))
     windows = jnp.asarray(self.cfg.layer_windows(), jnp.int32)  # [L] (0 = full attention)
-    (x, cache, _), _ = self.layers(
-      (x, cache, jnp.zeros((), jnp.int32)), windows, positions, start, lengths, rows
-    )
+    carry = (x, cache, jnp.zeros((), jnp.int32))
+    if self.cfg.scan_layers:
+      carry, _ = self.layers(carry, windows, positions, start, lengths, rows)
+    else:  # unrolled: static layer indices, each layer's own params
+      for i, block in enumerate(self.blocks):
+        carry, _ = block(carry, windows[i], positions, start, lengths, rows)
+    x, cache, _ = carry
     return self.norm(x), cache
 
   def logits(self, hidden):

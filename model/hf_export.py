@@ -28,6 +28,7 @@ from flax.traverse_util import flatten_dict
 from model.config import DecoderConfig
 from model.errors import ModelLoadError, UserError
 from model.hf_names import hf_tensor_source
+from model.lm import stack_layers
 
 STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Files of a tokenizer directory that belong to the tokenizer (never weights or model config).
@@ -168,7 +169,7 @@ def _gpt2_kwargs(cfg: DecoderConfig) -> dict[str, Any]:
 
 def _tensors(cfg: DecoderConfig, params, dtype) -> dict[str, jnp.ndarray]:
   """HF tensor name -> array in storage dtype (kernels transposed to HF's [out, in], fused tensors joined)."""
-  tree = params["params"] if "params" in params else params
+  tree = stack_layers(params if "params" in params else {"params": params})["params"]
   out, parts, transposed = {}, {}, {}
   for path, arr in flatten_dict(tree).items():
     src = hf_tensor_source(path, cfg)

@@ -21,7 +21,7 @@ from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
 from model.hf_names import TensorSource, hf_tensor_source
-from model.lm import LanguageModel, logical_param_axes, param_shapes
+from model.lm import LanguageModel, logical_param_axes, param_shapes, unstack_layers
 
 
 def _weight_files(model_dir: Path) -> dict[str, Path]:
@@ -89,19 +89,25 @@ def load_params(model_dir: str | os.PathLike, cfg: DecoderConfig, mesh=None, rul
   """Params tree {'params': ...} with every tensor checked against cfg and placed on the mesh."""
   model_dir = Path(model_dir)
   files = _weight_files(model_dir)
-  shapes = param_shapes(cfg)
-  shardings = None
-  if mesh is not None:
-    shardings = flatten_dict(sharding_lib.param_shardings(logical_param_axes(cfg), shapes, mesh, rules or ()))
-  out = {}
-  for path, spec in flatten_dict(shapes).items():
+  host = {}
+  for path, spec in flatten_dict(param_shapes(cfg.replace(scan_layers=True))).items():
     src = hf_tensor_source(path[1:], cfg)
     stacked = path[1] == "layers"
     want = spec.shape[1:] if stacked else spec.shape
     arrays = [_read_checked(model_dir, files, name, src, want, spec.dtype) for name in src.names]
-    arr = np.stack(arrays) if stacked else arrays[0]  # scanned params: [L, ...]
-    out[path] = jax.device_put(arr, shardings[path]) if shardings else jnp.asarray(arr)
-  return unflatten_dict(out)
+    host[path] = np.stack(arrays) if stacked else arrays[0]  # scanned params: [L, ...]
+  tree = unflatten_dict(host)
+  if not cfg.scan_layers:
+    tree = unstack_layers(tree, cfg.num_layers)
+  return place_params(tree, cfg, mesh, rules)
+
+
+def place_params(params, cfg: DecoderConfig, mesh=None, rules=None):
+  """Host params -> device arrays, each on its mesh sharding (logical axes of cfg's layout and rules)."""
+  if mesh is None:
+    return jax.tree.map(jnp.asarray, params)
+  shardings = sharding_lib.param_shardings(logical_param_axes(cfg), param_shapes(cfg), mesh, rules or ())
+  return jax.tree.map(jax.device_put, params, shardings)
 
 
 def _read_checked(
@@ -169,9 +175,14 @@ def load_model(
   rules=None,
   with_tokenizer: bool = True,
   name: str | None = None,
+  scan_layers: bool = True,
 ) -> LanguageModel:
-  """The whole import path: config -> params (sharded if a mesh is given) -> tokenizer."""
+  """The whole import path: config -> params (sharded if a mesh is given) -> tokenizer.
+
+  scan_layers=False: one param tree per layer and an unrolled forward (see model/decoder.py).
+  """
   cfg, hf_config = load_config(model_dir, dtype)
+  cfg = cfg.replace(scan_layers=scan_layers)
   params = load_params(model_dir, cfg, mesh, rules)
   tok = load_tokenizer(model_dir) if with_tokenizer else None
   return LanguageModel(

@@ -69,3 +69,23 @@ def logical_param_axes(cfg: DecoderConfig):
 def param_shapes(cfg: DecoderConfig):
   """Unboxed ShapeDtypeStruct tree: what a checkpoint must provide."""
   return nn.unbox(abstract_params(cfg))
+
+
+def unstack_layers(params, num_layers: int):
+  """Stacked block params ('layers': [L, ...]) -> one tree per layer ('layers_0', ...): scan_layers=False."""
+  tree = dict(params["params"])
+  stacked = tree.pop("layers")
+  for i in range(num_layers):
+    tree[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+  return {"params": tree}
+
+
+def stack_layers(params):
+  """The inverse of unstack_layers (a no-op on params that are already stacked)."""
+  tree = dict(params["params"])
+  names = sorted((k for k in tree if k.startswith("layers_")), key=lambda k: int(k.split("_")[1]))
+  if not names:
+    return params
+  layers = [tree.pop(k) for k in names]
+  tree["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+  return {"params": tree}

@@ -158,3 +158,15 @@ def test_eos_ids_from_config_and_generation_config(tmp_path, model_dir):
   from decode.guided import GuidedDecoder
 
   assert GuidedDecoder(lm).masks.eos[[2, 7]].all()
+
+
+def test_unrolled_layers_load_and_decode_like_scanned(model_dir):
+  """load_model(scan_layers=False): per-layer params, the same greedy tokens through the loop."""
+  from decode.guided import GuidedDecoder
+
+  scanned, unrolled = load_model(model_dir), load_model(model_dir, scan_layers=False)
+  assert "layers_0" in unrolled.params["params"] and not unrolled.cfg.scan_layers
+  ids = GuidedDecoder(scanned).encode(["abc", "hello world"])
+  want = GuidedDecoder(scanned).generate(ids, "never", max_new_tokens=8)
+  got = GuidedDecoder(unrolled).generate(ids, "never", max_new_tokens=8)
+  assert [r.token_ids for r in got] == [r.token_ids for r in want]

@@ -8,7 +8,7 @@ import tiny_models
 import torch
 
 from model.hf_import import load_model
-from model.lm import forward
+from model.lm import forward, stack_layers, unstack_layers
 
 VARIANTS = {
   "llama": ("llama", {}),
@@ -188,13 +188,19 @@ def test_greedy_generation_equals_hf_generate(pair):
 
 
 def test_unrolled_scan_equals_rolled(pair):
-  """cfg.scan_unroll = L (layers unrolled in the program) gives the rolled scan's logits and cache."""
+  """scan_layers=False (per-layer params, layers unrolled) gives the scan's logits and cache."""
   _, lm = pair
   tokens = np.random.default_rng(5).integers(4, tiny_models.VOCAB, size=(2, 11))
-  unrolled = lm.cfg.replace(scan_unroll=lm.cfg.num_layers)
+  unrolled = lm.cfg.replace(scan_layers=False)
+  per_layer = unstack_layers(lm.params, lm.cfg.num_layers)
+  assert "layers_1" in per_layer["params"] and "layers" not in per_layer["params"]
   zeros = jnp.zeros((2,), jnp.int32)
   want, want_cache = forward(lm.cfg, lm.params, jnp.asarray(tokens), zeros, zeros + 11, lm.init_cache(2, 16))
-  got, got_cache = forward(unrolled, lm.params, jnp.asarray(tokens), zeros, zeros + 11, lm.init_cache(2, 16))
+  got, got_cache = forward(unrolled, per_layer, jnp.asarray(tokens), zeros, zeros + 11, lm.init_cache(2, 16))
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(got_cache), jax.tree.leaves(want_cache)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+  back = stack_layers(per_layer)  # the layouts convert both ways exactly
+  assert jax.tree.structure(back) == jax.tree.structure(lm.params)
+  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(lm.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

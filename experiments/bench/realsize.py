@@ -41,7 +41,7 @@ def _config(widths: dict, num_layers: int, unroll: bool, vocab: int):
     max_position_embeddings=32768,
     qkv_bias=True,
     tie_word_embeddings=True,
-    scan_unroll=num_layers if unroll else 1,
+    scan_layers=not unroll,
     **widths,
   )
 
@@ -107,6 +107,33 @@ def bench_compile_depth(result: dict, full: bool, tiny: bool = False) -> None:
         "compile_s_24_28_layers_unrolled": un_deep,
       }
     )
+
+
+def bench_scan_decode(ctx: Context, result: dict) -> None:
+  """Decode speed of the scanned layers over per-layer (unrolled) params, same weights, interleaved."""
+  from decode.guided import GuidedDecoder
+  from model.lm import unstack_layers
+
+  s = ctx.student
+  unrolled = dataclasses.replace(
+    s, cfg=s.cfg.replace(scan_layers=False), params=unstack_layers(s.params, s.cfg.num_layers)
+  )
+  new_tokens = min(64, ctx.preset.max_new_tokens)
+  for batch in (1, ctx.preset.batch):
+    prompts = ctx.prompts[:batch]
+    decoders = {"scan": GuidedDecoder(s, None), "unrolled": GuidedDecoder(unrolled, None)}
+    for d in decoders.values():  # compile on the timed shapes
+      d.generate(prompts, "never", max_new_tokens=2, max_len=ctx.max_len)
+    times = {k: [] for k in decoders}
+    for _ in range(max(2, ctx.preset.decode_repeats)):
+      for k, d in decoders.items():
+        dt, _ = timed(
+          lambda d=d: d.generate(prompts, "never", max_new_tokens=new_tokens, max_len=ctx.max_len)
+        )
+        times[k].append(dt)
+    ratio = float(np.median(times["scan"]) / np.median(times["unrolled"]))
+    result[f"decode_scan_over_unrolled_time_b{batch}"] = ratio
+    log(f"realsize: batch {batch} decode, scanned layers / unrolled: {ratio:.2f}x the time")
 
 
 def _fewshot_rows(ctx: Context, n_problems: int, shots: int, shot_len: int, question_len: int, timings: int):

@@ -35,7 +35,7 @@ from experiments.bench import models as bm
 from experiments.bench.decode import bench_decode
 from experiments.bench.guided import bench_guided
 from experiments.bench.models import cpu_count, cpu_model, setup
-from experiments.bench.realsize import bench_compile_depth, bench_fewshot_sweep
+from experiments.bench.realsize import bench_compile_depth, bench_fewshot_sweep, bench_scan_decode
 from experiments.bench.sweep import bench_sweep
 
 TARGETS = {
@@ -179,6 +179,7 @@ def run_benchmark(preset: Preset | str, sections=SECTIONS, command: str | None =
       bench_sweep(ctx, result)
     if "realsize" in sections:
       bench_compile_depth(result, full=preset.name == "full", tiny=preset.name == "tiny")
+      bench_scan_decode(ctx, result)
       bench_fewshot_sweep(ctx, result)
   result.pop("_student_only_decoder", None)
   result["loadavg_end"] = os.getloadavg()
