@@ -135,14 +135,17 @@ def _plain(value: Any) -> Any:
 
 
 def _synthetic(task: ConfigDict) -> dict:
-  """The generator's settings with its defaults filled in, so an explicit default equals an omitted one."""
+  """The generator's settings that differ from its defaults: an explicit default equals an omitted
+  one, and a knob added later (at its default) does not make older output dirs look different."""
   from experiments.tasks.synthetic import SyntheticConfig
 
   given = _plain(task.get("synthetic", ConfigDict()))
   try:
-    return _plain(dataclasses.asdict(SyntheticConfig(**given)))
+    settings = _plain(dataclasses.asdict(SyntheticConfig(**given)))
   except TypeError:  # an unknown key: load_problems reports it; record what was given
     return given
+  defaults = _plain(dataclasses.asdict(SyntheticConfig()))
+  return {k: v for k, v in settings.items() if v != defaults.get(k)}
 
 
 def _task(task: ConfigDict) -> dict:
