@@ -21,7 +21,12 @@ def base_config() -> ConfigDict:
   # few-shot pool: a train split; distinct_answers: no two exemplars share a final answer
   c.exemplars = ConfigDict(dict(path="", task="", k=0, seed=0, distinct_answers=True))
   c.students = [ConfigDict(dict(name="student", path="", checkpoint=None))]
-  c.teacher = ConfigDict(dict(name="teacher", path=""))
+  # path: a model directory; or url: an OpenAI-compatible server (http://HOST:PORT/v1), whose API key
+  # is read from the environment variable api_key_env; model: its served name (default: its first).
+  # A teacher with another tokenizer than the student's, or a server, writes through the text bridge.
+  c.teacher = ConfigDict(
+    dict(name="teacher", path="", url="", model="", api_key_env="OPENAI_API_KEY", timeout_s=120.0, retries=3)
+  )
   # Calibrated triggers (`entropy:q=0.3`) take their threshold from the `never` rows, so list both.
   c.policies = ("never", "always", "step:1", "step:2", "step:3", "step:4")
   c.matched_random = False  # add random:P at each trigger policy's realized rate P (its matched control)

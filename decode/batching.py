@@ -14,7 +14,7 @@ import numpy as np
 
 from decode.advance import prefix_step_ids
 from decode.policy import Policy, PolicyArrays, PolicyError, parse_policy
-from decode.state import PROMPT, STUDENT, CacheStart, LoopInputs, Prompts, RowLimits, SamplingParams
+from decode.state import PROMPT, STUDENT, TEACHER, CacheStart, LoopInputs, Prompts, RowLimits, SamplingParams
 from decode.vocab import VocabMasks
 from model.errors import UserError
 
@@ -59,6 +59,14 @@ def check_positive_int(what: str, value, minimum: int = 1) -> None:
     raise DecodeInputError(f"{what} must be an integer >= {minimum}, got {value!r}")
 
 
+def check_limits(max_new_tokens, max_steps) -> None:
+  """Each limit is one positive int or one per prompt (the text bridge stops rows at different steps)."""
+  for v in np.ravel(max_new_tokens):
+    check_positive_int("max_new_tokens", v)
+  for v in np.ravel(max_steps) if max_steps is not None else ():
+    check_positive_int("max_steps", v)
+
+
 def build_inputs(
   prompts: Sequence[Sequence[int]],
   policies: list[Policy],
@@ -77,9 +85,12 @@ def build_inputs(
   max_len: int | None = None,
   batch_size: int | None = None,
   teacher_prefill: bool = False,
+  prefix_authors: Sequence[Sequence[int]] | None = None,
 ) -> tuple[LoopInputs, int, int]:
   """Validated, padded LoopInputs (host arrays), the buffer length T and the batch B.
 
+  prefix_authors: STUDENT / TEACHER per prefix token (the text bridge's prefixes hold the teacher's
+  steps); by default every prefix token is the student's.
   Rows past the prompts (B > n) are inactive padding: policy never, never decoded.
   """
   n = len(prompts)
@@ -94,6 +105,13 @@ def build_inputs(
       )
   if any(len(p) == 0 for p in prompts):
     raise DecodeInputError("empty prompt: every prompt needs at least one token")
+  if prefix_authors is not None and (
+    len(prefix_authors) != n
+    or any(len(a) != len(q) or not set(a) <= {STUDENT, TEACHER} for a, q in zip(prefix_authors, prefixes))
+  ):
+    raise DecodeInputError(
+      f"prefix_authors needs one {STUDENT} (student) or {TEACHER} (teacher) per prefix token"
+    )
   full = [list(p) + q for p, q in zip(prompts, prefixes)]
   budgets = np.broadcast_to(np.asarray(max_new_tokens), (n,))
   worst = int(
@@ -122,7 +140,7 @@ def build_inputs(
   step_ids = np.zeros((B, T), np.int32)
   for i, (p, q) in enumerate(zip(prompts, prefixes)):
     tokens[i, : len(p) + len(q)] = list(p) + q
-    authors[i, len(p) : len(p) + len(q)] = STUDENT
+    authors[i, len(p) : len(p) + len(q)] = STUDENT if prefix_authors is None else prefix_authors[i]
     step_ids[i, len(p) : len(p) + len(q)] = prefix_step_ids(q, vocab)
   sampling = SamplingParams(
     seeds=col(seeds, np.int32, 0),

@@ -1,10 +1,13 @@
-"""CLI: guided generation from local Hugging Face model directories.
+"""CLI: guided generation from local Hugging Face model directories (or a teacher server).
 
-  python -m decode.generate --student DIR [--teacher DIR] (--prompt TEXT | --prompts FILE.jsonl)
-      [--policy SPEC] [--max-new-tokens N] [--temperature T] [--seed S] [--step-delimiter STR]
+  python -m decode.generate --student DIR [--teacher DIR | --teacher http://HOST:PORT/v1]
+      (--prompt TEXT | --prompts FILE.jsonl) [--policy SPEC] [--max-new-tokens N] [--temperature T]
+      [--seed S] [--step-delimiter STR]
 
-Prints one JSON object per prompt. All prompts go through one call of the compiled loop. Errors a
-user can fix print `error: ...` and exit with status 2 (no traceback).
+Prints one JSON object per prompt. A teacher with the student's tokenizer: all prompts go through
+one call of the compiled loop. Any other teacher (another tokenizer, a server) writes through the
+text bridge at step boundaries (decode.bridge). Errors a user can fix print `error: ...` and exit
+with status 2 (no traceback).
 """
 
 from __future__ import annotations
@@ -16,15 +19,27 @@ import sys
 from pathlib import Path
 
 from decode.batching import DecodeInputError
-from decode.guided import GuidedDecoder
 from decode.policy import PolicyError, parse_policy
+from decode.served import DEFAULT_KEY_ENV, ServedTeacher, is_url
 from model.errors import report_user_errors
 
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m decode.generate", description=__doc__.split("\n\n")[0])
   p.add_argument("--student", required=True, help="student Hugging Face model directory")
-  p.add_argument("--teacher", help="teacher model directory (same tokenizer as the student)")
+  p.add_argument(
+    "--teacher",
+    help="teacher model directory, or the URL of an OpenAI-compatible completions server "
+    "(http://HOST:PORT/v1: vLLM, SGLang, python -m decode.serve)",
+  )
+  p.add_argument("--teacher-model", help="the served teacher's model name (default: the server's first)")
+  p.add_argument(
+    "--teacher-api-key-env",
+    default=DEFAULT_KEY_ENV,
+    help=f"environment variable holding the teacher server's API key (default {DEFAULT_KEY_ENV})",
+  )
+  p.add_argument("--teacher-timeout", type=float, default=120.0, help="seconds per teacher request")
+  p.add_argument("--teacher-retries", type=int, default=3, help="retries of a failed teacher request")
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--prompt", help="a single prompt text")
   src.add_argument("--prompts", help='JSONL file, one {"prompt": ..., optional "policy": ...} per line')
@@ -98,13 +113,24 @@ def run(args) -> list[dict]:
     bad = next(p.spec for p in policies if p.needs_teacher)
     raise PolicyError(f"policy {bad!r} needs a teacher; pass --teacher DIR (or use --policy never)")
   delimiter = codecs.decode(args.step_delimiter, "unicode_escape")
+  served = None
+  if is_url(args.teacher):  # a server that is down is an error before any model is loaded
+    served = ServedTeacher(
+      args.teacher,
+      model=args.teacher_model,
+      api_key_env=args.teacher_api_key_env,
+      timeout_s=args.teacher_timeout,
+      retries=args.teacher_retries,
+    )
 
-  from model.hf_import import load_model  # heavy imports only after the arguments are known good
+  from decode.pairing import make_decoder  # heavy imports only after the arguments are known good
+  from model.hf_import import load_model
 
   student = load_model(args.student, dtype=args.dtype, name="student")
-  teacher = load_model(args.teacher, dtype=args.dtype, name="teacher") if args.teacher else None
-  decoder = GuidedDecoder(student, teacher, step_delimiter=delimiter)
+  teacher = served or (load_model(args.teacher, dtype=args.dtype, name="teacher") if args.teacher else None)
+  decoder = make_decoder(student, teacher, step_delimiter=delimiter)
   prompt_ids = decoder.encode(texts)
+  bridge = {"texts": texts} if getattr(decoder, "takes_texts", False) else {}
   results = decoder.generate(
     prompt_ids,
     policies,
@@ -114,6 +140,7 @@ def run(args) -> list[dict]:
     top_p=args.top_p,
     seeds=[args.seed + i for i in range(len(texts))],
     max_steps=args.max_steps,
+    **bridge,
   )
   return [{"prompt": t, **r.to_json()} for t, r in zip(texts, results)]
 

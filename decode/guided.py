@@ -18,6 +18,7 @@ from decode.batching import (
   DecodeInputError,
   buffer_length,
   build_inputs,
+  check_limits,
   check_positive_int,
   resolve_policies,
 )
@@ -115,10 +116,11 @@ class GuidedDecoder:
     batch_size: int | None = None,
     caches: PrefixCaches | None = None,
     shared_prefix: SharedPrefix | None = None,
+    prefix_authors: Sequence[Sequence[int]] | None = None,
   ) -> list[RowResult]:
     """Decodes all prompts in one call of the loop (padded to fixed shapes).
 
-    prefixes: student-written tokens to continue from (fork mode), with prefix_steps completed steps.
+    prefixes: tokens to continue from (fork, bridge); prefix_steps done; prefix_authors (default: student).
     max_len / batch_size: fixed buckets (buffer length T, rows B), so a sweep keeps one compiled
     shape; by default T = `buffer_length(longest prompt, max_new_tokens)`.
     caches: rows of a `prefill` (one per prompt, `PrefixCaches.rows`), holding a start of each
@@ -129,9 +131,7 @@ class GuidedDecoder:
     n = len(prompts)
     if n == 0:
       return []
-    check_positive_int("max_new_tokens", max_new_tokens)
-    if max_steps is not None:
-      check_positive_int("max_steps", max_steps)
+    check_limits(max_new_tokens, max_steps)
     pols = resolve_policies(policies, n, has_teacher=self.teacher is not None)
     self.check_steps(pols, max_steps)
     inp, T, B = self._inputs(
@@ -147,6 +147,7 @@ class GuidedDecoder:
       prefix_steps=prefix_steps,
       max_len=max_len,
       batch_size=batch_size,
+      prefix_authors=prefix_authors,
     )
     given = caches
     if caches is not None:

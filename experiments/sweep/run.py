@@ -15,12 +15,14 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 from decode.guided import GuidedDecoder
-from decode.policy import PolicyError, parse_policy
+from decode.pairing import make_decoder
+from decode.policy import parse_policy
 from experiments.sweep import manifest as sweep_manifest
 from experiments.sweep.grid import expand_grid
 from experiments.sweep.runner import DecodeSettings, SweepRunner
 from experiments.sweep.store import ResultsStore
 from experiments.sweep.students import load_student, student_entries
+from experiments.sweep.teacher import check_teacher, load_teacher
 from experiments.tasks.datasets import Problem, load_task
 from experiments.tasks.prompts import build_prompt, select_exemplars
 from experiments.tasks.synthetic import SyntheticConfig, generate_problems
@@ -84,8 +86,7 @@ def validate(cfg: ConfigDict) -> list:
   policies = [parse_policy(p) for p in cfg.policies]
   if not policies:
     raise SweepConfigError("config.policies is empty")
-  if not cfg.teacher.get("path") and any(p.needs_teacher for p in policies):
-    raise PolicyError("a policy needs a teacher but config.teacher.path is empty")
+  check_teacher(cfg, policies)
   if cfg.batch_size <= 0 or cfg.max_new_tokens <= 0:
     raise SweepConfigError("batch_size and max_new_tokens must be positive")
   if cfg.teacher_chunk < 1 or cfg.teacher_sub_batches < 0:
@@ -95,8 +96,6 @@ def validate(cfg: ConfigDict) -> list:
   for entry in student_entries(cfg):
     if not Path(entry.path).is_dir():
       raise ModelLoadError(f"student {entry.name!r}: directory {entry.path} does not exist")
-  if cfg.teacher.get("path") and not Path(cfg.teacher.path).is_dir():
-    raise ModelLoadError(f"teacher directory {cfg.teacher.path} does not exist")
   from experiments.sweep.distributed import check_settings
 
   check_settings(cfg.get("distributed"))
@@ -143,21 +142,11 @@ def _run(
   cfg: ConfigDict, ctx, policies: list, problems: list[Problem], store: ResultsStore, progress: bool
 ) -> dict:
   """Loads the models and decodes this process's pending rows into `store`."""
-  from model.hf_import import load_model
-
-  teacher = None
-  if cfg.teacher.get("path"):
-    teacher = load_model(
-      cfg.teacher.path,
-      dtype=cfg.dtype,
-      mesh=ctx.mesh,
-      rules=ctx.teacher_rules,
-      name=cfg.teacher.get("name") or "teacher",
-    )
+  teacher = load_teacher(cfg, mesh=ctx.mesh, rules=ctx.teacher_rules)  # a server: checked to answer
   stats = {"compiles": 0, "loop_calls": 0, "rows": 0}
   for entry in student_entries(cfg):
     student = load_student(entry, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules)
-    decoder = GuidedDecoder(
+    decoder = make_decoder(  # the one loop, or the text bridge for another tokenizer or a server
       student,
       teacher,
       step_delimiter=cfg.step_delimiter,
@@ -191,7 +180,7 @@ def _run(
       decoder,
       store,
       settings,
-      fork=cfg.fork,
+      fork=cfg.fork and isinstance(decoder, GuidedDecoder),  # the bridge has no prefill to fork from
       progress=progress,
       shared_prefix=shared,
       matched_random=bool(cfg.get("matched_random", False)),

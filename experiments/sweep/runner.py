@@ -93,6 +93,7 @@ class SweepRunner:
       chunk = rows[i : i + s.batch_size]
       ids = self.decoder.encode([r.prompt for r in chunk])
       pols = policies[i : i + s.batch_size] if policies else [r.policy for r in chunk]
+      texts = {"texts": [r.prompt for r in chunk]} if getattr(self.decoder, "takes_texts", False) else {}
       out += self.decoder.generate(
         ids,
         pols,
@@ -108,6 +109,7 @@ class SweepRunner:
         batch_size=s.batch_size,
         caches=caches,
         shared_prefix=self.shared_prefix,
+        **texts,  # the text bridge: the prompt text its teacher reads
       )
       self._count_call()
     return out

@@ -1,0 +1,285 @@
+"""The text bridge: a teacher with another tokenizer writes steps of the student's chain of thought.
+
+    decoder = BridgeDecoder(student, LocalTeacher(teacher))            # or ServedTeacher(url)
+    rows = decoder.generate(prompt_ids, "step:1", max_new_tokens=128, texts=prompt_texts)
+
+Ids of two tokenizers cannot share a loop, but text can cross at step boundaries. Rows go in rounds:
+
+1. teacher: every row whose coming step is the teacher's (its window, a trigger, a hint) goes to
+   the teacher together, in one call: the prompt text + the completion so far, which the teacher
+   reads in its own tokens, and it writes until its step delimiter (the completions API's `stop`),
+   or M of its tokens for a hint. Its text is encoded in the student's tokens and appended,
+   authored by the teacher.
+2. student: every other live row continues from its own tokens in the compiled loop (policy never,
+   `generate(prefixes=...)`) until the step before its next teacher step (per-row max_steps), its
+   budget, EOS or max_steps.
+
+Host round trips happen only at these boundaries; between them the student decodes in the loop.
+A boundary costs: one teacher request per row that needs it (sent together), the teacher reading
+prompt + text so far (`teacher_read`, no cache across boundaries unless the server keeps a prefix
+cache), and the student re-reading its prompt + completion in the next loop call.
+
+Triggers are decided on the student's side: the student decoder is the student paired with itself
+as an idle teacher, so the loop records its (entropy, max prob, margin) at every step start; a
+trigger that fires at a step start cuts the student's tokens there and hands that step over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from decode import loop as loop_lib
+from decode.advance import prefix_step_ids
+from decode.batching import NO_STEP_LIMIT, DecodeInputError, check_positive_int, resolve_policies
+from decode.bridge_rows import BridgeResult, BridgeRow, append_student, kept_tokens
+from decode.guided import GuidedDecoder
+from decode.options import DecodeOptions
+from decode.policy import PolicyArrays
+from decode.prefix_caches import SharedPrefix
+from decode.sampling import position_key, row_keys
+from decode.state import STUDENT, TEACHER
+from decode.teachers import Completion, CompletionRequest
+from model.lm import LanguageModel
+
+
+class BridgeDecoder:
+  """A student in the compiled loop and a teacher behind `complete(requests)`, joined by text."""
+
+  takes_texts = True  # generate(texts=...): the prompt text the teacher reads
+
+  def __init__(
+    self,
+    student: LanguageModel,
+    teacher,
+    options: DecodeOptions | None = None,
+    *,
+    mesh=None,
+    student_rules=(),
+    **overrides,
+  ):
+    opts = dataclasses.replace(options or DecodeOptions(), **overrides)
+    # The student paired with itself: the idle teacher never runs (every call is policy never), but
+    # the loop then records the student's uncertainty at each step start (triggers, calibration).
+    # Its cache is allocated, never filled; no sub-batch forwards are compiled for it.
+    self.student_decoder = GuidedDecoder(
+      student,
+      student,
+      opts,
+      mesh=mesh,
+      student_rules=student_rules,
+      teacher_rules=student_rules,
+      teacher_sub_batches=0,
+    )
+    self.student, self.teacher, self.options = student, teacher, opts
+    self.tokenizer = student.tokenizer
+    self.masks = self.student_decoder.masks
+    self.last_stats = None
+
+  @property
+  def compiles(self) -> int:
+    return self.student_decoder.compiles + getattr(self.teacher, "compiles", 0)
+
+  def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    return self.student_decoder.encode(texts)
+
+  def max_context(self) -> int:
+    return self.student.cfg.max_position_embeddings
+
+  def buffer_length(self, longest_prompt: int, max_new_tokens: int) -> int:
+    return self.student_decoder.buffer_length(longest_prompt, max_new_tokens)
+
+  def check_steps(self, policies, max_steps: int | None = None) -> None:
+    self.student_decoder.check_steps(policies, max_steps)
+
+  def shared_prefix(self, prompts: Sequence[Sequence[int]], *, max_len: int) -> SharedPrefix | None:
+    return self.student_decoder.shared_prefix(prompts, max_len=max_len)
+
+  def generate(
+    self,
+    prompts: Sequence[Sequence[int]],
+    policies,
+    *,
+    max_new_tokens: int,
+    temperature=0.0,
+    top_k=0,
+    top_p=1.0,
+    seeds=0,
+    max_steps: int | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
+    prefix_steps: Sequence[int] | None = None,
+    max_len: int | None = None,
+    batch_size: int | None = None,
+    caches=None,
+    shared_prefix: SharedPrefix | None = None,
+    texts: Sequence[str] | None = None,
+  ) -> list[BridgeResult]:
+    """GuidedDecoder.generate's contract, in rounds (see the module docstring).
+
+    texts: the prompts as text, for the teacher (default: the student's decoding of its ids).
+    max_len / batch_size: the student's loop shape, one for every round.
+    """
+    n = len(prompts)
+    if n == 0:
+      return []
+    if caches is not None:
+      raise DecodeInputError("the text bridge starts from no prefill caches (fork mode); run its rows plain")
+    check_positive_int("max_new_tokens", max_new_tokens)
+    if max_steps is not None:
+      check_positive_int("max_steps", max_steps)
+    pols = resolve_policies(policies, n, has_teacher=True)
+    PolicyArrays.stack(pols)  # uncalibrated `q=` triggers are refused here, as by the loop
+    self.check_steps(pols, max_steps)
+    texts = (
+      list(texts)
+      if texts is not None
+      else [self.tokenizer.decode(p, skip_special_tokens=True) for p in prompts]
+    )
+    prefixes = [list(q) for q in prefixes] if prefixes is not None else [[] for _ in range(n)]
+    prefix_steps = list(prefix_steps) if prefix_steps is not None else [0] * n
+    if not len(texts) == len(prefixes) == len(prefix_steps) == n:
+      raise DecodeInputError(
+        f"{len(texts)} texts / {len(prefixes)} prefixes / {len(prefix_steps)} prefix_steps for {n} prompts"
+      )
+    per_row = [np.broadcast_to(np.asarray(v), (n,)).tolist() for v in (temperature, top_k, top_p, seeds)]
+    rows = [
+      BridgeRow(list(p), t, pol, tuple(s), list(q), [STUDENT] * len(q), prefix_step_ids(q, self.masks), k)
+      for p, t, pol, s, q, k in zip(prompts, texts, pols, zip(*per_row), prefixes, prefix_steps)
+    ]
+    for r in rows:
+      self._check_done(r, max_new_tokens, max_steps, None)
+    shape = dict(
+      max_len=max_len or self.buffer_length(max(map(len, prompts)), max_new_tokens),
+      batch_size=batch_size or n,
+      shared_prefix=shared_prefix,
+    )
+    for _ in range(4 * max_new_tokens + 8):  # each round moves every live row on (a guard, not a limit)
+      live = [r for r in rows if not r.done]
+      if not live:
+        break
+      self._teacher_round([r for r in live if r.teachers_turn()], max_new_tokens, max_steps)
+      self._student_round(
+        [r for r in live if not r.done and not r.teachers_turn()], max_new_tokens, max_steps, shape
+      )
+    else:
+      raise RuntimeError("text bridge: rows stopped making progress (a bug)")
+    return [r.result(self.tokenizer) for r in rows]
+
+  # -- teacher ------------------------------------------------------------------------------------
+  def _teacher_round(self, rows: list[BridgeRow], max_new: int, max_steps: int | None) -> None:
+    """One step boundary: all rows at once; again only for rows whose step ended before any text."""
+    for r in rows:
+      r.writer, r.at_start = TEACHER, False
+    delimiter = self.options.step_delimiter
+    while rows:
+      requests = [
+        CompletionRequest(
+          prompt=r.text + self.tokenizer.decode(r.ids, skip_special_tokens=True),
+          max_tokens=min(r.policy.token_limit - r.step_teacher_tokens, max_new - len(r.ids)),
+          stop=(delimiter,),
+          temperature=r.sampling[0],
+          top_k=r.sampling[1],
+          top_p=r.sampling[2],
+          seed=r.sampling[3],
+        )
+        for r in rows
+      ]
+      answers = self.teacher.complete(requests)
+      rows = [r for r, c in zip(rows, answers) if self._take_teacher(r, c, max_new, max_steps)]
+
+  def _take_teacher(self, r: BridgeRow, c: Completion, max_new: int, max_steps: int | None) -> bool:
+    """Appends the teacher's text; True when the same step goes back to the teacher at once."""
+    r.round_trips += 1
+    r.teacher_read += c.prompt_tokens
+    r.teacher_tokens += c.completion_tokens
+    r.step_teacher_tokens += c.completion_tokens
+    if c.error:
+      r.error, r.done = f"teacher: {c.error}", True
+      return False
+    text = c.text + (c.stop_reason or "")
+    r.content = r.content or bool(c.text.strip())
+    piece = encode_piece(self.tokenizer, text)
+    ids = piece[: max_new - len(r.ids)]
+    ended = c.stop_reason is not None and r.content and len(ids) == len(piece)  # a cut step has not ended
+    eos = self.tokenizer.eos_token_id
+    if c.at_eos and eos is not None and len(r.ids) + len(ids) < max_new:
+      ids.append(int(eos))  # the teacher's EOS ends the row, as in the loop
+    r.append(ids, TEACHER, ended)
+    self._check_done(r, max_new, max_steps, None)
+    r.done = r.done or c.at_eos
+    if r.done or ended:
+      return False
+    left = r.policy.token_limit - r.step_teacher_tokens
+    if c.stop_reason is not None and left > 0:
+      return True  # a delimiter before any text: the step goes on
+    if not ids or left <= 0:
+      r.writer = STUDENT  # a hint's end (or a teacher that wrote nothing): the student goes on
+    return False
+
+  # -- student ------------------------------------------------------------------------------------
+  def _student_round(self, rows: list[BridgeRow], max_new: int, max_steps: int | None, shape: dict) -> None:
+    """Every row continues in one loop call until the step before its next teacher step."""
+    if not rows:
+      return
+    limits = []
+    for r in rows:  # the coming step is the student's; stop before the window's next one
+      nxt = r.next_window_step()
+      limits.append(min(max_steps or NO_STEP_LIMIT, nxt - 1 if nxt is not None else NO_STEP_LIMIT))
+    out = self.student_decoder.generate(
+      [r.prompt for r in rows],
+      "never",
+      max_new_tokens=max_new,
+      temperature=[r.sampling[0] for r in rows],
+      top_k=[r.sampling[1] for r in rows],
+      top_p=[r.sampling[2] for r in rows],
+      seeds=[r.sampling[3] for r in rows],
+      max_steps=limits if any(x < NO_STEP_LIMIT for x in limits) else None,
+      prefixes=[r.ids for r in rows],
+      prefix_steps=[r.steps_done for r in rows],
+      prefix_authors=[r.authors for r in rows],
+      **shape,
+    )
+    for r, res in zip(rows, out):
+      new = res.token_ids[len(r.ids) :]
+      start = len(r.prompt) + len(r.ids)
+      kept, fired = kept_tokens(
+        r, new, res.step_uncertainty, self.masks, lambda j: _policy_uniform(r, start + j)
+      )
+      append_student(r, new[:kept], self.masks)
+      if fired:
+        r.writer, r.triggered = TEACHER, r.triggered + 1
+      elif kept == len(new) and res.error:
+        r.error, r.done = res.error, True
+      self._check_done(r, max_new, max_steps, new[kept - 1] if kept and kept == len(new) else None)
+
+  def _check_done(self, r: BridgeRow, max_new: int, max_steps: int | None, last: int | None) -> None:
+    if len(r.ids) >= max_new or (max_steps is not None and r.steps_done >= max_steps):
+      r.done = True
+    if last is not None and self.masks.eos[last]:
+      r.done = True
+
+
+def encode_piece(tokenizer, text: str) -> list[int]:
+  """Text appended to a row, in the student's tokens (no special tokens).
+
+  SentencePiece tokenizers put a space before a text encoded alone; then the text is encoded after
+  a newline, whose tokens are dropped.
+  """
+  ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+  if not text or tokenizer.decode(ids) == text:
+    return ids
+  anchor = tokenizer("\n", add_special_tokens=False)["input_ids"]
+  both = tokenizer("\n" + text, add_special_tokens=False)["input_ids"]
+  if both[: len(anchor)] == anchor and tokenizer.decode(both[len(anchor) :]) == text:
+    return both[len(anchor) :]
+  return ids
+
+
+def _policy_uniform(r: BridgeRow, position: int) -> float:
+  """The loop's policy draw (random:P) for this row at a position: same key, same stream."""
+  keys = row_keys(np.asarray([r.sampling[3]], np.int32))
+  key = position_key(keys, np.asarray([position], np.int32), loop_lib._POLICY_STREAM)[0]
+  return float(jax.random.uniform(key))

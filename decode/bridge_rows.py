@@ -1,0 +1,158 @@
+"""One row of the text bridge on the host: its tokens, authors, steps and costs between loop calls.
+
+The step rule is the loop's (decode.advance.step_boundary) on the student's tokens; a teacher step
+is text, and it ends at the first stop string (the delimiter) that follows non-whitespace text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from decode.advance import step_boundary
+from decode.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, TRIGGER_RANDOM, Policy
+from decode.results import RowResult
+from decode.state import STUDENT, TEACHER
+from decode.vocab import VocabMasks
+
+
+@dataclasses.dataclass
+class BridgeResult(RowResult):
+  """A RowResult whose teacher worked in its own tokens: token_ids, authors and step_ids are in the
+  student's tokens; teacher_tokens counts the tokens the teacher wrote in its own tokenizer."""
+
+  teacher_read: int = 0  # teacher tokens read: the prompts of its calls (prompt + text so far)
+  round_trips: int = 0  # teacher calls (host round trips) at step boundaries
+
+
+@dataclasses.dataclass
+class BridgeRow:
+  prompt: list[int]  # the prompt in the student's tokens
+  text: str  # the prompt text the teacher reads
+  policy: Policy
+  sampling: tuple[float, int, float, int]  # temperature, top_k, top_p, seed
+  ids: list[int]  # generated tokens so far (student's tokenizer; a forked prefix included)
+  authors: list[int]
+  step_ids: list[int]
+  steps_done: int
+  at_start: bool = True  # the next token starts a step
+  content: bool = False  # the current step holds non-whitespace text
+  writer: int | None = None  # who writes the current step; None at a step start (not yet decided)
+  step_teacher_tokens: int = 0  # teacher tokens written in the current step (hint limit)
+  triggered: int = 0  # steps given to the teacher by a trigger (budget)
+  done: bool = False
+  error: str | None = None
+  teacher_tokens: int = 0
+  teacher_read: int = 0
+  round_trips: int = 0
+  uncertainty: list[list[float]] = dataclasses.field(default_factory=list)
+
+  def in_window(self) -> bool:
+    k = self.steps_done + 1
+    return self.policy.step_lo <= k < self.policy.step_hi
+
+  def teachers_turn(self) -> bool:
+    return not self.done and (self.writer == TEACHER or (self.at_start and self.in_window()))
+
+  def next_window_step(self) -> int | None:
+    """The first step after the coming one that the window gives the teacher."""
+    k = max(self.policy.step_lo, self.steps_done + 2)
+    return k if k < self.policy.step_hi else None
+
+  def append(self, ids: list[int], author: int, ended: bool) -> None:
+    """Tokens of the current step (author's); `ended`: they close it."""
+    self.ids += ids
+    self.authors += [author] * len(ids)
+    self.step_ids += [self.steps_done + 1] * len(ids)
+    if ended:
+      self.steps_done += 1
+    self.at_start = ended
+    self.writer = None if ended else self.writer
+    self.content = False if ended else self.content
+    self.step_teacher_tokens = 0 if ended else self.step_teacher_tokens
+
+  def result(self, tokenizer) -> BridgeResult:
+    teacher_ids = [t for t, a in zip(self.ids, self.authors) if a == TEACHER]
+    return BridgeResult(
+      token_ids=list(self.ids),
+      authors=list(self.authors),
+      step_ids=list(self.step_ids),
+      completion=tokenizer.decode(self.ids, skip_special_tokens=True),
+      policy=self.policy.spec,
+      student_tokens=self.authors.count(STUDENT),
+      teacher_tokens=self.teacher_tokens,
+      teacher_prefilled=self.teacher_read + self.teacher_tokens,
+      switches=sum(a != b for a, b in zip(self.authors, self.authors[1:])),
+      intervention_steps=sorted({s for s, a in zip(self.step_ids, self.authors) if a == TEACHER}),
+      num_steps=self.steps_done,
+      teacher_text=tokenizer.decode(teacher_ids, skip_special_tokens=True),
+      error=self.error,
+      step_uncertainty=self.uncertainty,
+      teacher_read=self.teacher_read,
+      round_trips=self.round_trips,
+    )
+
+
+def trigger_fires(row: BridgeRow, metric: list[float] | None, uniform) -> bool:
+  """The loop's trigger rule at a step start, from the student's (entropy, max prob, margin) there.
+
+  Trigger policies have no timing window (the grammar), so only the budget limits them.
+  """
+  p = row.policy
+  if p.trigger == 0 or row.triggered >= p.budget:
+    return False
+  if p.trigger == TRIGGER_RANDOM:
+    return bool(uniform() < p.threshold)
+  if metric is None or p.trigger not in (TRIGGER_ENTROPY, TRIGGER_MAXPROB, TRIGGER_MARGIN):
+    return False
+  entropy, maxprob, margin = metric
+  if p.trigger == TRIGGER_ENTROPY:
+    return entropy > p.threshold
+  return (maxprob if p.trigger == TRIGGER_MAXPROB else margin) < p.threshold
+
+
+def records_uncertainty(policy: Policy) -> bool:
+  """Rows whose step-start uncertainty is recorded: student-only and trigger rows (as in the loop)."""
+  return policy.trigger != 0 or policy.step_hi <= policy.step_lo
+
+
+def kept_tokens(
+  row: BridgeRow, new: list[int], metrics: list, vocab: VocabMasks, uniform_at
+) -> tuple[int, bool]:
+  """How many of a student call's new tokens stand, and whether a trigger gave the next step away.
+
+  The loop starts each call at a step start with an empty step; a row that continues a step (after
+  a hint) may already hold text, so a delimiter can end the step where the loop did not see it end:
+  the tokens stand up to that delimiter. `metrics` are the loop's (entropy, max prob, margin) at
+  each step start it saw among `new`; a trigger that fires at a step start cuts the tokens there.
+  Records the uncertainty of the step starts that stand. `uniform_at(j)`: the policy's uniform
+  draw at new token j (random:P).
+  """
+  true_c, loop_c = np.bool_(row.content), np.bool_(False)
+  true_start, loop_start, m = row.at_start, True, 0
+  for j, t in enumerate(new):
+    metric = None
+    if loop_start:
+      metric, m = (metrics[m] if m < len(metrics) else None), m + 1
+    if true_start:
+      if metric is not None and records_uncertainty(row.policy):
+        row.uncertainty.append(metric)
+      if trigger_fires(row, metric, lambda: uniform_at(j)):
+        return j, True
+    true_end, true_c = step_boundary(true_c, vocab.content[t], vocab.delimiter[t])
+    loop_end, loop_c = step_boundary(loop_c, vocab.content[t], vocab.delimiter[t])
+    if true_end != loop_end:  # only the first step of a continued one can differ
+      return j + 1, False
+    if true_end:
+      true_c = loop_c = np.bool_(False)
+    true_start = loop_start = bool(true_end)
+  return len(new), False
+
+
+def append_student(row: BridgeRow, tokens: list[int], vocab: VocabMasks) -> None:
+  """The student's tokens, one by one, with the loop's step rule."""
+  for t in tokens:
+    ended, content = step_boundary(np.bool_(row.content), vocab.content[t], vocab.delimiter[t])
+    row.content, row.writer = bool(content), STUDENT
+    row.append([int(t)], STUDENT, bool(ended))

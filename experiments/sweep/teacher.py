@@ -1,0 +1,52 @@
+"""The sweep's teacher: a model directory (`teacher.path`) or a completions server (`teacher.url`).
+
+A directory's model shares the compiled loop when its tokenizer is the student's and goes through
+the text bridge otherwise; a server always goes through the bridge (decode.pairing). The server's
+API key is read from the environment variable `teacher.api_key_env` names, never from the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+from decode.policy import PolicyError
+from decode.served import DEFAULT_KEY_ENV, ServedTeacher, is_url
+from model.errors import ModelLoadError, UserError
+
+
+def check_teacher(cfg: ConfigDict, policies: list) -> None:
+  """Before anything is loaded or written: one teacher at most, and one where a policy needs it."""
+  t = cfg.teacher
+  path, url = t.get("path"), t.get("url")
+  if path and url:
+    raise UserError("set config.teacher.path (a model directory) or config.teacher.url (a server), not both")
+  if not (path or url) and any(p.needs_teacher for p in policies):
+    raise PolicyError("a policy needs a teacher but config.teacher.path and config.teacher.url are empty")
+  if url and not is_url(url):
+    raise UserError(
+      f"config.teacher.url {url!r} must start with http:// or https:// (e.g. http://HOST:8000/v1)"
+    )
+  if path and not Path(path).is_dir():
+    raise ModelLoadError(f"teacher directory {path} does not exist")
+
+
+def load_teacher(cfg: ConfigDict, mesh=None, rules=None):
+  """A LanguageModel, a ServedTeacher (checked to answer), or None."""
+  t = cfg.teacher
+  name = t.get("name") or "teacher"
+  if t.get("url"):
+    return ServedTeacher(
+      t.url,
+      model=t.get("model") or None,
+      api_key_env=t.get("api_key_env") or DEFAULT_KEY_ENV,
+      timeout_s=float(t.get("timeout_s", 120.0)),
+      retries=int(t.get("retries", 3)),
+      name=name,
+    )
+  if not t.get("path"):
+    return None
+  from model.hf_import import load_model
+
+  return load_model(t.path, dtype=cfg.dtype, mesh=mesh, rules=rules, name=name)

@@ -1,0 +1,172 @@
+"""The text bridge in process: teacher-authored prefixes, the step rule across calls, triggers."""
+
+import bridge_models
+import numpy as np
+import pytest
+from bridge_reference import bridge_greedy
+
+from decode.batching import DecodeInputError, build_inputs
+from decode.bridge import BridgeDecoder
+from decode.bridge_rows import BridgeRow, kept_tokens
+from decode.guided import GuidedDecoder
+from decode.pairing import make_decoder
+from decode.policy import PolicyError, parse_policy
+from decode.served import ServedTeacher
+from decode.state import STUDENT, TEACHER
+from decode.teachers import Completion, CompletionRequest
+from decode.vocab import VocabMasks
+from model.hf_import import load_model
+
+MAX_NEW = 16
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+  s_dir, t_dir = bridge_models.make_bridge_pair(tmp_path_factory.mktemp("bridge"))
+  return load_model(s_dir), load_model(t_dir)
+
+
+@pytest.fixture(scope="module")
+def bridge(models):
+  decoder = make_decoder(*models)
+  assert isinstance(decoder, BridgeDecoder)  # same words, other ids: not one loop
+  return decoder
+
+
+def _run(decoder, policy):
+  ids = decoder.encode(bridge_models.PROMPTS)
+  return decoder.generate(ids, policy, max_new_tokens=MAX_NEW, texts=bridge_models.PROMPTS, batch_size=4)
+
+
+def test_prefix_authors_reach_the_loop(models):
+  student = models[0]
+  dec = GuidedDecoder(student)
+  prompt, prefix = dec.encode(["w5 w9 ", "w13 w2\nw7 "])
+  (row,) = dec.generate(
+    [prompt], "never", max_new_tokens=6, prefixes=[prefix], prefix_steps=[1], prefix_authors=[[1, 1, 0]]
+  )
+  assert row.token_ids[:3] == prefix and row.authors[:3] == [TEACHER, TEACHER, STUDENT]
+  assert set(row.authors[3:]) == {STUDENT} and len(row.token_ids) == 6
+  assert (row.teacher_tokens, row.student_tokens) == (2, 4)
+  (plain,) = dec.generate([prompt], "never", max_new_tokens=6, prefixes=[prefix], prefix_steps=[1])
+  assert plain.authors[:3] == [STUDENT] * 3 and plain.token_ids == row.token_ids
+
+
+@pytest.mark.parametrize("authors", [[[1, 1]], [[1, 2, 0]], [[0, 0, 0], [0]]])
+def test_bad_prefix_authors_are_refused(models, authors):
+  dec = GuidedDecoder(models[0])
+  with pytest.raises(DecodeInputError, match="prefix_authors"):
+    build_inputs(
+      [[5]],
+      [parse_policy("never")],
+      dec.masks,
+      max_new_tokens=8,
+      bucket=16,
+      max_context=128,
+      prefixes=[[6, 7, 8]],
+      prefix_authors=authors,
+    )
+
+
+def test_same_tokenizer_keeps_the_one_loop(models):
+  assert isinstance(make_decoder(models[0], models[0]), GuidedDecoder)
+  assert isinstance(make_decoder(models[0]), GuidedDecoder)
+
+
+@pytest.mark.parametrize("policy,steps,hint", [("step:1,n=2", {1, 2}, None), ("hint:2,m=2", {2}, 2)])
+def test_matches_the_reference(models, bridge, policy, steps, hint):
+  rows = _run(bridge, policy)
+  for text, row in zip(bridge_models.PROMPTS, rows):
+    ids, authors = bridge_greedy(*models, text, teacher_steps=steps, max_new=MAX_NEW, hint_tokens=hint)
+    assert (row.token_ids, row.authors) == (ids, authors), text
+    assert row.teacher_tokens == authors.count(TEACHER)  # one teacher token per student token here
+    assert row.round_trips == len(row.intervention_steps)
+    assert row.teacher_read > 0 or not row.round_trips
+  assert any(TEACHER in r.authors and r.authors[-1] == STUDENT for r in rows)  # the student went on
+
+
+@pytest.mark.parametrize(
+  "trigger,window",
+  [("entropy:0.0,budget=2", "step:1,n=2"), ("random:1.0,budget=1", "step:1"), ("maxprob:0.0", "never")],
+)
+def test_triggers_on_the_students_side(bridge, trigger, window):
+  """A trigger that always fires (within its budget) is the window it spans; one that never fires is never."""
+  fired, timed = _run(bridge, trigger), _run(bridge, window)
+  for a, b in zip(fired, timed):
+    assert (a.token_ids, a.authors, a.step_ids) == (b.token_ids, b.authors, b.step_ids)
+    assert len(a.step_uncertainty) >= 1 and all(len(m) == 3 for m in a.step_uncertainty)
+
+
+def test_never_rows_record_step_uncertainty(bridge):
+  for row in _run(bridge, "never"):
+    starts = 1 + sum(a != b for a, b in zip(row.step_ids, row.step_ids[1:]))
+    assert len(row.step_uncertainty) == starts and row.round_trips == 0 and row.teacher_tokens == 0
+
+
+def test_uncalibrated_trigger_is_refused(bridge):
+  with pytest.raises(PolicyError, match="calibrate"):
+    _run(bridge, "entropy:q=0.3")
+
+
+def test_a_delimiter_after_a_hint_ends_the_step():
+  """The loop starts a call with an empty step; a continued step that holds text ends at its first
+  delimiter, even one without text of its own: the student's tokens stand up to there."""
+  # tokens: 0 "a" (text), 1 "\n" (delimiter alone), 2 "b\n" (text and delimiter)
+  masks = VocabMasks(
+    delimiter=np.array([False, True, True]), content=np.array([True, False, True]), eos=np.zeros(3, bool)
+  )
+  continued = BridgeRow(
+    [9], "", parse_policy("hint:1,m=1"), (0.0, 0, 1.0, 0), [0], [1], [1], 0, at_start=False, content=True
+  )
+  assert kept_tokens(continued, [1, 0, 2], [], masks, None) == (1, False)
+  fresh = BridgeRow([9], "", parse_policy("step:3"), (0.0, 0, 1.0, 0), [], [], [], 0)
+  assert kept_tokens(fresh, [1, 0, 2, 0], [], masks, None) == (4, False)
+
+
+class ScriptedTeacher:
+  """Answers from a script, recording the prompts it was given."""
+
+  def __init__(self, answers):
+    self.answers, self.prompts = list(answers), []
+
+  def complete(self, requests):
+    self.prompts += [r.prompt for r in requests]
+    return [self.answers.pop(0) for _ in requests]
+
+
+def test_teacher_text_edge_cases(pair):
+  """A delimiter before any text does not end the teacher's step (one more round trip); the teacher's
+  EOS ends the row, with the student's EOS token."""
+  student = pair[0]  # character-level: a lone newline is a token
+  teacher = ScriptedTeacher(
+    [
+      Completion("", "stop", "\n", 3, 1),
+      Completion("ab", "stop", "\n", 4, 2),
+      Completion("c ", "stop", None, 7, 2),
+    ]
+  )
+  dec = BridgeDecoder(student, teacher)
+  (row,) = dec.generate(dec.encode(["xy"]), "step:1,n=2", max_new_tokens=12, texts=["xy"])
+  tok = student.tokenizer
+  assert teacher.prompts == ["xy", "xy\n", "xy\nab\n"]
+  assert row.token_ids == tok("\nab\nc ", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+  assert set(row.authors) == {TEACHER} and row.step_ids == [1, 1, 1, 1, 2, 2, 2] and row.num_steps == 1
+  assert (row.round_trips, row.teacher_tokens, row.teacher_read) == (3, 5, 14)
+  assert row.completion == "\nab\nc " and row.intervention_steps == [1, 2]
+
+
+@pytest.mark.parametrize(
+  "choice,eos,stop",
+  [
+    ({"finish_reason": "stop", "stop_reason": None}, True, None),  # vLLM at EOS
+    ({"finish_reason": "stop", "stop_reason": "\n"}, False, "\n"),  # vLLM at the stop string
+    ({"finish_reason": "stop", "matched_stop": 2}, True, None),  # SGLang at an EOS token id
+    ({"finish_reason": "stop"}, False, "\n"),  # says neither: the stop string asked for
+    ({"finish_reason": "length", "stop_reason": None}, False, None),
+  ],
+)
+def test_served_finish_reasons(choice, eos, stop):
+  client = ServedTeacher("http://127.0.0.1:9/v1", model="m")  # a named model: nothing is contacted
+  body = {"choices": [{"text": "w1 ", **choice}], "usage": {"prompt_tokens": 4, "completion_tokens": 1}}
+  c = client._completion(body, CompletionRequest("p", max_tokens=3, stop=("\n",)))
+  assert (c.at_eos, c.stop_reason, c.text, c.prompt_tokens, c.completion_tokens) == (eos, stop, "w1 ", 4, 1)
