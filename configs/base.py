@@ -44,6 +44,9 @@ def base_config() -> ConfigDict:
   # Teacher forwards on B/2, B/4, B/8 rows when fewer need it; 0 = off (smaller program).
   c.teacher_sub_batches = DecodeOptions.teacher_sub_batches
   c.dtype = "float32"
+  # Scanned layers compile in time flat in depth; False unrolls them (per-layer params), which
+  # decodes faster at batch 1 on XLA:CPU (see experiments/bench/BENCHMARKS.md). Rows are the same.
+  c.scan_layers = True
   c.mesh = ConfigDict(dict(data=-1, model=1))  # over this process's devices; -1 = the rest
   c.student_rules = "replicated"
   c.teacher_rules = "tensor_parallel"

@@ -39,7 +39,7 @@ def get_config() -> ConfigDict:
   ]
   # The small student's training run, one student per saved checkpoint (step_N/ HF folders).
   c.students.append(ConfigDict(dict(name="student-small", checkpoints=CHECKPOINTS, steps="all")))
-  c.teacher = ConfigDict(dict(name="teacher", path=f"{ASSETS}/teacher"))
+  c.teacher.name, c.teacher.path = "teacher", f"{ASSETS}/teacher"
   c.policies = ("never", "always", "step:1", "step:2", "step:3", "step:4")
   c.batch_size = 50
   c.max_new_tokens = 96

@@ -16,7 +16,7 @@ def get_config() -> ConfigDict:
   c.exemplars = ConfigDict(dict(path="", task="gsm8k", k=4, seed=0))
   c.prompt_style = "cot"
   c.students = [ConfigDict(dict(name="student", path="", checkpoint=None))]
-  c.teacher = ConfigDict(dict(name="teacher", path=""))
+  c.teacher.name, c.teacher.path = "teacher", ""  # keeps base_config's served-teacher keys (url, ...)
   c.policies = (
     "never",
     "always",

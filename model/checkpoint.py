@@ -6,14 +6,15 @@ import os
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
-from model.lm import logical_param_axes, param_shapes
+from model.hf_import import place_params
+from model.lm import logical_param_axes, param_shapes, unstack_layers
 
 
 def save_params(path: str | os.PathLike, params) -> Path:
@@ -39,9 +40,8 @@ def restore_training_params(step_dir: str | os.PathLike, cfg: DecoderConfig, mes
     raise ModelLoadError(
       f"{step_dir}: the checkpoint holds no 'params' (saved by experiments.training.train?)"
     )
-  params = state["params"]
-  want = flatten_dict(param_shapes(cfg))
-  got = flatten_dict(params)
+  want = flatten_dict(param_shapes(cfg.replace(scan_layers=True)))  # training saves the stacked layout
+  got = flatten_dict(state["params"])
   if set(want) != set(got):
     diff = sorted("/".join(k) for k in set(want) ^ set(got))[:6]
     raise ModelLoadError(f"{step_dir}: params do not match the model config (paths differ: {diff})")
@@ -50,16 +50,10 @@ def restore_training_params(step_dir: str | os.PathLike, cfg: DecoderConfig, mes
       raise ModelLoadError(
         f"{step_dir}: param {'/'.join(k)} has shape {tuple(got[k].shape)}, the config implies {spec.shape}"
       )
-  shardings = None
-  if mesh is not None:
-    shardings = flatten_dict(
-      sharding_lib.param_shardings(logical_param_axes(cfg), param_shapes(cfg), mesh, rules or ())
-    )
-  placed = {
-    k: jax.device_put(jnp.asarray(v, want[k].dtype), shardings[k] if shardings else None)
-    for k, v in got.items()
-  }
-  return unflatten_dict(placed)
+  tree = unflatten_dict({k: np.asarray(v, want[k].dtype) for k, v in got.items()})
+  if not cfg.scan_layers:
+    tree = unstack_layers(tree, cfg.num_layers)
+  return place_params(tree, cfg, mesh, rules)
 
 
 def restore_params(path: str | os.PathLike, cfg: DecoderConfig, mesh=None, rules=None):

@@ -107,3 +107,16 @@ def test_bad_checkpoint_entries_are_clear_errors(run, tmp_path):
   for entry, message in cases:
     with pytest.raises(StudentConfigError, match=message):
       expand(ConfigDict(entry))
+
+
+def test_orbax_step_loads_into_per_layer_params_too(run):
+  root, _ = run
+  (entry,) = expand(
+    ConfigDict(dict(name="s", checkpoints=str(root / "checkpoints"), path=str(root / "hf"), steps=[30]))
+  )
+  scanned, unrolled = (
+    load_student(entry, dtype="float32"),
+    load_student(entry, dtype="float32", scan_layers=False),
+  )
+  assert "layers_0" in unrolled.params["params"]
+  np.testing.assert_allclose(_logits(unrolled), _logits(scanned), atol=1e-5)

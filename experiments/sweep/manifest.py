@@ -189,6 +189,12 @@ def row_settings(cfg: ConfigDict, policies: list) -> dict:
     "teacher": (
       {"name": teacher.get("name") or "teacher", "model": model_identity(teacher.path)}
       if teacher.get("path")
+      else {
+        "name": teacher.get("name") or "teacher",
+        "url": teacher.url,
+        "model": teacher.get("model") or None,
+      }
+      if teacher.get("url")
       else None
     ),
     "policies": sorted({p.spec for p in policies}),

@@ -145,7 +145,9 @@ def _run(
   teacher = load_teacher(cfg, mesh=ctx.mesh, rules=ctx.teacher_rules)  # a server: checked to answer
   stats = {"compiles": 0, "loop_calls": 0, "rows": 0}
   for entry in student_entries(cfg):
-    student = load_student(entry, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules)
+    student = load_student(
+      entry, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules, scan_layers=cfg.get("scan_layers", True)
+    )
     decoder = make_decoder(  # the one loop, or the text bridge for another tokenizer or a server
       student,
       teacher,

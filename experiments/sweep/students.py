@@ -107,16 +107,21 @@ def student_entries(cfg: ConfigDict) -> list[ModelEntry]:
   return entries
 
 
-def load_student(entry: ModelEntry, *, dtype: str, mesh=None, rules=None) -> LanguageModel:
+def load_student(
+  entry: ModelEntry, *, dtype: str, mesh=None, rules=None, scan_layers: bool = True
+) -> LanguageModel:
   """The student's model: a Hugging Face directory, or an orbax step with its run's config and tokenizer."""
   from model.hf_import import load_model
 
   if entry.source != "orbax":
-    return load_model(entry.path, dtype=dtype, mesh=mesh, rules=rules, name=entry.name)
+    return load_model(
+      entry.path, dtype=dtype, mesh=mesh, rules=rules, name=entry.name, scan_layers=scan_layers
+    )
   from model.checkpoint import restore_training_params
   from model.hf_import import eos_token_ids, load_config, load_tokenizer
 
   cfg, hf_config = load_config(entry.config_dir, dtype)
+  cfg = cfg.replace(scan_layers=scan_layers)
   try:
     params = restore_training_params(entry.path, cfg, mesh=mesh, rules=rules)
   except ModelLoadError as e:

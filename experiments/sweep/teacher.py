@@ -49,4 +49,6 @@ def load_teacher(cfg: ConfigDict, mesh=None, rules=None):
     return None
   from model.hf_import import load_model
 
-  return load_model(t.path, dtype=cfg.dtype, mesh=mesh, rules=rules, name=name)
+  return load_model(
+    t.path, dtype=cfg.dtype, mesh=mesh, rules=rules, name=name, scan_layers=cfg.get("scan_layers", True)
+  )
