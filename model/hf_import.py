@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from model import gguf_import
 from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
@@ -85,16 +86,29 @@ def load_config(model_dir: str | os.PathLike, dtype: str = "float32") -> tuple[D
   return DecoderConfig.from_hf(hf_config, dtype=dtype), hf_config
 
 
-def load_params(model_dir: str | os.PathLike, cfg: DecoderConfig, mesh=None, rules=None):
-  """Params tree {'params': ...} with every tensor checked against cfg and placed on the mesh."""
+def load_params(
+  model_dir: str | os.PathLike,
+  cfg: DecoderConfig,
+  mesh=None,
+  rules=None,
+  tensors: Mapping[str, np.ndarray] | None = None,
+):
+  """Params tree {'params': ...} with every tensor checked against cfg and placed on the mesh.
+
+  tensors: HF name -> array (a GGUF's, already dequantised) read instead of model_dir's safetensors.
+  """
   model_dir = Path(model_dir)
-  files = _weight_files(model_dir)
+  if tensors is None:
+    files = _weight_files(model_dir)
+    names, read = files, lambda name, dtype: _read_tensor(files[name], name, dtype)
+  else:
+    names, read = tensors, lambda name, dtype: np.asarray(tensors[name]).astype(dtype)
   host = {}
   for path, spec in flatten_dict(param_shapes(cfg.replace(scan_layers=True))).items():
     src = hf_tensor_source(path[1:], cfg)
     stacked = path[1] == "layers"
     want = spec.shape[1:] if stacked else spec.shape
-    arrays = [_read_checked(model_dir, files, name, src, want, spec.dtype) for name in src.names]
+    arrays = [_read_checked(model_dir, names, read, name, src, want, spec.dtype) for name in src.names]
     host[path] = np.stack(arrays) if stacked else arrays[0]  # scanned params: [L, ...]
   tree = unflatten_dict(host)
   if not cfg.scan_layers:
@@ -111,7 +125,13 @@ def place_params(params, cfg: DecoderConfig, mesh=None, rules=None):
 
 
 def _read_checked(
-  model_dir: Path, files: dict[str, Path], name: str, src: TensorSource, want: tuple[int, ...], dtype
+  model_dir: Path,
+  files: Mapping[str, Any],
+  read: Callable[[str, Any], np.ndarray],
+  name: str,
+  src: TensorSource,
+  want: tuple[int, ...],
+  dtype,
 ) -> np.ndarray:
   """One HF tensor in our layout (its column range if fused), checked against the shape cfg implies."""
   if name not in files and name.startswith("transformer.") and name[len("transformer.") :] in files:
@@ -121,7 +141,7 @@ def _read_checked(
       f"{model_dir}: weight {name!r} is missing from the checkpoint "
       "(truncated download or a different architecture than config.json says)"
     )
-  arr = _read_tensor(files[name], name, dtype)
+  arr = read(name, dtype)
   if src.transpose:
     arr = arr.T
   full = want if src.cols is None else (*want[:-1], src.cols[2])  # a fused tensor is wider than our part
@@ -179,12 +199,17 @@ def load_model(
 ) -> LanguageModel:
   """The whole import path: config -> params (sharded if a mesh is given) -> tokenizer.
 
+  model_dir may be a llama.cpp .gguf file instead (model/gguf_import.py); its tensors are dequantised.
   scan_layers=False: one param tree per layer and an unrolled forward (see model/decoder.py).
   """
-  cfg, hf_config = load_config(model_dir, dtype)
+  gguf = gguf_import.is_gguf(model_dir)
+  cfg, hf_config = (gguf_import.load_gguf_config if gguf else load_config)(model_dir, dtype)
   cfg = cfg.replace(scan_layers=scan_layers)
-  params = load_params(model_dir, cfg, mesh, rules)
-  tok = load_tokenizer(model_dir) if with_tokenizer else None
+  tensors = gguf_import.load_gguf_tensors(model_dir, hf_config) if gguf else None
+  params = load_params(model_dir, cfg, mesh, rules, tensors)
+  tok = None
+  if with_tokenizer:
+    tok = gguf_import.load_gguf_tokenizer(model_dir) if gguf else load_tokenizer(model_dir)
   return LanguageModel(
     cfg=cfg,
     params=params,

@@ -125,3 +125,70 @@ def make_model_pair(out_dir: str | Path, max_position_embeddings: int = 256) -> 
     max_position_embeddings=max_position_embeddings,
   )
   return out_dir
+
+
+def gguf_tokens(vocab_size: int) -> list[str]:
+  """make_tokenizer's vocabulary spelled as a sentencepiece GGUF does (<s>, </s>, '▁' for a space, a
+  byte token for '\\n'; same ids), padded with unused tokens to the model's vocab."""
+  chars = ["\u2581" if c == " " else "<0x0A>" if c == "\n" else c for c in CHARS]
+  return ["<pad>", "<s>", "</s>", "<unk>"] + chars + [f"<unused{i}>" for i in range(vocab_size - VOCAB)]
+
+
+def _llama_cpp_permute(w, n_head: int):
+  """llama.cpp's convert_hf_to_gguf reorders q/k rows (HF's rotate-half -> interleaved pairs)."""
+  return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(path: str | Path, model, qtype: str = "F32") -> Path:
+  """A tiny Llama or Qwen2 (torch model from make_hf_model) written as llama.cpp writes it: metadata, a
+  sentencepiece tokenizer, tensors under llama.cpp names (Llama's q/k rows permuted); matrices in
+  `qtype` (F32, F16 or Q8_0), 1-D tensors F32."""
+  import gguf
+  import numpy as np
+
+  cfg = model.config
+  path = Path(path)
+  arch = cfg.model_type
+  w = gguf.GGUFWriter(str(path), arch)
+  w.add_name(f"tiny-{arch}")
+  w.add_context_length(cfg.max_position_embeddings)
+  w.add_embedding_length(cfg.hidden_size)
+  w.add_block_count(cfg.num_hidden_layers)
+  w.add_feed_forward_length(cfg.intermediate_size)
+  w.add_head_count(cfg.num_attention_heads)
+  w.add_head_count_kv(cfg.num_key_value_heads)
+  w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+  w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+  w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+  w.add_vocab_size(cfg.vocab_size)
+  w.add_tokenizer_model("llama")
+  tokens = gguf_tokens(cfg.vocab_size)
+  w.add_token_list(tokens)
+  w.add_token_scores([0.0] * len(tokens))
+  types = [gguf.TokenType.CONTROL] * len(SPECIALS) + [gguf.TokenType.NORMAL] * len(CHARS)
+  types += [gguf.TokenType.UNUSED] * (len(tokens) - VOCAB)
+  types[SPECIALS.index("<unk>")] = gguf.TokenType.UNKNOWN
+  types[tokens.index("<0x0A>")] = gguf.TokenType.BYTE
+  w.add_token_types(types)
+  w.add_bos_token_id(BOS_ID)
+  w.add_eos_token_id(EOS_ID)
+  w.add_pad_token_id(PAD_ID)
+  w.add_unk_token_id(SPECIALS.index("<unk>"))
+  names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
+  qt = gguf.GGMLQuantizationType[qtype]
+  for hf_name, t in model.state_dict().items():
+    arr = t.detach().float().numpy()
+    if arch == "llama" and ".q_proj." in hf_name:
+      arr = _llama_cpp_permute(arr, cfg.num_attention_heads)
+    elif arch == "llama" and ".k_proj." in hf_name:
+      arr = _llama_cpp_permute(arr, cfg.num_key_value_heads)
+    name = names.get_name(hf_name.rsplit(".", 1)[0]) + "." + hf_name.rsplit(".", 1)[1]
+    if arr.ndim == 1 or qt == gguf.GGMLQuantizationType.F32:
+      w.add_tensor(name, np.ascontiguousarray(arr, np.float32))
+    else:
+      w.add_tensor(name, gguf.quants.quantize(arr, qt), raw_dtype=qt)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return path
