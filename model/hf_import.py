@@ -67,6 +67,12 @@ def _read_tensor(path: Path, name: str, dtype) -> np.ndarray:
     raise ModelLoadError(f"{path}: cannot read tensor {name!r} ({e}); the file is truncated or corrupt")
 
 
+def model_exists(path: str | os.PathLike) -> bool:
+  """A model directory, or a .gguf file: what load_model accepts."""
+  p = Path(path)
+  return p.is_dir() or (p.suffix == ".gguf" and p.is_file())
+
+
 def load_config(model_dir: str | os.PathLike, dtype: str = "float32") -> tuple[DecoderConfig, Any]:
   """(our config, the transformers config)."""
   model_dir = Path(model_dir)

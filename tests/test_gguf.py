@@ -141,3 +141,26 @@ def test_unsupported_architectures_name_the_file_and_the_supported(tmp_path):
   (tmp_path / "junk.gguf").write_bytes(b"not a gguf file")
   with pytest.raises(ModelLoadError, match="junk.gguf"):
     load_model(tmp_path / "junk.gguf")
+
+
+def test_a_sweep_takes_a_gguf_student(model_files, tmp_path):
+  """A .gguf path works as a sweep student (validated, loaded, identified in the manifest by its file)."""
+  import json
+
+  from ml_collections import ConfigDict
+
+  from configs.base import base_config
+  from experiments.sweep.run import run_sweep
+  from experiments.sweep.store import ResultsStore
+
+  _, _, files = model_files
+  c = base_config()
+  c.output_dir = str(tmp_path / "out")
+  c.task.num_problems = 3
+  c.students = [ConfigDict(dict(name="s", path=str(files["F32"]), checkpoint=None))]
+  c.policies, c.batch_size, c.max_new_tokens = ("never",), 4, 8
+  run_sweep(c, progress=False)
+  rows = ResultsStore(tmp_path / "out" / "results.jsonl").rows.values()
+  assert len(rows) == 3 and all(r["token_ids"] for r in rows)
+  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+  assert list(manifest["rows"]["students"][0]["model"]) == [files["F32"].name]

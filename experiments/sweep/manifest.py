@@ -94,6 +94,8 @@ def file_identity(path: str | Path, what: str = "file") -> str:
 def model_identity(model_dir: str | Path) -> dict[str, str]:
   """Identity of every top-level file of a model directory (hidden files and *.md aside)."""
   root = Path(model_dir)
+  if root.is_file():  # a .gguf file: config, tokenizer and weights in one
+    return {root.name: file_identity(root)}
   dirs = [root] + ([root / "default"] if (root / "default").is_dir() else [])  # an orbax step's params
   files = sorted(p for d in dirs for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
   return {str(p.relative_to(root)): file_identity(p) for p in files if p.suffix != ".md"}

@@ -27,6 +27,7 @@ from experiments.tasks.datasets import Problem, load_task
 from experiments.tasks.prompts import build_prompt, select_exemplars
 from experiments.tasks.synthetic import SyntheticConfig, generate_problems
 from model.errors import MissingFileError, ModelLoadError, UserError
+from model.hf_import import model_exists
 
 
 class SweepConfigError(UserError):
@@ -94,8 +95,10 @@ def validate(cfg: ConfigDict) -> list:
       "teacher_chunk must be >= 1 and teacher_sub_batches >= 0 (0 = teacher on whole batches)"
     )
   for entry in student_entries(cfg):
-    if not Path(entry.path).is_dir():
-      raise ModelLoadError(f"student {entry.name!r}: directory {entry.path} does not exist")
+    if not model_exists(entry.path):
+      raise ModelLoadError(
+        f"student {entry.name!r}: {entry.path} does not exist (a model directory or .gguf file)"
+      )
   from experiments.sweep.distributed import check_settings
 
   check_settings(cfg.get("distributed"))

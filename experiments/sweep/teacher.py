@@ -7,13 +7,12 @@ API key is read from the environment variable `teacher.api_key_env` names, never
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ml_collections import ConfigDict
 
 from decode.policy import PolicyError
 from decode.served import DEFAULT_KEY_ENV, ServedTeacher, is_url
 from model.errors import ModelLoadError, UserError
+from model.hf_import import model_exists
 
 
 def check_teacher(cfg: ConfigDict, policies: list) -> None:
@@ -28,8 +27,8 @@ def check_teacher(cfg: ConfigDict, policies: list) -> None:
     raise UserError(
       f"config.teacher.url {url!r} must start with http:// or https:// (e.g. http://HOST:8000/v1)"
     )
-  if path and not Path(path).is_dir():
-    raise ModelLoadError(f"teacher directory {path} does not exist")
+  if path and not model_exists(path):
+    raise ModelLoadError(f"teacher {path} does not exist (a model directory or .gguf file)")
 
 
 def load_teacher(cfg: ConfigDict, mesh=None, rules=None):
