@@ -75,7 +75,12 @@ def _policy_wants_teacher(s: LoopState, inp: LoopInputs, keys, student_logits):
     | (p.trigger == pol.TRIGGER_RANDOM) & (u < p.threshold)
   )
   fires &= (st.triggered < p.budget) & ~in_window
-  return in_window | fires, fires, jnp.stack([entropy, maxprob, margin], axis=-1)
+  # Recorded only for the rows that compute them for themselves, so whether a row carries them never
+  # depends on the other rows of its batch.
+  metrics = jnp.where(
+    (is_metric | is_never)[:, None], jnp.stack([entropy, maxprob, margin], axis=-1), jnp.nan
+  )
+  return in_window | fires, fires, metrics
 
 
 def catch_up(model: LoopModel, tokens, cache, seen, target, chunk: int, buckets: tuple[int, ...] = ()):

@@ -58,12 +58,35 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def pair(request, tmp_path_factory):
-  family, overrides = VARIANTS[request.param]
-  d = tmp_path_factory.mktemp(request.param)
+# The shared machinery (chunked prefill, right padding, sub-batch rows, unrolled layers) is family-
+# independent except through positions and windows: it runs on the variants that vary those (rope
+# scaling, partial rotary, learned positions, uniform / mixed / local-global windows); logits and
+# greedy generation run on every variant.
+MACHINERY = (
+  "gemma2",
+  "gpt2",
+  "llama3_rope",
+  "mistral_sliding",
+  "phi3_partial_rotary_sliding",
+  "qwen2_mixed_window",
+)
+
+
+def _load(name, tmp_path_factory):
+  family, overrides = VARIANTS[name]
+  d = tmp_path_factory.mktemp(name)
   torch_model = tiny_models.make_hf_model(d, family, seed=1, **overrides)
   return torch_model, load_model(d)
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def pair(request, tmp_path_factory):
+  return _load(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=MACHINERY)
+def machinery_pair(request, tmp_path_factory):
+  return _load(request.param, tmp_path_factory)
 
 
 def _full_logits(lm, tokens):
@@ -82,8 +105,8 @@ def test_logits_match_transformers(pair):
   np.testing.assert_allclose(_full_logits(lm, tokens), ref, atol=2e-4, rtol=2e-4)
 
 
-def test_chunked_prefill_then_decode_equals_full_forward(pair):
-  _, lm = pair
+def test_chunked_prefill_then_decode_equals_full_forward(machinery_pair):
+  _, lm = machinery_pair
   if lm.cfg.rope.kind == "longrope":
     pytest.skip("longrope's frequencies follow the length a call reaches: chunks under 8 use short ones")
   tokens = np.random.default_rng(1).integers(4, tiny_models.VOCAB, size=(2, 20))
@@ -105,9 +128,9 @@ def test_chunked_prefill_then_decode_equals_full_forward(pair):
   np.testing.assert_allclose(np.concatenate(got, axis=1), full, atol=2e-4, rtol=2e-4)
 
 
-def test_right_padded_rows_equal_unpadded(pair):
+def test_right_padded_rows_equal_unpadded(machinery_pair):
   """Rows of different lengths in one batch: padding never touches a row's result."""
-  _, lm = pair
+  _, lm = machinery_pair
   rng = np.random.default_rng(2)
   a, b = rng.integers(4, tiny_models.VOCAB, size=12), rng.integers(4, tiny_models.VOCAB, size=7)
   batch = np.zeros((2, 12), np.int64)
@@ -120,9 +143,9 @@ def test_right_padded_rows_equal_unpadded(pair):
   np.testing.assert_allclose(np.asarray(logits[0]), _full_logits(lm, a[None])[0], atol=2e-4, rtol=2e-4)
 
 
-def test_sub_batch_forward_touches_only_its_rows(pair):
+def test_sub_batch_forward_touches_only_its_rows(machinery_pair):
   """forward(rows=idx) on 2 of 4 cache rows (+ a filler) == those rows of the whole-batch forward; others untouched."""
-  _, lm = pair
+  _, lm = machinery_pair
   rng = np.random.default_rng(3)
   prompt = jnp.asarray(rng.integers(4, tiny_models.VOCAB, size=(4, 9)))
   zeros = jnp.zeros((4,), jnp.int32)
@@ -187,9 +210,9 @@ def test_greedy_generation_equals_hf_generate(pair):
   assert greedy_reference(lm, prompt, 12) == ref
 
 
-def test_unrolled_scan_equals_rolled(pair):
+def test_unrolled_scan_equals_rolled(machinery_pair):
   """scan_layers=False (per-layer params, layers unrolled) gives the scan's logits and cache."""
-  _, lm = pair
+  _, lm = machinery_pair
   tokens = np.random.default_rng(5).integers(4, tiny_models.VOCAB, size=(2, 11))
   unrolled = lm.cfg.replace(scan_layers=False)
   per_layer = unstack_layers(lm.params, lm.cfg.num_layers)

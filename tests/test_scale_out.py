@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 MESH_SCRIPT = textwrap.dedent("""
     import os, sys, json
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
@@ -105,6 +107,20 @@ def _rows(out: Path) -> dict:
   return rows
 
 
+# Floats the student computes (its step-start entropy / max prob / margin) come from reductions
+# whose order follows the device layout: equal to ~1e-6, not bit for bit. Everything else is exact.
+FLOAT_FIELDS = ("step_uncertainty",)
+
+
+def _assert_same_rows(a: dict, b: dict) -> None:
+  assert a.keys() == b.keys()
+  for rid in a:
+    ra, rb = dict(a[rid]), dict(b[rid])
+    for field in FLOAT_FIELDS:
+      np.testing.assert_allclose(np.asarray(ra.pop(field, [])), np.asarray(rb.pop(field, [])), atol=1e-4)
+    assert ra == rb, rid  # every other field of every row
+
+
 def _sweep(cfg: Path, out: Path, *flags: str, devices: int = 1) -> None:
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   r = subprocess.run(
@@ -122,7 +138,7 @@ def test_same_rows_on_one_device_eight_devices_and_two_processes(pair_dir, tmp_p
   _sweep(cfg, single)
   eight = tmp_path / "eight"  # rows over data=4, the teacher tensor-parallel over model=2
   _sweep(cfg, eight, "--config.mesh.data=4", "--config.mesh.model=2", devices=8)
-  assert _rows(eight) == _rows(single)  # every field of every row
+  _assert_same_rows(_rows(eight), _rows(single))
   multi = tmp_path / "multi"
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -152,9 +168,8 @@ def test_same_rows_on_one_device_eight_devices_and_two_processes(pair_dir, tmp_p
     assert p.returncode == 0, err[-3000:]
   assert (multi / "results.jsonl").exists() and (multi / "results-1.jsonl").exists()
   a, b = _rows(single), _rows(multi)
-  assert a.keys() == b.keys() and len(a) == 5 * 4
-  for rid in a:
-    assert a[rid] == b[rid], rid
+  assert len(a) == 5 * 4
+  _assert_same_rows(a, b)
   # process 0 wrote the manifest, process 1 checked it: the same sweep as the single-process run
   manifests = [json.loads((d / "manifest.json").read_text()) for d in (single, multi)]
   assert manifests[0]["rows"] == manifests[1]["rows"]
