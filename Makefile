@@ -17,8 +17,12 @@ install: $(STAMP)
 demo: install
 	$(PY) -m experiments.demo
 
+# Two workers, whole modules each (--dist loadfile keeps a module's fixtures and compiled programs in
+# one process): the suite is compile-bound and single-threaded in places, so 2 cores halve it.
+PYTEST_WORKERS ?= 2
+
 test: install lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 # ruff is pinned in the test extras: one style, enforced wherever `make test` runs (CI included).
 lint: install
