@@ -48,8 +48,11 @@ def _uncertainty(logits):
   logp = jax.nn.log_softmax(logits, axis=-1)
   p = jnp.exp(logp)
   entropy = -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)
-  top2 = jax.lax.top_k(p, 2)[0]
-  return entropy, top2[:, 0], top2[:, 0] - top2[:, 1]
+  # Top two by two reductions, not lax.top_k: XLA:CPU sorts the vocabulary for top_k, and this runs
+  # at every step start of never rows (their uncertainties calibrate q= triggers).
+  first = jnp.max(p, axis=-1)
+  second = jnp.max(jnp.where(jnp.arange(p.shape[-1]) == jnp.argmax(p, axis=-1)[:, None], -1.0, p), axis=-1)
+  return entropy, first, first - second
 
 
 def _policy_wants_teacher(s: LoopState, inp: LoopInputs, keys, student_logits):
