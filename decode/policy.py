@@ -124,6 +124,15 @@ def _shortest(value: float) -> str:
   return text[:-2] if text.endswith(".0") else text
 
 
+def _trigger_options(text: str, spec: str) -> tuple[int, int, str]:
+  """A trigger's `,budget=B` and `,m=M`: (budget, token limit, their canonical suffix)."""
+  opts = _options(text, spec, {"budget", "m"})
+  budget = _positive_int(opts["budget"], "budget", spec) if "budget" in opts else int(NO_LIMIT)
+  limit = _positive_int(opts["m"], "m", spec) if "m" in opts else int(NO_LIMIT)
+  suffix = (f",budget={budget}" if "budget" in opts else "") + (f",m={limit}" if "m" in opts else "")
+  return budget, limit, suffix
+
+
 def parse_policy(spec: str) -> Policy:
   """Parses one spec string; errors name the spec and the accepted forms."""
   s = spec.strip().lower()
@@ -148,30 +157,24 @@ def parse_policy(spec: str) -> Policy:
     kind, q = m.group(1), float(m.group(2))
     if not 0.0 < q < 1.0:
       raise PolicyError(f"policy {spec!r}: q (the rate at which the trigger fires) must be in (0, 1)")
-    opts = _options(m.group(3), spec, {"budget", "m"})
-    budget = _positive_int(opts["budget"], "budget", spec) if "budget" in opts else int(NO_LIMIT)
-    limit = _positive_int(opts["m"], "m", spec) if "m" in opts else int(NO_LIMIT)
-    canon = (
-      f"{kind}:q={_shortest(q)}"
-      + (f",budget={budget}" if "budget" in opts else "")
-      + (f",m={limit}" if "m" in opts else "")
+    budget, limit, suffix = _trigger_options(m.group(3), spec)
+    canon = f"{kind}:q={_shortest(q)}{suffix}"
+    return Policy(
+      canon, trigger=_TRIGGERS[kind], threshold=float("nan"), budget=budget, token_limit=limit, rate=q
     )
-    trigger = _TRIGGERS[kind]
-    return Policy(canon, trigger=trigger, threshold=float("nan"), budget=budget, token_limit=limit, rate=q)
   m = re.fullmatch(rf"(entropy|maxprob|margin|random):\s*({_NUM})\s*((?:,[^,]+)*)", s)
   if m:
     kind, thr = m.group(1), float(m.group(2))
     if kind == "random" and not 0.0 <= thr <= 1.0:
       raise PolicyError(f"policy {spec!r}: random:P needs 0 <= P <= 1")
-    opts = _options(m.group(3), spec, {"budget", "m"})
-    budget = _positive_int(opts["budget"], "budget", spec) if "budget" in opts else int(NO_LIMIT)
-    limit = _positive_int(opts["m"], "m", spec) if "m" in opts else int(NO_LIMIT)
-    canon = (
-      f"{kind}:{_shortest(thr)}"
-      + (f",budget={budget}" if "budget" in opts else "")
-      + (f",m={limit}" if "m" in opts else "")
+    budget, limit, suffix = _trigger_options(m.group(3), spec)
+    return Policy(
+      f"{kind}:{_shortest(thr)}{suffix}",
+      trigger=_TRIGGERS[kind],
+      threshold=thr,
+      budget=budget,
+      token_limit=limit,
     )
-    return Policy(canon, trigger=_TRIGGERS[kind], threshold=thr, budget=budget, token_limit=limit)
   raise PolicyError(
     f"unknown policy {spec!r}; use one of: never, always, step:K[,n=N], hint:K[,m=M], "
     "entropy:T, maxprob:T, margin:T (or entropy:q=RATE, calibrated), random:P (triggers take ,budget=B and ,m=M)"
