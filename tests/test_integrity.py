@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from ml_collections import ConfigDict
+from sweep_configs import rows_of, tiny_sweep_config
 
-from configs.base import base_config
 from experiments.sweep import manifest
 from experiments.sweep.distributed import DistributedConfigError
 from experiments.sweep.lock import ResultsLockedError, WriterLock
@@ -27,27 +27,9 @@ POLICIES = ("never", "step:1", "step:2")
 
 
 def sweep_config(pair_dir, out, **overrides) -> ConfigDict:
-  c = base_config()
-  c.output_dir = str(out)
-  c.task.num_problems = 2
-  c.students = [ConfigDict(dict(name="s", path=str(pair_dir / "s"), checkpoint=None))]
-  c.teacher = ConfigDict(dict(name="t", path=str(pair_dir / "t")))
-  c.policies = POLICIES
-  c.batch_size = 2
-  c.max_new_tokens = 10
-  c.step_delimiter = "e"
-  for k, v in overrides.items():
-    c[k] = v
-  return c
-
-
-def rows_of(out: Path) -> dict:
-  rows = {}
-  for line in (out / "results.jsonl").read_text().splitlines():
-    r = json.loads(line)
-    assert r["row_id"] not in rows, "duplicate row"
-    rows[r["row_id"]] = r
-  return rows
+  kw = dict(num_problems=2, batch_size=2, max_new_tokens=10)
+  kw.update(overrides)
+  return tiny_sweep_config(pair_dir, out, kw.pop("policies", POLICIES), **kw)
 
 
 def snapshot(d: Path) -> dict:

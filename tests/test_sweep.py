@@ -5,13 +5,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import pytest
 from ml_collections import ConfigDict
+from sweep_configs import rows_of, tiny_sweep_config
 
-from configs.base import base_config
 from decode.policy import parse_policy
 from experiments.sweep.grid import ModelEntry, expand_grid, forkable
 from experiments.sweep.run import run_sweep
@@ -21,27 +20,9 @@ POLICIES = ("never", "always", "step:1", "step:2", "step:3", "step:2,n=2", "hint
 
 
 def sweep_config(pair_dir, out, **overrides) -> ConfigDict:
-  c = base_config()
-  c.output_dir = str(out)
-  c.task.num_problems = 6
-  c.students = [ConfigDict(dict(name="s", path=str(pair_dir / "s"), checkpoint=None))]
-  c.teacher = ConfigDict(dict(name="t", path=str(pair_dir / "t")))
-  c.policies = POLICIES
-  c.batch_size = 4
-  c.max_new_tokens = 20
-  c.step_delimiter = "e"  # frequent in these random models' output: several steps per row
-  for k, v in overrides.items():
-    c[k] = v
-  return c
-
-
-def rows_of(out: Path) -> dict:
-  rows = {}
-  for line in (out / "results.jsonl").read_text().splitlines():
-    r = json.loads(line)
-    assert r["row_id"] not in rows, "duplicate row"
-    rows[r["row_id"]] = r
-  return rows
+  kw = dict(num_problems=6, batch_size=4, max_new_tokens=20)
+  kw.update(overrides)
+  return tiny_sweep_config(pair_dir, out, kw.pop("policies", POLICIES), **kw)
 
 
 KEYS = (

@@ -1,0 +1,35 @@
+"""A small sweep over the session's tiny model pair, and reading its results back (shared by tests)."""
+
+import json
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+from configs.base import base_config
+
+
+def tiny_sweep_config(pair_dir, out, policies, *, num_problems, batch_size, max_new_tokens, **overrides):
+  """base_config on the synthetic task with the tiny pair; "e" is frequent in these random models'
+  output, so rows have several steps."""
+  c = base_config()
+  c.output_dir = str(out)
+  c.task.num_problems = num_problems
+  c.students = [ConfigDict(dict(name="s", path=str(pair_dir / "s"), checkpoint=None))]
+  c.teacher.name, c.teacher.path = "t", str(pair_dir / "t")
+  c.policies = policies
+  c.batch_size = batch_size
+  c.max_new_tokens = max_new_tokens
+  c.step_delimiter = "e"
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def rows_of(out: Path) -> dict:
+  """results.jsonl by row id; a row written twice fails."""
+  rows = {}
+  for line in (Path(out) / "results.jsonl").read_text().splitlines():
+    r = json.loads(line)
+    assert r["row_id"] not in rows, "duplicate row"
+    rows[r["row_id"]] = r
+  return rows
