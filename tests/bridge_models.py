@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from experiments.bench.models import word_level_tokenizer
+
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 WORDS = 60
 DELIMITER_EVERY = 4
@@ -24,21 +26,7 @@ def word(i: int) -> str:
 
 def make_tokenizer(out_dir: Path, order: list[int]):
   """Specials first, then the words in `order` (a permutation of range(WORDS))."""
-  from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-  from transformers import PreTrainedTokenizerFast
-
-  vocab = {t: i for i, t in enumerate(SPECIALS + [word(w) for w in order])}
-  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-  tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[^ \n]+[ \n]?"), behavior="isolated")
-  tok.decoder = decoders.Fuse()
-  fast = PreTrainedTokenizerFast(
-    tokenizer_object=tok,
-    pad_token="<pad>",
-    bos_token="<bos>",
-    eos_token="<eos>",
-    unk_token="<unk>",
-    clean_up_tokenization_spaces=False,
-  )
+  fast = word_level_tokenizer({t: i for i, t in enumerate(SPECIALS + [word(w) for w in order])})
   fast.save_pretrained(str(out_dir))
   return fast
 

@@ -83,18 +83,16 @@ def token_text(i: int, delimiter_every: int) -> str:
   return f"w{i}\n" if i % delimiter_every == 0 else f"w{i} "
 
 
-def make_tokenizer(out_dirs, vocab_size: int, delimiter_every: int):
-  """WordLevel tokenizer saved (PreTrainedTokenizerFast.save_pretrained) into every dir of out_dirs."""
+def word_level_tokenizer(vocab: dict[str, int]):
+  """A WordLevel tokenizer over pieces "word + one space or newline" (SPECIALS named as such);
+  decoding concatenates the pieces, so encode(decode(ids)) == ids."""
   from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
   from transformers import PreTrainedTokenizerFast
 
-  vocab = {token_text(i, delimiter_every): i for i in range(vocab_size)}
-  assert len(vocab) == vocab_size
   tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-  # Pieces are "word + one space or newline"; decoding concatenates them, so encode(decode(ids)) == ids.
   tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[^ \n]+[ \n]?"), behavior="isolated")
   tok.decoder = decoders.Fuse()
-  fast = PreTrainedTokenizerFast(
+  return PreTrainedTokenizerFast(
     tokenizer_object=tok,
     pad_token="<pad>",
     bos_token="<bos>",
@@ -102,6 +100,13 @@ def make_tokenizer(out_dirs, vocab_size: int, delimiter_every: int):
     unk_token="<unk>",
     clean_up_tokenization_spaces=False,
   )
+
+
+def make_tokenizer(out_dirs, vocab_size: int, delimiter_every: int):
+  """WordLevel tokenizer saved (PreTrainedTokenizerFast.save_pretrained) into every dir of out_dirs."""
+  vocab = {token_text(i, delimiter_every): i for i in range(vocab_size)}
+  assert len(vocab) == vocab_size
+  fast = word_level_tokenizer(vocab)
   for d in out_dirs:
     fast.save_pretrained(str(d))
   return fast
