@@ -113,16 +113,79 @@ def attend(q, k_cache, v_cache, positions, window, scale=None, softcap=None):
   K, S = k_cache.shape[1], k_cache.shape[2]
   qg = q.reshape(B, C, K, N // K, D).transpose(0, 2, 3, 1, 4)  # [B, K, G, C, D]
   scale = D**-0.5 if scale is None else scale
-  logits = jnp.einsum("bkgcd,bksd->bkgcs", qg, k_cache, preferred_element_type=jnp.float32) * scale
-  if softcap is not None:
-    logits = jnp.tanh(logits / softcap) * softcap
-  key_pos = jnp.arange(S)[None, None, :]  # [1, 1, S]
-  q_pos = positions[:, :, None]  # [B, C, 1]
-  mask = (key_pos <= q_pos) & ((window <= 0) | (key_pos > q_pos - window))  # [B, C, S]
-  logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
+  logits = _masked_logits(qg, k_cache, jnp.arange(S), positions, window, scale, softcap)
   probs = jax.nn.softmax(logits, axis=-1).astype(v_cache.dtype)
   out = jnp.einsum("bkgcs,bksd->bkgcd", probs, v_cache)  # [B, K, G, C, D]
   return out.transpose(0, 3, 1, 2, 4).reshape(B, C, N, D)
+
+
+def attend_blocks(q, keys, values, layer, rows, positions, window, block: int, scale=None, softcap=None):
+  """`attend` for decode, reading layer `layer` of the stacked cache [L, B, K, S, D] in blocks of
+  `block` positions, and only the blocks that hold a position some row can see.
+
+  Why: the dense path copies the layer's whole [B, K, S, D] slice out of the stacked cache before
+  its dots (XLA:CPU does not alias slices) and reads all S positions, though a row sees only its own
+  past: with long few-shot prompts in a bucketed buffer most of a decode step was this read. Here a
+  step reads blocks [first, last] (last: the batch's latest position; first: past every row's sliding
+  window), each a small copy. Online softmax in float32; a block a row cannot see changes its
+  result by exactly nothing, so each row's output does not depend on the other rows of its batch.
+  rows [b]: the cache rows of q's rows (None: all, b == B).
+  """
+  b, C, N, D = q.shape
+  _, B, K, S, _ = keys.shape
+  G = N // K
+  qg = q.reshape(b, C, K, G, D).transpose(0, 2, 3, 1, 4)  # [b, K, G, C, D]
+  scale = D**-0.5 if scale is None else scale
+  lowest = jnp.where(window > 0, jnp.maximum(jnp.min(positions) - window + 1, 0), 0)
+  first, last = lowest // block, jnp.max(positions) // block
+
+  def read(cache, j):  # [b, K, block, D]: one gather of only these rows' block, never all B rows'
+    if rows is None:
+      return jax.lax.dynamic_slice(cache, (layer, 0, 0, j * block, 0), (1, B, K, block, D))[0]
+    take = lambda r: jax.lax.dynamic_slice(cache, (layer, r, 0, j * block, 0), (1, 1, K, block, D))[0, 0]
+    return jax.vmap(take)(rows)
+
+  def body(carry):
+    j, top, total, acc = carry  # [], [b, K, G, C] running max and normaliser, acc [b, K, G, C, D]
+    key_pos = j * block + jnp.arange(block)
+    logits = _masked_logits(qg, read(keys, j), key_pos, positions, window, scale, softcap)
+    new_top = jnp.maximum(top, jnp.max(logits, axis=-1))
+    p = jnp.exp(logits - new_top[..., None])  # [b, K, G, C, block]
+    fade = jnp.exp(top - new_top)
+    pv = jnp.einsum("bkgcs,bksd->bkgcd", p.astype(values.dtype), read(values, j))
+    return j + 1, new_top, total * fade + jnp.sum(p, axis=-1), acc * fade[..., None] + pv
+
+  floor = jnp.finfo(jnp.float32).min
+  init = (
+    first,
+    jnp.full((b, K, G, C), floor, jnp.float32),
+    jnp.zeros((b, K, G, C), jnp.float32),
+    jnp.zeros((b, K, G, C, D), jnp.float32),
+  )
+  _, _, total, acc = jax.lax.while_loop(lambda c: c[0] <= last, body, init)
+  out = (acc / total[..., None]).astype(q.dtype)  # [b, K, G, C, D]
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, C, N, D)
+
+
+def decode_block(cfg: DecoderConfig, C: int, S: int) -> int:
+  """Cache positions per block of blocked decode attention, or 0 for the dense path.
+
+  Only one-token forwards (decode; a while_loop has no reverse-mode gradient, so training and
+  chunked prefill stay dense), and only when blocks of cfg.decode_block tile the buffer into >= 2.
+  """
+  b = cfg.decode_block
+  return b if C == 1 and 0 < b < S and S % b == 0 else 0
+
+
+def _masked_logits(qg, k, key_pos, positions, window, scale, softcap):
+  """qg [B, K, G, C, D] . k [B, K, s, D] -> float32 logits [B, K, G, C, s], causal (and windowed) in
+  absolute positions key_pos [s]; masked entries are the float32 minimum."""
+  logits = jnp.einsum("bkgcd,bksd->bkgcs", qg, k, preferred_element_type=jnp.float32) * scale
+  if softcap is not None:
+    logits = jnp.tanh(logits / softcap) * softcap
+  q_pos = positions[:, :, None]  # [B, C, 1]
+  mask = (key_pos[None, None, :] <= q_pos) & ((window <= 0) | (key_pos[None, None, :] > q_pos - window))
+  return jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
 
 
 class Attention(nn.Module):
@@ -163,11 +226,16 @@ class Attention(nn.Module):
 
     keys = write_chunk(cache.keys, k.transpose(0, 2, 1, 3), layer, start, lengths, rows)  # [L, B, K, S, D]
     values = write_chunk(cache.values, v.transpose(0, 2, 1, 3), layer, start, lengths, rows)
-    k_layer, v_layer = keys[layer], values[layer]  # [B, K, S, D]
-    if rows is not None:
-      k_layer, v_layer = k_layer[rows], v_layer[rows]  # [b, K, S, D]
     scale = None if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar**-0.5
-    out = attend(q, k_layer, v_layer, positions, window, scale, cfg.attn_softcap)  # [b, C, N, D]
+    block = decode_block(cfg, C, keys.shape[3])
+    if block:  # one-token decode: only the cache blocks up to the batch's latest position
+      out = attend_blocks(q, keys, values, layer, rows, positions, window, block, scale, cfg.attn_softcap)
+    else:
+      if rows is None:
+        k_layer, v_layer = keys[layer], values[layer]  # [B, K, S, D]
+      else:  # one gather of these rows (not the layer's B rows, then a gather)
+        k_layer, v_layer = keys[layer, rows], values[layer, rows]  # [b, K, S, D]
+      out = attend(q, k_layer, v_layer, positions, window, scale, cfg.attn_softcap)  # [b, C, N, D]
     out = out.reshape(B, C, N * D)
     out = _dense(cfg.hidden_size, ("heads", "embed"), cfg.o_bias, dt, "o_proj")(out)
     return out, KVCache(keys=keys, values=values)

@@ -105,14 +105,18 @@ def test_logits_match_transformers(pair):
   np.testing.assert_allclose(_full_logits(lm, tokens), ref, atol=2e-4, rtol=2e-4)
 
 
-def test_chunked_prefill_then_decode_equals_full_forward(machinery_pair):
+@pytest.mark.parametrize("decode_block", [0, 4], ids=["dense", "blocked"])
+def test_chunked_prefill_then_decode_equals_full_forward(machinery_pair, decode_block):
+  """Decode steps read the cache whole (dense) or in blocks up to the latest position (blocked):
+  both equal the full forward, which equals transformers."""
   _, lm = machinery_pair
   if lm.cfg.rope.kind == "longrope":
     pytest.skip("longrope's frequencies follow the length a call reaches: chunks under 8 use short ones")
   tokens = np.random.default_rng(1).integers(4, tiny_models.VOCAB, size=(2, 20))
   full = _full_logits(lm, tokens)
   cache = lm.init_cache(2, 24)
-  step = jax.jit(lambda p, t, s, n, c: forward(lm.cfg, p, t, s, n, c))
+  cfg = lm.cfg.replace(decode_block=decode_block)
+  step = jax.jit(lambda p, t, s, n, c: forward(cfg, p, t, s, n, c))
   got = []
   pos = 0
   for chunk in (5, 6):  # chunked prefill of the first 11 tokens
@@ -169,6 +173,38 @@ def test_sub_batch_forward_touches_only_its_rows(machinery_pair):
     np.testing.assert_array_equal(
       np.asarray(got[:, 1::2]), np.asarray(before[:, 1::2])
     )  # rows 1, 3 untouched
+
+
+def test_blocked_decode_row_does_not_depend_on_its_batch(machinery_pair):
+  """Blocked decode reads up to the batch's latest position: a row decoded next to a longer row (more
+  blocks, and on windowed layers a different first block) gets bit-identical logits to the same row
+  next to a copy of itself, and the same logits (to rounding) as the dense path, whole batch and sub-batch (rows=)."""
+  _, lm = machinery_pair
+  cfg = lm.cfg.replace(decode_block=4)
+  rng = np.random.default_rng(6)
+  T, short, long_ = 24, 6, 21
+  tokens = jnp.asarray(rng.integers(4, tiny_models.VOCAB, size=(2, long_ + 1)))
+  lengths = jnp.asarray([short, long_], jnp.int32)
+  zeros = jnp.zeros((2,), jnp.int32)
+  _, cache = forward(cfg, lm.params, tokens[:, :long_], zeros, lengths, lm.init_cache(2, T))
+  nxt = tokens[:, long_:]  # [2, 1] one more token per row, at each row's own position
+
+  def decode(c, rows=None, b=2, config=cfg):
+    idx = jnp.arange(b) if rows is None else rows
+    logits, _ = forward(config, lm.params, nxt[idx], lengths[idx], jnp.ones((b,), jnp.int32), c, rows=rows)
+    return np.asarray(logits)
+
+  both = decode(cache)
+  # The short row next to a copy of itself (same batch size: the dense layers' rounding stays the same)
+  twin = jax.tree.map(lambda x: x[:, jnp.asarray([0, 0])], cache)
+  logits, _ = forward(
+    cfg, lm.params, nxt[:1].repeat(2, 0), lengths[:1].repeat(2), jnp.ones((2,), jnp.int32), twin
+  )
+  np.testing.assert_array_equal(both[0], np.asarray(logits[0]))
+  dense = decode(cache, config=lm.cfg.replace(decode_block=0))
+  np.testing.assert_allclose(both, dense, atol=2e-5, rtol=2e-5)
+  sub = decode(cache, rows=jnp.asarray([1], jnp.int32), b=1)  # the long row through rows=
+  np.testing.assert_allclose(sub[0], dense[1], atol=2e-5, rtol=2e-5)
 
 
 def greedy_reference(lm, prompt, n_new):
