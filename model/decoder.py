@@ -23,6 +23,7 @@ that does not use one traces none of its ops: the Llama program is the same as b
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -170,11 +171,13 @@ def attend_blocks(q, keys, values, layer, rows, positions, window, block: int, s
 def decode_block(cfg: DecoderConfig, C: int, S: int) -> int:
   """Cache positions per block of blocked decode attention, or 0 for the dense path.
 
-  Only one-token forwards (decode; a while_loop has no reverse-mode gradient, so training and
-  chunked prefill stay dense), and only when blocks of cfg.decode_block tile the buffer into >= 2.
+  Blocks of gcd(S, cfg.decode_block) positions (the length bucket makes that cfg.decode_block or
+  a large divisor of it), at least 2 per buffer and not under an eighth of cfg.decode_block. Only
+  one-token forwards: a while_loop has no reverse-mode gradient, so training and chunked prefill
+  (compute-bound anyway) stay dense.
   """
-  b = cfg.decode_block
-  return b if C == 1 and 0 < b < S and S % b == 0 else 0
+  b = math.gcd(S, cfg.decode_block)
+  return b if C == 1 and cfg.decode_block > 0 and 2 * b <= S and 8 * b >= cfg.decode_block else 0
 
 
 def _masked_logits(qg, k, key_pos, positions, window, scale, softcap):
