@@ -65,7 +65,7 @@ FULL = PairSpec(
   vocab_size=8192,
   student=ModelSize(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1408),
   teacher=ModelSize(hidden_size=1024, num_layers=14, num_heads=16, intermediate_size=3072),
-  max_positions=1024,  # room for the realsize section's 4-shot prompts (~430 tokens + 128 new)
+  max_positions=2048,  # room for the realsize section's 4-shot prompts (~980 tokens + 128 new)
 )
 TINY = PairSpec(
   vocab_size=512,

@@ -5,8 +5,9 @@
    vocabulary of a real 0.5B / 1.5B pair (Qwen2.5); compiled from abstract shapes (no weights), so
    it runs anywhere. Layers are scanned, so the ratio should stay near 1.
 2. fewshot_sweep_speedup: an 8-timing fork sweep of 16 problems whose prompts share a 4-shot
-   prefix (>= 80% of each prompt), run without the shared prefix cache over with it, on the
-   benchmark pair; fewshot_outputs_equal checks that both wrote the same rows.
+   prefix (>= 80% of each prompt; exemplars of GSM8K size, Preset.fewshot_prompts), run without
+   the shared prefix cache over with it, on the benchmark pair; fewshot_outputs_equal checks that
+   both wrote the same rows.
 Run through experiments/bench/run.py; metrics: experiments/bench/BENCHMARKS.md.
 """
 
@@ -160,7 +161,18 @@ def _fewshot_rows(ctx: Context, n_problems: int, shots: int, shot_len: int, ques
 
 
 def bench_fewshot_sweep(ctx: Context, result: dict) -> None:
-  """8-timing fork sweep of 16 four-shot problems: without the shared prefix cache over with it."""
+  """8-timing fork sweeps of 16 four-shot problems, one per preset prompt shape: without the shared
+  prefix cache over with it. The first shape's metrics are unsuffixed, the others end `_shots<len>`."""
+  equal = True
+  for i, (shot_len, question_len) in enumerate(ctx.preset.fewshot_prompts):
+    suffix = "" if i == 0 else f"_shots{shot_len}"
+    metrics = _fewshot_sweep(ctx, shot_len, question_len)
+    equal &= metrics.pop("fewshot_outputs_equal")
+    result.update({k + suffix: v for k, v in metrics.items()})
+  result["fewshot_outputs_equal"] = equal  # every shape's two sweeps wrote the same rows
+
+
+def _fewshot_sweep(ctx: Context, shot_len: int, question_len: int) -> dict:
   from decode.guided import GuidedDecoder
   from experiments.sweep.runner import DecodeSettings, SweepRunner
   from experiments.sweep.store import ResultsStore
@@ -168,13 +180,13 @@ def bench_fewshot_sweep(ctx: Context, result: dict) -> None:
   p = ctx.preset
   max_new_tokens, repeats = p.fewshot_new_tokens, p.fewshot_repeats
   rows, shared_len, prompt_len = _fewshot_rows(
-    ctx, 16, shots=4, shot_len=p.fewshot_shot_len, question_len=p.fewshot_question_len, timings=8
+    ctx, 16, shots=4, shot_len=shot_len, question_len=question_len, timings=8
   )
   dec = GuidedDecoder(ctx.student, ctx.teacher)
   prompt_ids = dec.encode(sorted({r.prompt for r in rows}))
   max_len = dec.buffer_length(max(map(len, prompt_ids)), max_new_tokens)
   settings = DecodeSettings(batch_size=16, max_len=max_len, max_new_tokens=max_new_tokens)
-  tmp = ctx.student_dir.parent / "fewshot_stores"
+  tmp = ctx.student_dir.parent / f"fewshot_stores_{shot_len}"
 
   def sweep(name: str, shared: bool, s=settings):
     prefix = dec.shared_prefix(prompt_ids, max_len=max_len) if shared else None
@@ -194,24 +206,24 @@ def bench_fewshot_sweep(ctx: Context, result: dict) -> None:
       dt, runners[mode] = timed(lambda: sweep(f"{mode}{r}", mode == "on"))
       times[mode].append(dt)
       log(
-        f"realsize: few-shot fork sweep, shared prefix {mode}: {dt:.1f}s ({runners[mode].loop_calls} loop calls)"
+        f"realsize: few-shot fork sweep ({prompt_len}-token prompts), shared prefix {mode}: {dt:.1f}s "
+        f"({runners[mode].loop_calls} loop calls)"
       )
   a, b = runners["off"].store.rows, runners["on"].store.rows
   equal = a.keys() == b.keys() and all(
     (a[k]["token_ids"], a[k]["authors"]) == (b[k]["token_ids"], b[k]["authors"]) for k in a
   )
   t_off, t_on = float(np.median(times["off"])), float(np.median(times["on"]))
-  result.update(
-    {
-      "fewshot_sweep_speedup": t_off / t_on,
-      "fewshot_outputs_equal": equal,
-      "fewshot_sweep_s": {"off": t_off, "on": t_on},
-      "fewshot_shared_prefix_fraction": shared_len / prompt_len,
-      "fewshot_prompt_len": prompt_len,
-      "fewshot_rows": len(rows),
-      "fewshot_max_new_tokens": max_new_tokens,
-    }
-  )
   log(
     f"realsize: few-shot sweep off {t_off:.1f}s / on {t_on:.1f}s = {t_off / t_on:.2f}x; equal rows: {equal}"
   )
+  return {
+    "fewshot_sweep_speedup": t_off / t_on,
+    "fewshot_outputs_equal": equal,
+    "fewshot_sweep_s": {"off": t_off, "on": t_on},
+    "fewshot_shared_prefix_fraction": shared_len / prompt_len,
+    "fewshot_prompt_len": prompt_len,
+    "fewshot_buffer_len": max_len,
+    "fewshot_rows": len(rows),
+    "fewshot_max_new_tokens": max_new_tokens,
+  }

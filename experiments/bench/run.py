@@ -72,8 +72,11 @@ class Preset:
   membw_repeats: int = 5
   fewshot_new_tokens: int = 128  # realsize: new tokens per row of the few-shot fork sweep
   fewshot_repeats: int = 2
-  fewshot_shot_len: int = 96  # tokens per exemplar of the shared 4-shot block
-  fewshot_question_len: int = 40  # tokens of each problem's own part
+  # realsize: (tokens per exemplar of the shared 4-shot block, tokens of each problem's own part), one
+  # few-shot sweep each. The first sets `fewshot_sweep_speedup`: exemplars of GSM8K size (issue 11's
+  # 2-shot chat prompts shared ~450 of ~540 tokens: ~225 per exemplar, ~90 per problem). The second
+  # (full preset) is the previous round's short exemplars, reported as `..._shots96`.
+  fewshot_prompts: tuple[tuple[int, int], ...] = ((224, 88), (96, 40))
 
 
 PRESETS = {
@@ -95,6 +98,7 @@ PRESETS = {
     membw_repeats=3,
     fewshot_new_tokens=64,
     fewshot_repeats=1,
+    fewshot_prompts=((224, 88),),
   ),
   # Smoke-test size (tests/test_bench.py): every code path, seconds not minutes. Not a benchmark.
   "tiny": Preset(
@@ -112,8 +116,7 @@ PRESETS = {
     membw_repeats=2,
     fewshot_new_tokens=12,
     fewshot_repeats=1,
-    fewshot_shot_len=24,
-    fewshot_question_len=6,
+    fewshot_prompts=((24, 6),),
   ),
 }
 
