@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import numpy as np
 
 from decode.state import TEACHER, LoopState
 
@@ -69,8 +70,11 @@ def unpack_rows(state: LoopState, gen_starts: list[int], specs: list[str], token
         intervention_steps=sorted({s for s, a in zip(steps, authors) if a == TEACHER}),
         num_steps=int(st.steps_done[i]),
         teacher_text=tokenizer.decode(teacher_ids, skip_special_tokens=True),
+        # The shortest decimal that reads back as the same float32 (not rounded to 6 places): q=
+        # triggers are calibrated to thresholds equal to recorded values, and the loop compares in
+        # float32, so a rounded value could put a tie on the wrong side.
         step_uncertainty=[
-          [round(float(x), 6) for x in m] for m in b.step_metrics[i, gen_start:end] if m[0] == m[0]
+          [float(str(np.float32(x))) for x in m] for m in b.step_metrics[i, gen_start:end] if m[0] == m[0]
         ],
         error=f"non-finite logits at position {at - gen_start}"
         if (at := int(st.nonfinite_at[i])) >= 0
