@@ -16,6 +16,10 @@ cache [L, B, K, S, D] travels in the scan's carry and each layer writes its new 
 layers in the program: compile time grows with depth again, but no layer's weights are sliced out
 of a stacked array per token, which XLA:CPU copies (batch-1 decode ~1.45x faster there; BENCHMARKS.md).
 
+A one-token forward (decode) reads each layer's cache in blocks up to the batch's latest position
+(`attend_blocks`, cfg.decode_block), so its cost follows the longest row rather than the buffer
+length; longer forwards (chunked prefill, training) attend over the whole buffer at once (`attend`).
+
 Each family variation is a Python branch on a static config field (model/config.py), so a family
 that does not use one traces none of its ops: the Llama program is the same as before they existed.
 """
@@ -172,12 +176,13 @@ def decode_block(cfg: DecoderConfig, C: int, S: int) -> int:
   """Cache positions per block of blocked decode attention, or 0 for the dense path.
 
   Blocks of gcd(S, cfg.decode_block) positions (the length bucket makes that cfg.decode_block or
-  a large divisor of it), at least 2 per buffer and not under an eighth of cfg.decode_block. Only
-  one-token forwards: a while_loop has no reverse-mode gradient, so training and chunked prefill
-  (compute-bound anyway) stay dense.
+  a large divisor of it), not under an eighth of cfg.decode_block, and only for buffers of at least
+  4 blocks: below that the loop's overhead outweighs the positions it skips (measured: a fork sweep
+  at T = 192 ran ~5% slower in 3 blocks of 64). Only one-token forwards: a while_loop has no
+  reverse-mode gradient, so training and chunked prefill (compute-bound anyway) stay dense.
   """
   b = math.gcd(S, cfg.decode_block)
-  return b if C == 1 and cfg.decode_block > 0 and 2 * b <= S and 8 * b >= cfg.decode_block else 0
+  return b if C == 1 and cfg.decode_block > 0 and 4 * b <= S and 8 * b >= cfg.decode_block else 0
 
 
 def _masked_logits(qg, k, key_pos, positions, window, scale, softcap):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 MESH_SCRIPT = textwrap.dedent("""
-    import os, sys, json
+    import dataclasses, os, sys, json
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax
     from configs.sharding_rules import REPLICATED, TENSOR_PARALLEL
@@ -28,8 +28,10 @@ MESH_SCRIPT = textwrap.dedent("""
     policies = ["never", "always", "step:1", "step:2", "step:2,n=2", "hint:1,m=2", "entropy:2.0", "random:0.5"]
     def run(mesh):
       kw = {} if mesh is None else dict(mesh=mesh, student_rules=REPLICATED, teacher_rules=TENSOR_PARALLEL)
-      s = load_model(d + "/s", mesh=mesh, rules=REPLICATED)
-      t = load_model(d + "/t", mesh=mesh, rules=TENSOR_PARALLEL)
+      # decode steps read the cache in blocks of 16 positions (model.decoder.attend_blocks) on every mesh
+      blocked = lambda lm: dataclasses.replace(lm, cfg=lm.cfg.replace(decode_block=16))
+      s = blocked(load_model(d + "/s", mesh=mesh, rules=REPLICATED))
+      t = blocked(load_model(d + "/t", mesh=mesh, rules=TENSOR_PARALLEL))
       g = GuidedDecoder(s, t, step_delimiter="e", **kw)
       ids = g.encode(prompts)
       res = g.generate(ids, policies, max_new_tokens=16, seeds=list(range(8)),
