@@ -81,7 +81,8 @@ class Preset:
 
 PRESETS = {
   "full": Preset("full", bm.FULL),
-  # Aims at < 5 min on 2 cores: fewer repeats, HF orchestration timed on 4 rows (scaled per row), and
+  # ~3 min on 2 cores for decode, guided and sweep, ~6.5 min for realsize (its two few-shot sweeps of
+  # 984-token prompts are most of it): fewer repeats, HF orchestration timed on 4 rows (scaled per row), and
   # the sweep on 4 prompts x 8 timings in batches of 4 (full: 16 prompts in batches of 16). The
   # sweep's cost is mostly its number of loop calls (fork: 1 base + ~7 forked, separate: 8), and a
   # call's cost shrinks much less than its batch on this CPU (the teacher's weight reads and the
@@ -201,7 +202,7 @@ def main(argv=None) -> None:
   ap.add_argument(
     "--quick",
     action="store_true",
-    help="fewer repeats, HF orchestration on 4 rows, sweep on 4 prompts (< 5 min)",
+    help="fewer repeats, HF orchestration on 4 rows, sweep on 4 prompts (~10 min on 2 cores)",
   )
   ap.add_argument(
     "--size",
