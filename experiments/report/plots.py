@@ -41,6 +41,11 @@ def points(x: Any) -> str:
   return "n/a" if missing(x) else f"{float(x):+.1f}"
 
 
+def policy_cells(r: Any) -> list:
+  """The cells that name a per-policy table row: task, student, teacher, checkpoint, `policy`."""
+  return [r.task, r.student, label(r.teacher), label(r.checkpoint), f"`{r.policy}`"]
+
+
 def ci(low: Any, high: Any) -> str:
   return "n/a" if missing(low) or missing(high) else f"[{float(low):+.1f}, {float(high):+.1f}]"
 

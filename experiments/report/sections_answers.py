@@ -13,7 +13,7 @@ import pandas as pd
 
 from experiments.report import analysis
 from experiments.report.outputs import CONFIG_COLUMNS
-from experiments.report.plots import label, markdown_table, pct
+from experiments.report.plots import markdown_table, pct, policy_cells
 
 # Warn about few-shot copying when predictions equal an exemplar's answer at least this often and
 # at least this much more often than the gold answers do (fractions).
@@ -53,10 +53,7 @@ def leakage_text(df: pd.DataFrame, s: pd.DataFrame) -> str:
       "",
       markdown_table(
         ["task", "student", "teacher", "checkpoint", "policy", "leakage rate"],
-        [
-          [r.task, r.student, label(r.teacher), label(r.checkpoint), f"`{r.policy}`", pct(r.leakage_rate)]
-          for r in flagged.itertuples()
-        ],
+        [[*policy_cells(r), pct(r.leakage_rate)] for r in flagged.itertuples()],
       ),
     ]
   return "\n".join(lines)
@@ -81,11 +78,7 @@ def copy_section(s: pd.DataFrame) -> list[str]:
       ["task", "student", "teacher", "checkpoint", "policy", "n", "copy rate", "gold rate"],
       [
         [
-          r.task,
-          r.student,
-          label(r.teacher),
-          label(r.checkpoint),
-          f"`{r.policy}`",
+          *policy_cells(r),
           r.n,
           pct(r.exemplar_copy_rate),
           pct(r.gold_exemplar_rate),

@@ -10,7 +10,7 @@ import pandas as pd
 
 from experiments.report import analysis
 from experiments.report.outputs import PLOT_CHECKPOINTS
-from experiments.report.plots import ci, label, markdown_table, missing, pct, points
+from experiments.report.plots import ci, label, markdown_table, missing, pct, points, policy_cells
 
 
 def data_section(df: pd.DataFrame) -> list[str]:
@@ -87,11 +87,7 @@ def summary_section(s: pd.DataFrame) -> list[str]:
       ],
       [
         [
-          r.task,
-          r.student,
-          label(r.teacher),
-          label(r.checkpoint),
-          f"`{r.policy}`",
+          *policy_cells(r),
           r.n,
           pct(r.accuracy),
           points(r.gain_points),
@@ -117,11 +113,7 @@ def rescue_harm_section(s: pd.DataFrame) -> list[str]:
       ["task", "student", "teacher", "checkpoint", "policy", "paired", "rescue", "harm", "net"],
       [
         [
-          r.task,
-          r.student,
-          label(r.teacher),
-          label(r.checkpoint),
-          f"`{r.policy}`",
+          *policy_cells(r),
           r.n_paired,
           r.rescue,
           r.harm,
