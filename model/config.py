@@ -30,6 +30,9 @@ ACTIVATIONS = {
 # Normalisation kinds (the decoder's `Norm`): where the weight applies and in which dtype.
 NORMS = ("rms", "rms_f32", "gemma_rms", "layernorm", "layernorm_plain")
 
+# How a model runs, not what it is: no Hugging Face config carries these (export ignores them).
+RUNTIME_FIELDS = ("scan_layers", "decode_block")
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 

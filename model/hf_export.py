@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict
 
-from model.config import DecoderConfig
+from model.config import RUNTIME_FIELDS, DecoderConfig
 from model.errors import ModelLoadError, UserError
 from model.hf_names import hf_tensor_source
 from model.lm import stack_layers
@@ -73,7 +73,7 @@ def hf_config_from(cfg: DecoderConfig, tokenizer: Any = None):
       if value is not None:
         kw[field] = value
   hf = classes[cfg.family](**kw)
-  back = DecoderConfig.from_hf(hf, dtype=cfg.dtype)
+  back = DecoderConfig.from_hf(hf, dtype=cfg.dtype).replace(**{f: getattr(cfg, f) for f in RUNTIME_FIELDS})
   if back != cfg:
     diff = {
       f.name: (getattr(cfg, f.name), getattr(back, f.name))

@@ -12,7 +12,7 @@ from model.config import DecoderConfig
 from model.hf_export import ExportError, export_hf
 from model.hf_export import main as export_main
 from model.hf_import import load_config, load_model
-from model.lm import forward, init_params
+from model.lm import forward, init_params, unstack_layers
 
 TOKENS = np.array([[1, 5, 9, 13, 4, 7, 30, 2], [1, 8, 8, 20, 11, 3, 6, 12]], np.int32)  # [B=2, C=8]
 
@@ -59,6 +59,19 @@ def test_round_trip_is_exact(tmp_path, tok_dir, kw):
   for a, b in zip(jax.tree.leaves(lm.params), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert lm.tokenizer("ab")["input_ids"] == tiny_models.make_tokenizer(tmp_path / "t")("ab")["input_ids"]
+
+
+def test_run_options_do_not_block_export(tmp_path, tok_dir):
+  """A model loaded unrolled with dense decode (scan_layers=False, decode_block=0) exports the same
+  weights: how a model runs is not part of its HF config."""
+  cfg = _cfg()
+  params = init_params(cfg, jax.random.key(1))
+  run_cfg = cfg.replace(scan_layers=False, decode_block=0)
+  export_hf(tmp_path, run_cfg, unstack_layers(params, cfg.num_layers), tokenizer=tok_dir)
+  lm = load_model(tmp_path)
+  assert lm.cfg == cfg
+  for a, b in zip(jax.tree.leaves(lm.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_transformers_loads_export_with_same_logits(tmp_path, tok_dir):
