@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict
 
-from model.config import RUNTIME_FIELDS, DecoderConfig
+from model.config import RUNTIME_FIELDS, SUPPORTED_FAMILIES, DecoderConfig
 from model.errors import ModelLoadError, UserError
 from model.hf_names import hf_tensor_source
 from model.lm import stack_layers
@@ -52,27 +52,15 @@ def hf_config_from(cfg: DecoderConfig, tokenizer: Any = None):
   """A transformers config of cfg's family that maps back to exactly cfg (checked)."""
   import transformers
 
-  classes = {
-    "llama": transformers.LlamaConfig,
-    "mistral": transformers.MistralConfig,
-    "qwen2": transformers.Qwen2Config,
-    "qwen3": transformers.Qwen3Config,
-    "gemma": transformers.GemmaConfig,
-    "gemma2": transformers.Gemma2Config,
-    "phi3": transformers.Phi3Config,
-    "olmo": transformers.OlmoConfig,
-    "olmo2": transformers.Olmo2Config,
-    "gpt2": transformers.GPT2Config,
-  }
-  if cfg.family not in classes:
-    raise ExportError(f"cannot export family {cfg.family!r}; supported: {sorted(classes)}")
+  if cfg.family not in SUPPORTED_FAMILIES:
+    raise ExportError(f"cannot export family {cfg.family!r}; supported: {sorted(SUPPORTED_FAMILIES)}")
   kw = _gpt2_kwargs(cfg) if cfg.family == "gpt2" else _llama_layout_kwargs(cfg)
   if tokenizer is not None:
     for field in ("bos_token_id", "eos_token_id", "pad_token_id"):
       value = getattr(tokenizer, field, None)
       if value is not None:
         kw[field] = value
-  hf = classes[cfg.family](**kw)
+  hf = transformers.CONFIG_MAPPING[cfg.family](**kw)  # the family's config class
   back = DecoderConfig.from_hf(hf, dtype=cfg.dtype).replace(**{f: getattr(cfg, f) for f in RUNTIME_FIELDS})
   if back != cfg:
     diff = {

@@ -53,18 +53,7 @@ def hf_config(family: str, **overrides):
     pad_token_id=PAD_ID,
     rms_norm_eps=1e-6,
   )
-  cls = {
-    "llama": transformers.LlamaConfig,
-    "mistral": transformers.MistralConfig,
-    "qwen2": transformers.Qwen2Config,
-    "qwen3": transformers.Qwen3Config,
-    "gemma": transformers.GemmaConfig,
-    "gemma2": transformers.Gemma2Config,
-    "phi3": transformers.Phi3Config,
-    "olmo": transformers.OlmoConfig,
-    "olmo2": transformers.Olmo2Config,
-    "gpt2": transformers.GPT2Config,
-  }[family]
+  cls = transformers.CONFIG_MAPPING[family]  # the family's config class
   if family in ("qwen3", "gemma", "gemma2"):
     base["head_dim"] = 16  # explicit head_dim != hidden/heads
   if family == "gemma2":  # caps small enough that tanh bends the logits; query scale != head_dim's
