@@ -25,6 +25,24 @@ def tiny_sweep_config(pair_dir, out, policies, *, num_problems, batch_size, max_
   return c
 
 
+def write_config_file(path: Path, pair_dir, policies, *, num_problems, batch_size, max_new_tokens, lines=()):
+  """The same sweep as a config file for the CLI (`--config=path`); `lines` are extra statements on c."""
+  path.write_text(
+    "from ml_collections import ConfigDict\n"
+    "from configs.base import base_config\n"
+    "def get_config():\n"
+    "  c = base_config()\n"
+    f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
+    f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
+    f"  c.policies = {policies!r}\n"
+    f"  c.task.num_problems = {num_problems}\n  c.batch_size = {batch_size}\n"
+    f"  c.max_new_tokens = {max_new_tokens}\n  c.step_delimiter = 'e'\n"
+    + "".join(f"  {line}\n" for line in lines)
+    + "  return c\n"
+  )
+  return path
+
+
 def rows_of(out: Path) -> dict:
   """results.jsonl by row id; a row written twice fails."""
   rows = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from ml_collections import ConfigDict
-from sweep_configs import rows_of, tiny_sweep_config
+from sweep_configs import rows_of, tiny_sweep_config, write_config_file
 
 from experiments.sweep import manifest
 from experiments.sweep.distributed import DistributedConfigError
@@ -40,16 +40,14 @@ def snapshot(d: Path) -> dict:
 def cli(pair_dir, out, *flags, config_lines=(), num_problems=2, policies=POLICIES):
   """The sweep CLI on a small config file written next to `out`."""
   cfg_file = out.parent / f"cfg_{out.name}.py"
-  cfg_file.write_text(
-    "from ml_collections import ConfigDict\n"
-    "from configs.base import base_config\n"
-    "def get_config():\n"
-    "  c = base_config()\n"
-    f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
-    f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
-    f"  c.policies = {policies!r}\n"
-    f"  c.task.num_problems = {num_problems}\n  c.batch_size = 2\n  c.max_new_tokens = 10\n"
-    "  c.step_delimiter = 'e'\n" + "".join(f"  {line}\n" for line in config_lines) + "  return c\n"
+  write_config_file(
+    cfg_file,
+    pair_dir,
+    policies,
+    num_problems=num_problems,
+    batch_size=2,
+    max_new_tokens=10,
+    lines=config_lines,
   )
   return [
     sys.executable,

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from sweep_configs import write_config_file
 
 MESH_SCRIPT = textwrap.dedent("""
     import dataclasses, os, sys, json
@@ -84,17 +85,14 @@ def _free_port() -> int:
 
 def _config(pair_dir, tmp_path: Path) -> Path:
   f = tmp_path / "cfg.py"
-  f.write_text(
-    "from ml_collections import ConfigDict\n"
-    "from configs.base import base_config\n"
-    "def get_config():\n"
-    "  c = base_config()\n"
-    f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
-    f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
-    "  c.policies = ('never', 'step:1', 'step:2', 'entropy:2.0')\n"
-    "  c.task.num_problems = 5\n  c.batch_size = 3\n  c.max_new_tokens = 12\n  c.step_delimiter = 'e'\n"
-    "  c.temperature = 0.8\n  c.top_p = 0.95\n"  # sampled: row keys must not depend on placement
-    "  return c\n"
+  write_config_file(
+    f,
+    pair_dir,
+    ("never", "step:1", "step:2", "entropy:2.0"),
+    num_problems=5,
+    batch_size=3,
+    max_new_tokens=12,
+    lines=("c.temperature = 0.8", "c.top_p = 0.95"),  # sampled: row keys must not depend on placement
   )
   return f
 

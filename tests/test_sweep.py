@@ -9,7 +9,7 @@ import time
 import jax
 import pytest
 from ml_collections import ConfigDict
-from sweep_configs import rows_of, tiny_sweep_config
+from sweep_configs import rows_of, tiny_sweep_config, write_config_file
 
 from decode.policy import parse_policy
 from experiments.sweep.grid import ModelEntry, expand_grid, forkable
@@ -92,17 +92,7 @@ def test_fork_mode_equals_plain_mode_when_sampling(pair_dir, tmp_path):
 
 def _cli(pair_dir, out, *extra):
   cfg_file = out.parent / "sweep_cfg.py"
-  cfg_file.write_text(
-    "from ml_collections import ConfigDict\n"
-    "from configs.base import base_config\n"
-    "def get_config():\n"
-    "  c = base_config()\n"
-    f"  c.students = [ConfigDict(dict(name='s', path={str(pair_dir / 's')!r}, checkpoint=None))]\n"
-    f"  c.teacher = ConfigDict(dict(name='t', path={str(pair_dir / 't')!r}))\n"
-    f"  c.policies = {POLICIES!r}\n"
-    "  c.task.num_problems = 6\n  c.batch_size = 2\n  c.max_new_tokens = 20\n  c.step_delimiter = 'e'\n"
-    "  return c\n"
-  )
+  write_config_file(cfg_file, pair_dir, POLICIES, num_problems=6, batch_size=2, max_new_tokens=20)
   return [
     sys.executable,
     "-m",
