@@ -1,6 +1,7 @@
 """A small sweep over the session's tiny model pair, and reading its results back (shared by tests)."""
 
 import json
+import sys
 from pathlib import Path
 
 from ml_collections import ConfigDict
@@ -41,6 +42,18 @@ def write_config_file(path: Path, pair_dir, policies, *, num_problems, batch_siz
     + "  return c\n"
   )
   return path
+
+
+def sweep_argv(cfg_file: Path, out: Path, *flags) -> list:
+  """The sweep CLI's command line on a config file, writing into `out`."""
+  return [
+    sys.executable,
+    "-m",
+    "experiments.sweep",
+    f"--config={cfg_file}",
+    f"--config.output_dir={out}",
+    *flags,
+  ]
 
 
 def rows_of(out: Path) -> dict:

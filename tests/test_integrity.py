@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from ml_collections import ConfigDict
-from sweep_configs import rows_of, tiny_sweep_config, write_config_file
+from sweep_configs import rows_of, sweep_argv, tiny_sweep_config, write_config_file
 
 from experiments.sweep import manifest
 from experiments.sweep.distributed import DistributedConfigError
@@ -49,14 +49,7 @@ def cli(pair_dir, out, *flags, config_lines=(), num_problems=2, policies=POLICIE
     max_new_tokens=10,
     lines=config_lines,
   )
-  return [
-    sys.executable,
-    "-m",
-    "experiments.sweep",
-    f"--config={cfg_file}",
-    f"--config.output_dir={out}",
-    *flags,
-  ]
+  return sweep_argv(cfg_file, out, *flags)
 
 
 def one_clear_line(r: subprocess.CompletedProcess, message: str) -> None:

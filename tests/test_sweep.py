@@ -3,13 +3,12 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import jax
 import pytest
 from ml_collections import ConfigDict
-from sweep_configs import rows_of, tiny_sweep_config, write_config_file
+from sweep_configs import rows_of, sweep_argv, tiny_sweep_config, write_config_file
 
 from decode.policy import parse_policy
 from experiments.sweep.grid import ModelEntry, expand_grid, forkable
@@ -93,14 +92,7 @@ def test_fork_mode_equals_plain_mode_when_sampling(pair_dir, tmp_path):
 def _cli(pair_dir, out, *extra):
   cfg_file = out.parent / "sweep_cfg.py"
   write_config_file(cfg_file, pair_dir, POLICIES, num_problems=6, batch_size=2, max_new_tokens=20)
-  return [
-    sys.executable,
-    "-m",
-    "experiments.sweep",
-    f"--config={cfg_file}",
-    f"--config.output_dir={out}",
-    *extra,
-  ]
+  return sweep_argv(cfg_file, out, *extra)
 
 
 def test_killed_sweep_resumes_without_loss_or_duplicates(pair_dir, tmp_path):
