@@ -2,7 +2,7 @@
 
 from ml_collections import ConfigDict
 
-from decode.options import DecodeOptions
+from decode.host.options import DecodeOptions
 
 
 def base_config() -> ConfigDict:

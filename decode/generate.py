@@ -6,7 +6,7 @@
 
 Prints one JSON object per prompt. A teacher with the student's tokenizer: all prompts go through
 one call of the compiled loop. Any other teacher (another tokenizer, a server) writes through the
-text bridge at step boundaries (decode.bridge). Errors a user can fix print `error: ...` and exit
+text bridge at step boundaries (decode.bridge.decoder). Errors a user can fix print `error: ...` and exit
 with status 2 (no traceback).
 """
 
@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from decode.batching import DecodeInputError
-from decode.policy import PolicyError, parse_policy
-from decode.served import DEFAULT_KEY_ENV, ServedTeacher, is_url
+from decode.core.policy import parse_policy
+from decode.errors import DecodeInputError, PolicyError
+from decode.serving.client import DEFAULT_KEY_ENV, ServedTeacher, is_url
 from model.errors import report_user_errors
 
 
@@ -123,7 +123,7 @@ def run(args) -> list[dict]:
       retries=args.teacher_retries,
     )
 
-  from decode.pairing import make_decoder  # heavy imports only after the arguments are known good
+  from decode.bridge.pairing import make_decoder  # heavy imports only after the arguments are known good
   from model.hf_import import load_model
 
   student = load_model(args.student, dtype=args.dtype, name="student")

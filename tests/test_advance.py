@@ -1,12 +1,12 @@
-"""decode.advance without a model: the step-end rule, limits and counters on hand-built states."""
+"""decode.core.advance without a model: the step-end rule, limits and counters on hand-built states."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from decode.advance import advance, prefix_step_ids, step_boundary
-from decode.policy import PolicyArrays, parse_policy
-from decode.state import (
+from decode.core.advance import advance, prefix_step_ids, step_boundary
+from decode.core.policy import PolicyArrays, parse_policy
+from decode.core.state import (
   PROMPT,
   STUDENT,
   TEACHER,
@@ -21,7 +21,7 @@ from decode.state import (
   SamplingParams,
   StepState,
 )
-from decode.vocab import VocabMasks
+from decode.core.vocab import VocabMasks
 
 # Token ids of a hand-made vocabulary: 0 pad, 1 "a" (content), 2 "\n" (delimiter only),
 # 3 "b\n" (content + delimiter), 4 eos, 5 " " (neither).

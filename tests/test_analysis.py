@@ -45,7 +45,7 @@ def test_intervention_step(policy: str, k: int | None) -> None:
   "policy", ["step:", "step:x", "step:0", "step:1,n=two", "step:4,budget=2", "entropy:abc", "bogus", ""]
 )
 def test_malformed_policy_is_an_error_naming_it(policy: str) -> None:
-  # decode.policy.parse_policy is the one grammar: whatever it rejects, the report rejects.
+  # decode.core.policy.parse_policy is the one grammar: whatever it rejects, the report rejects.
   for parse in (analysis.intervention_step, analysis.policy_sort_key):
     with pytest.raises(ValueError, match=re.escape(f"malformed policy {policy!r} in the results")):
       parse(policy)

@@ -16,7 +16,7 @@ def test_tokenizer_has_steps_and_roundtrips(tmp_path):
   for row in ids:
     assert tok(tok.decode(row), add_special_tokens=True)["input_ids"] == row
   assert tok.eos_token_id == bench_models.EOS_ID
-  from decode.vocab import build_masks
+  from decode.core.vocab import build_masks
 
   masks = build_masks(tok)
   assert masks.delimiter.sum() == len([i for i in range(4, 64) if i % 5 == 0])

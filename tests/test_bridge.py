@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 from bridge_reference import bridge_greedy
 
-from decode.batching import DecodeInputError, build_inputs
-from decode.bridge import BridgeDecoder
-from decode.bridge_rows import BridgeRow, kept_tokens
-from decode.guided import GuidedDecoder
-from decode.pairing import make_decoder
-from decode.policy import PolicyError, parse_policy
-from decode.served import ServedTeacher
-from decode.state import STUDENT, TEACHER
-from decode.teachers import Completion, CompletionRequest
-from decode.vocab import VocabMasks
+from decode.bridge.decoder import BridgeDecoder
+from decode.bridge.pairing import make_decoder
+from decode.bridge.rows import BridgeRow, kept_tokens
+from decode.bridge.teachers import Completion, CompletionRequest
+from decode.core.policy import parse_policy
+from decode.core.state import STUDENT, TEACHER
+from decode.core.vocab import VocabMasks
+from decode.errors import DecodeInputError, PolicyError
+from decode.host.batching import build_inputs
+from decode.host.guided import GuidedDecoder
+from decode.serving.client import ServedTeacher
 from model.hf_import import load_model
 
 MAX_NEW = 16

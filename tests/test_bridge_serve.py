@@ -17,8 +17,9 @@ import bridge_models
 import pytest
 from bridge_reference import bridge_greedy
 
-from decode.served import ServedTeacher, TeacherServerError
-from decode.teachers import CompletionRequest, LocalTeacher
+from decode.bridge.teachers import CompletionRequest, LocalTeacher
+from decode.errors import TeacherServerError
+from decode.serving.client import ServedTeacher
 from model.hf_import import load_model
 
 MAX_NEW = 16

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from decode.guided import GuidedDecoder
-from decode.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, PolicyError, parse_policy
+from decode.core.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, parse_policy
+from decode.errors import PolicyError
+from decode.host.guided import GuidedDecoder
 from experiments.sweep.calibration import matched_random_spec, realized_rate, threshold_for_rate
 from model.lm import forward
 

@@ -8,7 +8,7 @@ import pytest
 import tiny_models
 import torch
 
-from decode.guided import GuidedDecoder
+from decode.host.guided import GuidedDecoder
 from model.errors import ModelLoadError
 from model.hf_import import load_model
 from model.lm import forward

@@ -4,11 +4,11 @@ import guided_reference as ref
 import jax
 import pytest
 
-from decode.batching import DecodeInputError
-from decode.guided import GuidedDecoder
-from decode.loop import loop_executables
-from decode.placement import teacher_row_buckets
-from decode.policy import parse_policy
+from decode.core.loop import loop_executables
+from decode.core.policy import parse_policy
+from decode.errors import DecodeInputError
+from decode.host.guided import GuidedDecoder
+from decode.host.placement import teacher_row_buckets
 
 PROMPTS = ["what is 3+4?", "ab", "hello there. x"]
 MAX_NEW = 24
@@ -151,8 +151,8 @@ def test_each_sub_batch_bucket_equals_the_whole_batch(pair, count):
   import jax.numpy as jnp
   import numpy as np
 
-  from decode.loop import forward_rows
-  from decode.state import LoopModel
+  from decode.core.loop import forward_rows
+  from decode.core.state import LoopModel
   from model.lm import forward
 
   _, t = pair
@@ -179,8 +179,8 @@ def test_catch_up_on_sub_batches_equals_the_whole_batch(pair, count):
   import jax.numpy as jnp
   import numpy as np
 
-  from decode.loop import catch_up
-  from decode.state import LoopModel
+  from decode.core.loop import catch_up
+  from decode.core.state import LoopModel
 
   _, t = pair
   model = LoopModel(params=t.params, cfg=t.cfg)
@@ -342,7 +342,7 @@ def test_prefilled_caches_reject_other_rows(pair, delimiter):
 
 
 def test_policy_parsing_errors():
-  from decode.policy import PolicyError
+  from decode.errors import PolicyError
 
   for bad in ["sometimes", "step:0", "step:1,n=0", "random:1.5", "entropy:x", "step:2,q=1"]:
     with pytest.raises(PolicyError):
@@ -369,7 +369,7 @@ def test_bad_generation_arguments_are_clear_errors(pair, decoder):
 
 def test_step_delimiter_is_needed_only_where_steps_are(pair):
   """A tokenizer without the delimiter: student-only runs work; step policies and max_steps refuse."""
-  from decode.vocab import VocabError
+  from decode.errors import VocabError
 
   s, t = pair
   g = GuidedDecoder(s, t, step_delimiter="§")

@@ -155,14 +155,14 @@ def test_eos_ids_from_config_and_generation_config(tmp_path, model_dir):
   (d / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 7]}))
   lm = load_model(d)
   assert lm.eos_token_ids == (2, 7)
-  from decode.guided import GuidedDecoder
+  from decode.host.guided import GuidedDecoder
 
   assert GuidedDecoder(lm).masks.eos[[2, 7]].all()
 
 
 def test_unrolled_layers_load_and_decode_like_scanned(model_dir):
   """load_model(scan_layers=False): per-layer params, the same greedy tokens through the loop."""
-  from decode.guided import GuidedDecoder
+  from decode.host.guided import GuidedDecoder
 
   scanned, unrolled = load_model(model_dir), load_model(model_dir, scan_layers=False)
   assert "layers_0" in unrolled.params["params"] and not unrolled.cfg.scan_layers

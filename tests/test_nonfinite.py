@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from decode.guided import GuidedDecoder
+from decode.host.guided import GuidedDecoder
 
 PROMPTS = ["ab", "what is 3+4?", "hello zz", "qq"]
 
@@ -57,7 +57,7 @@ def test_a_flagged_row_is_never_scored(pair, tmp_path):
   )
   problem = Problem("p/0", "zz", "5", None, "t")
   res = dec.generate(dec.encode(["zz 5"]), "never", max_new_tokens=8)[0]
-  from decode.policy import parse_policy
+  from decode.core.policy import parse_policy
   from experiments.sweep.grid import ModelEntry, SweepRow
 
   row = SweepRow("t", problem, "zz", ModelEntry("s", "x"), None, parse_policy("never"), 0)

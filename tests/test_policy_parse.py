@@ -1,4 +1,4 @@
-"""decode.policy: spec strings -> canonical Policy rows, their errors, and PolicyArrays.stack."""
+"""decode.core.policy: spec strings -> canonical Policy rows, their errors, and PolicyArrays.stack."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from decode.policy import (
+from decode.core.policy import (
   NO_LIMIT,
   TRIGGER_ENTROPY,
   TRIGGER_MARGIN,
@@ -16,9 +16,9 @@ from decode.policy import (
   TRIGGER_RANDOM,
   Policy,
   PolicyArrays,
-  PolicyError,
   parse_policy,
 )
+from decode.errors import PolicyError
 
 NL = int(NO_LIMIT)
 assert NL == 2**30

@@ -1,4 +1,4 @@
-"""decode.sampling against a plain-Python reference of temperature / top-k / top-p sampling.
+"""decode.core.sampling against a plain-Python reference of temperature / top-k / top-p sampling.
 
 The reference below is written independently of the JAX code (a loop over tokens in rank order); every
 case also lists its support worked out by hand, so a wrong reference cannot hide a wrong sampler.
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from decode import sampling
+from decode.core import sampling
 
 N_DRAWS = 4000
 SIGMAS = 5.0  # per-token two-sided tail ~6e-7; a few hundred comparisons stay far below 1e-3 overall

@@ -21,7 +21,7 @@ MESH_SCRIPT = textwrap.dedent("""
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax
     from configs.sharding_rules import REPLICATED, TENSOR_PARALLEL
-    from decode.guided import GuidedDecoder
+    from decode.host.guided import GuidedDecoder
     from model.hf_import import load_model
     from model.sharding import make_mesh, MeshError
     d = sys.argv[1]

@@ -2,9 +2,9 @@
 
 import pytest
 
-from decode.batching import DecodeInputError
-from decode.guided import GuidedDecoder
-from decode.prefix_caches import common_prefix
+from decode.errors import DecodeInputError
+from decode.host.guided import GuidedDecoder
+from decode.host.prefix_caches import common_prefix
 
 EXEMPLARS = "q: 12+30=? a: 12+30=42. #### 42\nq: 7*6=? a: 7*6=42. #### 42\n"  # the shared few-shot part
 QUESTIONS = ["q: 3+4=? a:", "q: 9-2=? a:", "q: 5*5=? a:", "q: 8+1=? a:"]

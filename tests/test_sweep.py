@@ -10,7 +10,7 @@ import pytest
 from ml_collections import ConfigDict
 from sweep_configs import rows_of, sweep_argv, tiny_sweep_config, write_config_file
 
-from decode.policy import parse_policy
+from decode.core.policy import parse_policy
 from experiments.sweep.grid import ModelEntry, expand_grid, forkable
 from experiments.sweep.run import run_sweep
 from experiments.tasks.datasets import Problem

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from configs.base import base_config
-from decode.policy import parse_policy
-from decode.results import RowResult
+from decode.core.policy import parse_policy
+from decode.host.results import RowResult
 from experiments.report import analysis
 from experiments.sweep.grid import ModelEntry, SweepRow
 from experiments.sweep.runner import SweepRunner

@@ -1,11 +1,12 @@
-"""decode.vocab: delimiter / content / EOS masks and the shared-tokenizer check, on hand-made tokenizers."""
+"""decode.core.vocab: delimiter / content / EOS masks and the shared-tokenizer check, on hand-made tokenizers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from decode.vocab import TokenizerMismatchError, VocabError, build_masks, check_same_tokenizer, require_steps
+from decode.core.vocab import build_masks, check_same_tokenizer, require_steps
+from decode.errors import TokenizerMismatchError, VocabError
 
 # id: token text (a WordLevel vocabulary: every entry decodes to exactly its own text)
 TOKENS = [

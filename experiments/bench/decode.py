@@ -82,7 +82,7 @@ def _param_bytes(params) -> int:
 
 def bench_decode(ctx: Context, result: dict) -> None:
   """Student-only greedy decode, ours vs HF generate, batch 1 and batch `batch`."""
-  from decode.guided import GuidedDecoder
+  from decode.host.guided import GuidedDecoder
 
   p = ctx.preset
   dec = GuidedDecoder(ctx.student, None)

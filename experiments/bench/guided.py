@@ -65,7 +65,7 @@ def hf_orchestration(student, teacher, prompt: list[int], new_tokens: int, stop)
 
 def bench_guided(ctx: Context, result: dict) -> None:
   """Teacher writes step 1 then the student continues: ours (lazy and lockstep) vs HF per row."""
-  from decode.guided import GuidedDecoder
+  from decode.host.guided import GuidedDecoder
 
   p = ctx.preset
   prompts = ctx.prompts[: p.batch]

@@ -235,8 +235,8 @@ def setup(preset: Preset, root: Path) -> Context:
   import torch
   import transformers
 
-  from decode.batching import round_up
-  from decode.options import DecodeOptions
+  from decode.host.batching import round_up
+  from decode.host.options import DecodeOptions
   from model.hf_import import load_model
 
   transformers.logging.set_verbosity_error()

@@ -51,12 +51,12 @@ def compile_seconds(
   student_layers: int, teacher_layers: int, batch: int, max_len: int, unroll=False, tiny=False
 ) -> float:
   """Seconds to lower + compile the guided loop (teacher and sub-batches on) from abstract shapes."""
-  from decode.batching import build_inputs
-  from decode.loop import jitted_loop
-  from decode.placement import teacher_row_buckets
-  from decode.policy import parse_policy
-  from decode.state import LoopCaches, LoopConfig, LoopModel
-  from decode.vocab import VocabMasks
+  from decode.core.loop import jitted_loop
+  from decode.core.policy import parse_policy
+  from decode.core.state import LoopCaches, LoopConfig, LoopModel
+  from decode.core.vocab import VocabMasks
+  from decode.host.batching import build_inputs
+  from decode.host.placement import teacher_row_buckets
   from model.kv_cache import KVCache, cache_shape
   from model.lm import param_shapes
 
@@ -113,7 +113,7 @@ def bench_compile_depth(result: dict, full: bool, tiny: bool = False) -> None:
 
 def bench_scan_decode(ctx: Context, result: dict) -> None:
   """Decode speed of the scanned layers over per-layer (unrolled) params, same weights, interleaved."""
-  from decode.guided import GuidedDecoder
+  from decode.host.guided import GuidedDecoder
   from model.lm import unstack_layers
 
   s = ctx.student
@@ -139,7 +139,7 @@ def bench_scan_decode(ctx: Context, result: dict) -> None:
 
 
 def _fewshot_rows(ctx: Context, n_problems: int, shots: int, shot_len: int, question_len: int, timings: int):
-  from decode.policy import parse_policy
+  from decode.core.policy import parse_policy
   from experiments.sweep.grid import ModelEntry, expand_grid
   from experiments.tasks.datasets import Problem
 
@@ -173,7 +173,7 @@ def bench_fewshot_sweep(ctx: Context, result: dict) -> None:
 
 
 def _fewshot_sweep(ctx: Context, shot_len: int, question_len: int) -> dict:
-  from decode.guided import GuidedDecoder
+  from decode.host.guided import GuidedDecoder
   from experiments.sweep.runner import DecodeSettings, SweepRunner
   from experiments.sweep.store import ResultsStore
 

@@ -16,7 +16,7 @@ from experiments.bench.models import Context, log, median, timed
 
 
 def _sweep_rows(ctx: Context, n_prompts: int):
-  from decode.policy import parse_policy
+  from decode.core.policy import parse_policy
   from experiments.sweep.grid import ModelEntry, expand_grid
   from experiments.tasks.datasets import Problem
 
@@ -34,7 +34,7 @@ def _sweep_rows(ctx: Context, n_prompts: int):
 
 def bench_sweep(ctx: Context, result: dict) -> None:
   """An 8-timing sweep in fork mode vs the same rows as 8 plain calls (fork=False), one decoder."""
-  from decode.guided import GuidedDecoder
+  from decode.host.guided import GuidedDecoder
   from experiments.sweep.runner import DecodeSettings, SweepRunner
   from experiments.sweep.store import ResultsStore
 

@@ -1,6 +1,6 @@
 """What the analysis reads from a policy string, and the reading order of tables.
 
-`decode.policy.parse_policy` is the one policy grammar; here it answers two questions: is the
+`decode.core.policy.parse_policy` is the one policy grammar; here it answers two questions: is the
 policy a point of the paper's step curve (`intervention_step`: the teacher writes all of step K,
 once) and which step is the last the teacher writes (`last_teacher_step`, the leakage cut-off).
 `policy_sort_key` and `natural_sort_key` put policies and checkpoint labels in reading order.
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from decode.policy import (
+from decode.core.policy import (
   NO_LIMIT,
   TRIGGER_ENTROPY,
   TRIGGER_MARGIN,
@@ -22,14 +22,14 @@ from decode.policy import (
   TRIGGER_NONE,
   TRIGGER_RANDOM,
   Policy,
-  PolicyError,
   parse_policy,
 )
+from decode.errors import PolicyError
 from experiments.report.loading import NO_LABEL
 
 
 def _policy(policy: str) -> Policy:
-  """`decode.policy.parse_policy`, the one policy grammar; an error names the policy in the results."""
+  """`decode.core.policy.parse_policy`, the one policy grammar; an error names the policy in the results."""
   try:
     return parse_policy(policy)
   except PolicyError as err:

@@ -11,7 +11,8 @@ from typing import Iterable
 
 import numpy as np
 
-from decode.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, Policy, PolicyError
+from decode.core.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, Policy
+from decode.errors import PolicyError
 
 # Column of each trigger's metric in a row's `step_uncertainty` ([entropy, max prob, margin]).
 METRIC_COLUMN = {TRIGGER_ENTROPY: 0, TRIGGER_MAXPROB: 1, TRIGGER_MARGIN: 2}

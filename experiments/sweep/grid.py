@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 
-from decode.policy import Policy
+from decode.core.policy import Policy
 from experiments.tasks.datasets import Problem
 
 
@@ -79,7 +79,7 @@ def expand_grid(
 def forkable(policy: Policy) -> bool:
   """A pure timing policy: the teacher cannot act before step `step_lo`, so the student's own run
   up to that step is a valid prefix (never is trivially forkable: it is the base run)."""
-  from decode.policy import TRIGGER_NONE
+  from decode.core.policy import TRIGGER_NONE
 
   # K = 1 (always, step:1, hint:1) has an empty prefix: forking gains nothing, so it runs plain.
   return policy.trigger == TRIGGER_NONE and (policy.step_lo >= 2 or policy.step_hi <= policy.step_lo)

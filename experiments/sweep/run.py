@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from decode.guided import GuidedDecoder
-from decode.pairing import make_decoder
-from decode.policy import parse_policy
+from decode.bridge.pairing import make_decoder
+from decode.core.policy import parse_policy
+from decode.host.guided import GuidedDecoder
 from experiments.sweep import manifest as sweep_manifest
 from experiments.sweep.grid import expand_grid
 from experiments.sweep.runner import DecodeSettings, SweepRunner

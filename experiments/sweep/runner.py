@@ -13,10 +13,10 @@ import dataclasses
 
 from tqdm import tqdm
 
-from decode.guided import GuidedDecoder
-from decode.policy import TRIGGER_NONE, TRIGGER_RANDOM, parse_policy
-from decode.prefix_caches import SharedPrefix
-from decode.results import RowResult
+from decode.core.policy import TRIGGER_NONE, TRIGGER_RANDOM, parse_policy
+from decode.host.guided import GuidedDecoder
+from decode.host.prefix_caches import SharedPrefix
+from decode.host.results import RowResult
 from experiments.sweep.calibration import calibrate, matched_random_spec, realized_rate
 from experiments.sweep.grid import SweepRow, forkable
 from experiments.sweep.store import ResultsStore

@@ -1,7 +1,7 @@
 """The sweep's teacher: a model directory (`teacher.path`) or a completions server (`teacher.url`).
 
 A directory's model shares the compiled loop when its tokenizer is the student's and goes through
-the text bridge otherwise; a server always goes through the bridge (decode.pairing). The server's
+the text bridge otherwise; a server always goes through the bridge (decode.bridge.pairing). The server's
 API key is read from the environment variable `teacher.api_key_env` names, never from the config.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-from decode.policy import PolicyError
-from decode.served import DEFAULT_KEY_ENV, ServedTeacher, is_url
+from decode.errors import PolicyError
+from decode.serving.client import DEFAULT_KEY_ENV, ServedTeacher, is_url
 from model.errors import ModelLoadError, UserError
 from model.hf_import import model_exists
 

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from decode.guided import GuidedDecoder
+from decode.host.guided import GuidedDecoder
 from experiments.tasks.answers import score
 from experiments.tasks.datasets import Problem
 from experiments.tasks.synthetic import SyntheticConfig, generate_problems

@@ -1,6 +1,6 @@
 """One row of the text bridge on the host: its tokens, authors, steps and costs between loop calls.
 
-The step rule is the loop's (decode.advance.step_boundary) on the student's tokens; a teacher step
+The step rule is the loop's (decode.core.advance.step_boundary) on the student's tokens; a teacher step
 is text, and it ends at the first stop string (the delimiter) that follows non-whitespace text.
 """
 
@@ -10,11 +10,11 @@ import dataclasses
 
 import numpy as np
 
-from decode.advance import step_boundary
-from decode.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, TRIGGER_RANDOM, Policy
-from decode.results import RowResult
-from decode.state import STUDENT, TEACHER
-from decode.vocab import VocabMasks
+from decode.core.advance import step_boundary
+from decode.core.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, TRIGGER_RANDOM, Policy
+from decode.core.state import STUDENT, TEACHER
+from decode.core.vocab import VocabMasks
+from decode.host.results import RowResult
 
 
 @dataclasses.dataclass

@@ -4,9 +4,9 @@
     results = decoder.generate(prompt_ids, ["never", "step:1", "entropy:2.0"], max_new_tokens=128)
 
 The decoder checks the pair, builds the vocabulary masks once, and runs every call through the one
-jitted loop (decode.loop.jitted_loop); inputs are padded to fixed buckets (decode.batching), caches
-placed on the mesh (decode.placement), and the final state unpacked into RowResults
-(decode.results). `compiles` counts the compilations this decoder's calls caused.
+jitted loop (decode.core.loop.jitted_loop); inputs are padded to fixed buckets (decode.host.batching), caches
+placed on the mesh (decode.host.placement), and the final state unpacked into RowResults
+(decode.host.results). `compiles` counts the compilations this decoder's calls caused.
 """
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from decode.batching import (
-  DecodeInputError,
+from decode.core.loop import jitted_loop, loop_executables
+from decode.core.policy import Policy, parse_policy
+from decode.core.state import LoopConfig, LoopInputs, LoopModel
+from decode.core.vocab import VocabMasks, build_masks, check_same_tokenizer, require_steps
+from decode.errors import DecodeInputError
+from decode.host.batching import (
   buffer_length,
   build_inputs,
   check_limits,
   check_positive_int,
   resolve_policies,
 )
-from decode.loop import jitted_loop, loop_executables
-from decode.options import DecodeOptions
-from decode.placement import cache_sharding, place_rows, teacher_row_buckets
-from decode.policy import Policy, parse_policy
-from decode.prefix_caches import (
+from decode.host.options import DecodeOptions
+from decode.host.placement import cache_sharding, place_rows, teacher_row_buckets
+from decode.host.prefix_caches import (
   PrefixCaches,
   SharedPrefix,
   common_prefix,
@@ -34,9 +36,7 @@ from decode.prefix_caches import (
   start_from,
   starting_caches,
 )
-from decode.results import LoopStats, RowResult, loop_stats, unpack_rows
-from decode.state import LoopConfig, LoopInputs, LoopModel
-from decode.vocab import VocabMasks, build_masks, check_same_tokenizer, require_steps
+from decode.host.results import LoopStats, RowResult, loop_stats, unpack_rows
 from model.lm import LanguageModel
 
 

@@ -32,17 +32,18 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from decode import loop as loop_lib
-from decode.advance import prefix_step_ids
-from decode.batching import NO_STEP_LIMIT, DecodeInputError, check_positive_int, resolve_policies
-from decode.bridge_rows import BridgeResult, BridgeRow, append_student, kept_tokens
-from decode.guided import GuidedDecoder
-from decode.options import DecodeOptions
-from decode.policy import PolicyArrays
-from decode.prefix_caches import SharedPrefix
-from decode.sampling import position_key, row_keys
-from decode.state import STUDENT, TEACHER
-from decode.teachers import Completion, CompletionRequest
+from decode.bridge.rows import BridgeResult, BridgeRow, append_student, kept_tokens
+from decode.bridge.teachers import Completion, CompletionRequest
+from decode.core import loop as loop_lib
+from decode.core.advance import prefix_step_ids
+from decode.core.policy import PolicyArrays
+from decode.core.sampling import position_key, row_keys
+from decode.core.state import STUDENT, TEACHER
+from decode.errors import DecodeInputError
+from decode.host.batching import NO_STEP_LIMIT, check_positive_int, resolve_policies
+from decode.host.guided import GuidedDecoder
+from decode.host.options import DecodeOptions
+from decode.host.prefix_caches import SharedPrefix
 from model.lm import LanguageModel
 
 

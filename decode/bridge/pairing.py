@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from decode.bridge import BridgeDecoder
-from decode.guided import GuidedDecoder
-from decode.options import DecodeOptions
-from decode.teachers import LocalTeacher
-from decode.vocab import TokenizerMismatchError, check_same_tokenizer
+from decode.bridge.decoder import BridgeDecoder
+from decode.bridge.teachers import LocalTeacher
+from decode.core.vocab import check_same_tokenizer
+from decode.errors import TokenizerMismatchError
+from decode.host.guided import GuidedDecoder
+from decode.host.options import DecodeOptions
 from model.lm import LanguageModel
 
 
@@ -37,7 +38,7 @@ def make_decoder(
   teacher_rules=(),
   **overrides,
 ) -> GuidedDecoder | BridgeDecoder:
-  """teacher: None, a LanguageModel, or an object with `complete` (decode.served.ServedTeacher)."""
+  """teacher: None, a LanguageModel, or an object with `complete` (decode.serving.client.ServedTeacher)."""
   is_model = teacher is None or isinstance(teacher, LanguageModel)
   if is_model and (
     teacher is None

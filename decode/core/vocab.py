@@ -8,15 +8,7 @@ from __future__ import annotations
 import flax.struct
 import numpy as np
 
-from model.errors import UserError
-
-
-class VocabError(UserError):
-  """A step delimiter the tokenizer cannot express."""
-
-
-class TokenizerMismatchError(UserError):
-  """Student and teacher do not share a tokenizer: the loop would mix incompatible token ids."""
+from decode.errors import TokenizerMismatchError, VocabError
 
 
 @flax.struct.dataclass

@@ -12,17 +12,22 @@ from typing import Sequence
 
 import numpy as np
 
-from decode.advance import prefix_step_ids
-from decode.policy import Policy, PolicyArrays, PolicyError, parse_policy
-from decode.state import PROMPT, STUDENT, TEACHER, CacheStart, LoopInputs, Prompts, RowLimits, SamplingParams
-from decode.vocab import VocabMasks
-from model.errors import UserError
+from decode.core.advance import prefix_step_ids
+from decode.core.policy import Policy, PolicyArrays, parse_policy
+from decode.core.state import (
+  PROMPT,
+  STUDENT,
+  TEACHER,
+  CacheStart,
+  LoopInputs,
+  Prompts,
+  RowLimits,
+  SamplingParams,
+)
+from decode.core.vocab import VocabMasks
+from decode.errors import DecodeInputError, PolicyError
 
 NO_STEP_LIMIT = 2**30
-
-
-class DecodeInputError(UserError):
-  """Bad arguments to generation (lengths, limits, policies, caches)."""
 
 
 def round_up(n: int, multiple: int) -> int:

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from decode.teachers import Completion, CompletionRequest
+from decode.bridge.teachers import Completion, CompletionRequest
 
 
 class RequestBatcher:

@@ -15,10 +15,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from decode import policy as pol
-from decode.advance import advance
-from decode.sampling import position_key, row_keys, sample_tokens
-from decode.state import (
+from decode.core import policy as pol
+from decode.core.advance import advance
+from decode.core.sampling import position_key, row_keys, sample_tokens
+from decode.core.state import (
   PROMPT,
   STUDENT,
   TEACHER,

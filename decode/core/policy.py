@@ -22,7 +22,7 @@ import flax.struct
 import jax.numpy as jnp
 import numpy as np
 
-from model.errors import UserError
+from decode.errors import PolicyError
 
 NO_LIMIT = np.int32(2**30)
 
@@ -33,10 +33,6 @@ _TRIGGERS = {
   "margin": TRIGGER_MARGIN,
   "random": TRIGGER_RANDOM,
 }
-
-
-class PolicyError(UserError):
-  """A policy spec that cannot be parsed or used as asked."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,7 @@ Both kinds of teacher answer `complete(requests) -> completions`, one per reques
 
 - `LocalTeacher`: a Flax model of this codebase, decoded alone through the compiled loop
   (GuidedDecoder with no teacher, policy never) on the prompt encoded in its own tokenizer;
-- `decode.served.ServedTeacher`: an OpenAI-compatible completions server (vLLM, SGLang,
+- `decode.serving.client.ServedTeacher`: an OpenAI-compatible completions server (vLLM, SGLang,
   `python -m decode.serve`, which answers with a LocalTeacher).
 
 The semantics are the completions API's, so both kinds are interchangeable: the text stops before
@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from decode.batching import DecodeInputError
-from decode.guided import GuidedDecoder
-from decode.options import DecodeOptions
+from decode.errors import DecodeInputError
+from decode.host.guided import GuidedDecoder
+from decode.host.options import DecodeOptions
 from model.lm import LanguageModel
 
 

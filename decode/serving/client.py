@@ -21,15 +21,11 @@ import urllib.error
 import urllib.request
 from typing import Sequence
 
-from decode.teachers import Completion, CompletionRequest
-from model.errors import UserError
+from decode.bridge.teachers import Completion, CompletionRequest
+from decode.errors import TeacherServerError
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-
-
-class TeacherServerError(UserError):
-  """The teacher's server is down, refuses a request, or answers with something unusable."""
 
 
 def is_url(teacher: str | None) -> bool:

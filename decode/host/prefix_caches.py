@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from decode.batching import DecodeInputError
-from decode.loop import jitted_prefill
-from decode.placement import place_rows, put_cache
-from decode.state import LoopCaches, LoopInputs, LoopModel
+from decode.core.loop import jitted_prefill
+from decode.core.state import LoopCaches, LoopInputs, LoopModel
+from decode.errors import DecodeInputError
+from decode.host.placement import place_rows, put_cache
 from model.kv_cache import KVCache, init_cache
 
 

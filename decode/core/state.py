@@ -18,8 +18,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from decode.policy import PolicyArrays
-from decode.vocab import VocabMasks
+from decode.core.policy import PolicyArrays
+from decode.core.vocab import VocabMasks
 from model.config import DecoderConfig
 from model.kv_cache import KVCache
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from decode.state import TEACHER, Buffers, CacheState, Counters, LoopInputs, LoopState, StepState
+from decode.core.state import TEACHER, Buffers, CacheState, Counters, LoopInputs, LoopState, StepState
 
 
 def step_boundary(has_content, is_content, is_delimiter):

@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from decode.state import TEACHER, LoopState
+from decode.core.state import TEACHER, LoopState
 
 
 @dataclasses.dataclass
