@@ -101,7 +101,7 @@ class DecoderConfig:
   # XLA:CPU, compile time grows with depth). Same results; model.lm converts between the layouts.
   scan_layers: bool = True
   # One-token decode reads the cache in blocks of this many positions (or of gcd(T, this)), only up to
-  # the batch's latest position (model.decoder.decode_block, attend_blocks); 0: the whole buffer every
+  # the batch's latest position (model.attention.decode_block, attend_blocks); 0: the whole buffer every
   # step. A speed knob: the same results up to float32 rounding of the online softmax.
   decode_block: int = 128
 
