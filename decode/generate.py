@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from decode.api import DecodeRequest, Sampling
 from decode.core.policy import parse_policy
 from decode.errors import DecodeInputError, PolicyError
 from decode.serving.client import DEFAULT_KEY_ENV, ServedTeacher, is_url
@@ -130,17 +131,20 @@ def run(args) -> list[dict]:
   teacher = served or (load_model(args.teacher, dtype=args.dtype, name="teacher") if args.teacher else None)
   decoder = make_decoder(student, teacher, step_delimiter=delimiter)
   prompt_ids = decoder.encode(texts)
-  bridge = {"texts": texts} if getattr(decoder, "takes_texts", False) else {}
   results = decoder.generate(
-    prompt_ids,
-    policies,
-    max_new_tokens=args.max_new_tokens,
-    temperature=args.temperature,
-    top_k=args.top_k,
-    top_p=args.top_p,
-    seeds=[args.seed + i for i in range(len(texts))],
-    max_steps=args.max_steps,
-    **bridge,
+    DecodeRequest(
+      prompt_ids,
+      policies,
+      max_new_tokens=args.max_new_tokens,
+      max_steps=args.max_steps,
+      texts=texts,
+      sampling=Sampling(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=[args.seed + i for i in range(len(texts))],
+      ),
+    )
   )
   return [{"prompt": t, **r.to_json()} for t, r in zip(texts, results)]
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from bridge_reference import bridge_greedy
 
+from decode.api import DecodeRequest, Sampling
 from decode.bridge.decoder import BridgeDecoder
 from decode.bridge.pairing import make_decoder
 from decode.bridge.rows import BridgeRow, kept_tokens
@@ -36,7 +37,9 @@ def bridge(models):
 
 def _run(decoder, policy):
   ids = decoder.encode(bridge_models.PROMPTS)
-  return decoder.generate(ids, policy, max_new_tokens=MAX_NEW, texts=bridge_models.PROMPTS, batch_size=4)
+  return decoder.generate(
+    DecodeRequest(ids, policy, max_new_tokens=MAX_NEW, texts=bridge_models.PROMPTS, batch_size=4)
+  )
 
 
 def test_prefix_authors_reach_the_loop(models):
@@ -44,12 +47,16 @@ def test_prefix_authors_reach_the_loop(models):
   dec = GuidedDecoder(student)
   prompt, prefix = dec.encode(["w5 w9 ", "w13 w2\nw7 "])
   (row,) = dec.generate(
-    [prompt], "never", max_new_tokens=6, prefixes=[prefix], prefix_steps=[1], prefix_authors=[[1, 1, 0]]
+    DecodeRequest(
+      [prompt], "never", max_new_tokens=6, prefixes=[prefix], prefix_steps=[1], prefix_authors=[[1, 1, 0]]
+    )
   )
   assert row.token_ids[:3] == prefix and row.authors[:3] == [TEACHER, TEACHER, STUDENT]
   assert set(row.authors[3:]) == {STUDENT} and len(row.token_ids) == 6
   assert (row.teacher_tokens, row.student_tokens) == (2, 4)
-  (plain,) = dec.generate([prompt], "never", max_new_tokens=6, prefixes=[prefix], prefix_steps=[1])
+  (plain,) = dec.generate(
+    DecodeRequest([prompt], "never", max_new_tokens=6, prefixes=[prefix], prefix_steps=[1])
+  )
   assert plain.authors[:3] == [STUDENT] * 3 and plain.token_ids == row.token_ids
 
 
@@ -58,14 +65,11 @@ def test_bad_prefix_authors_are_refused(models, authors):
   dec = GuidedDecoder(models[0])
   with pytest.raises(DecodeInputError, match="prefix_authors"):
     build_inputs(
-      [[5]],
+      DecodeRequest([[5]], "never", 8, prefixes=[[6, 7, 8]], prefix_authors=authors),
       [parse_policy("never")],
       dec.masks,
-      max_new_tokens=8,
       bucket=16,
       max_context=128,
-      prefixes=[[6, 7, 8]],
-      prefix_authors=authors,
     )
 
 
@@ -95,7 +99,43 @@ def test_triggers_on_the_students_side(bridge, trigger, window):
   fired, timed = _run(bridge, trigger), _run(bridge, window)
   for a, b in zip(fired, timed):
     assert (a.token_ids, a.authors, a.step_ids) == (b.token_ids, b.authors, b.step_ids)
-    assert len(a.step_uncertainty) >= 1 and all(len(m) == 3 for m in a.step_uncertainty)
+    if parse_policy(trigger).records_uncertainty():  # uncertainty triggers; random:P draws its own
+      assert len(a.step_uncertainty) >= 1 and all(len(m) == 3 for m in a.step_uncertainty)
+    else:
+      assert a.step_uncertainty == []
+
+
+RULE_FIELDS = (
+  "token_ids authors step_ids intervention_steps num_steps switches student_tokens teacher_tokens "
+  "completion teacher_text error policy"
+).split()
+
+
+def test_random_rows_record_the_same_fields_through_the_loop_and_the_bridge(tmp_path):
+  """One policy rule: a pair sharing a tokenizer, decoded by the one loop and by the text bridge
+  (teacher in text), gives random:P rows (and their never baseline) the same fields, including
+  which step starts record an uncertainty (random rows: none; never rows: every one)."""
+  from decode.bridge.teachers import LocalTeacher
+
+  s_dir, t_dir = tmp_path / "s", tmp_path / "t"
+  bridge_models.make_model(s_dir, seed=21, hidden=32, layers=2)
+  bridge_models.make_model(t_dir, seed=22, hidden=48, layers=3)
+  for d in (s_dir, t_dir):
+    bridge_models.make_tokenizer(d, list(range(bridge_models.WORDS)))
+  student, teacher = load_model(s_dir), load_model(t_dir)
+  loop, bridge = GuidedDecoder(student, teacher), BridgeDecoder(student, LocalTeacher(teacher))
+  prompts = bridge_models.PROMPTS * 2
+  policies = ["random:0.5"] * 6 + ["never", "random:0.5,budget=1"]
+  request = DecodeRequest(
+    loop.encode(prompts), policies, MAX_NEW, sampling=Sampling(seed=list(range(8))), texts=prompts
+  )
+  one, bridged = loop.generate(request), bridge.generate(request)
+  assert any(r.intervention_steps for r in one) and any(not r.intervention_steps for r in one[:6])
+  for a, b in zip(one, bridged):
+    assert [getattr(a, f) for f in RULE_FIELDS] == [getattr(b, f) for f in RULE_FIELDS], a.policy
+    assert len(a.step_uncertainty) == len(b.step_uncertainty), a.policy
+    assert np.allclose(a.step_uncertainty, b.step_uncertainty, atol=1e-4), a.policy
+    assert (a.step_uncertainty == []) == (a.policy != "never"), a.policy
 
 
 def test_never_rows_record_step_uncertainty(bridge):
@@ -117,10 +157,10 @@ def test_a_delimiter_after_a_hint_ends_the_step():
     delimiter=np.array([False, True, True]), content=np.array([True, False, True]), eos=np.zeros(3, bool)
   )
   continued = BridgeRow(
-    [9], "", parse_policy("hint:1,m=1"), (0.0, 0, 1.0, 0), [0], [1], [1], 0, at_start=False, content=True
+    [9], "", parse_policy("hint:1,m=1"), Sampling(), [0], [1], [1], 0, at_start=False, content=True
   )
   assert kept_tokens(continued, [1, 0, 2], [], masks, None) == (1, False)
-  fresh = BridgeRow([9], "", parse_policy("step:3"), (0.0, 0, 1.0, 0), [], [], [], 0)
+  fresh = BridgeRow([9], "", parse_policy("step:3"), Sampling(), [], [], [], 0)
   assert kept_tokens(fresh, [1, 0, 2, 0], [], masks, None) == (4, False)
 
 
@@ -147,7 +187,7 @@ def test_teacher_text_edge_cases(pair):
     ]
   )
   dec = BridgeDecoder(student, teacher)
-  (row,) = dec.generate(dec.encode(["xy"]), "step:1,n=2", max_new_tokens=12, texts=["xy"])
+  (row,) = dec.generate(DecodeRequest(dec.encode(["xy"]), "step:1,n=2", max_new_tokens=12, texts=["xy"]))
   tok = student.tokenizer
   assert teacher.prompts == ["xy", "xy\n", "xy\nab\n"]
   assert row.token_ids == tok("\nab\nc ", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]

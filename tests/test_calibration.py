@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+from decode.api import DecodeRequest
 from decode.core.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, parse_policy
 from decode.errors import PolicyError
 from decode.host.guided import GuidedDecoder
@@ -53,7 +54,7 @@ def test_rate_specs_parse_and_refuse_to_run_uncalibrated(pair):
   s, t = pair
   g = GuidedDecoder(s, t, step_delimiter="e")
   with pytest.raises(PolicyError, match="calibrate"):
-    g.generate(g.encode(["ab"]), "entropy:q=0.3", max_new_tokens=4)
+    g.generate(DecodeRequest(g.encode(["ab"]), "entropy:q=0.3", max_new_tokens=4))
 
 
 def _metrics(logits):
@@ -70,7 +71,7 @@ def test_student_only_rows_record_step_start_uncertainty(pair):
   g = GuidedDecoder(s, t, step_delimiter="e")
   ids = g.encode(["what is 3+4?", "hello there. x", "ab", "qq"])
   checked = 0
-  for prompt, r in zip(ids, g.generate(ids, "never", max_new_tokens=32)):
+  for prompt, r in zip(ids, g.generate(DecodeRequest(ids, "never", max_new_tokens=32))):
     starts = [j for j in range(len(r.token_ids)) if j == 0 or r.step_ids[j] != r.step_ids[j - 1]]
     assert len(r.step_uncertainty) == len(starts) >= 1
     for j, got in zip(starts, r.step_uncertainty):

@@ -8,6 +8,7 @@ import pytest
 import tiny_models
 import torch
 
+from decode.api import DecodeRequest
 from decode.host.guided import GuidedDecoder
 from model.errors import ModelLoadError
 from model.hf_import import load_model
@@ -98,7 +99,8 @@ def test_greedy_tokens_equal_the_directory_model(model_files):
   rows = {}
   for key, path in (("gguf", files["F32"]), ("dir", hf_dir)):
     rows[key] = [
-      r.token_ids for r in GuidedDecoder(load_model(path)).generate(prompts, "never", max_new_tokens=12)
+      r.token_ids
+      for r in GuidedDecoder(load_model(path)).generate(DecodeRequest(prompts, "never", max_new_tokens=12))
     ]
   assert rows["gguf"] == rows["dir"] and all(rows["gguf"])
 

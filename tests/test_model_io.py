@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tiny_models
 
+from decode.api import DecodeRequest
 from model.checkpoint import restore_params, save_params
 from model.errors import ModelLoadError
 from model.hf_import import load_model
@@ -167,6 +168,6 @@ def test_unrolled_layers_load_and_decode_like_scanned(model_dir):
   scanned, unrolled = load_model(model_dir), load_model(model_dir, scan_layers=False)
   assert "layers_0" in unrolled.params["params"] and not unrolled.cfg.scan_layers
   ids = GuidedDecoder(scanned).encode(["abc", "hello world"])
-  want = GuidedDecoder(scanned).generate(ids, "never", max_new_tokens=8)
-  got = GuidedDecoder(unrolled).generate(ids, "never", max_new_tokens=8)
+  want = GuidedDecoder(scanned).generate(DecodeRequest(ids, "never", max_new_tokens=8))
+  got = GuidedDecoder(unrolled).generate(DecodeRequest(ids, "never", max_new_tokens=8))
   assert [r.token_ids for r in got] == [r.token_ids for r in want]

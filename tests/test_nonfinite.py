@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from decode.api import DecodeRequest
 from decode.host.guided import GuidedDecoder
 
 PROMPTS = ["ab", "what is 3+4?", "hello zz", "qq"]
@@ -27,8 +28,8 @@ def test_rows_that_read_the_nan_stop_and_are_flagged(pair, with_teacher):
   broken = GuidedDecoder(_with_nan_embedding(s, z), t if with_teacher else None, step_delimiter="e")
   ids = clean.encode(PROMPTS)
   policies = ["never", "step:1", "never", "always"] if with_teacher else "never"
-  want = clean.generate(ids, policies, max_new_tokens=24)
-  got = broken.generate(ids, policies, max_new_tokens=24)
+  want = clean.generate(DecodeRequest(ids, policies, max_new_tokens=24))
+  got = broken.generate(DecodeRequest(ids, policies, max_new_tokens=24))
   flagged = 0
   for prompt, w, g in zip(ids, want, got):
     # The student's logits are NaN from the first position that reads z (in the prompt, or after it
@@ -56,7 +57,7 @@ def test_a_flagged_row_is_never_scored(pair, tmp_path):
     dec, ResultsStore(tmp_path / "r.jsonl"), DecodeSettings(batch_size=2, max_len=64, max_new_tokens=8)
   )
   problem = Problem("p/0", "zz", "5", None, "t")
-  res = dec.generate(dec.encode(["zz 5"]), "never", max_new_tokens=8)[0]
+  res = dec.generate(DecodeRequest(dec.encode(["zz 5"]), "never", max_new_tokens=8))[0]
   from decode.core.policy import parse_policy
   from experiments.sweep.grid import ModelEntry, SweepRow
 

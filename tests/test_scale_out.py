@@ -21,6 +21,7 @@ MESH_SCRIPT = textwrap.dedent("""
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax
     from configs.sharding_rules import REPLICATED, TENSOR_PARALLEL
+    from decode.api import DecodeRequest, Sampling
     from decode.host.guided import GuidedDecoder
     from model.hf_import import load_model
     from model.sharding import make_mesh, MeshError
@@ -35,22 +36,22 @@ MESH_SCRIPT = textwrap.dedent("""
       t = blocked(load_model(d + "/t", mesh=mesh, rules=TENSOR_PARALLEL))
       g = GuidedDecoder(s, t, step_delimiter="e", **kw)
       ids = g.encode(prompts)
-      res = g.generate(ids, policies, max_new_tokens=16, seeds=list(range(8)),
-                       temperature=[0.0, 0.0, 0.0, 1.0, 0.0, 0.7, 0.0, 1.0])
+      res = g.generate(DecodeRequest(ids, policies, 16, sampling=Sampling(seed=list(range(8)),
+                       temperature=[0.0, 0.0, 0.0, 1.0, 0.0, 0.7, 0.0, 1.0])))
       # fork mode's path: prefill prompt + the student's first tokens, then continue from the caches
-      base = g.generate(ids, "never", max_new_tokens=16, max_len=64)
+      base = g.generate(DecodeRequest(ids, "never", 16, max_len=64))
       pre = [r.token_ids[:3] for r in base]
       caches = g.prefill(ids, pre, max_len=64, batch_size=8)
       rows = [5, 0, 3]
-      forked = g.generate([ids[i] for i in rows], "step:2", max_new_tokens=16, max_len=64, batch_size=8,
-                          prefixes=[pre[i] for i in rows], caches=caches.rows(rows, 8))
+      forked = g.generate(DecodeRequest([ids[i] for i in rows], "step:2", 16, max_len=64, batch_size=8,
+                          prefixes=[pre[i] for i in rows], caches=caches.rows(rows, 8)))
       # a few-shot style shared prefix, prefilled once at batch 1 (replicated over 'data'), tiled to rows
       few = g.encode(["q: 1+2=? a: 3. q: 2+2=? a: 4.\\n" + p for p in prompts])
       shared = g.shared_prefix(few, max_len=64)
       assert shared is not None
-      kw2 = dict(max_new_tokens=16, max_len=64, seeds=list(range(8)), temperature=[0.0, 1.0] * 4)
-      with_prefix = g.generate(few, policies, shared_prefix=shared, **kw2)
-      without = g.generate(few, policies, **kw2)
+      kw2 = dict(max_new_tokens=16, max_len=64, sampling=Sampling(seed=list(range(8)), temperature=[0.0, 1.0] * 4))
+      with_prefix = g.generate(DecodeRequest(few, policies, shared_prefix=shared, **kw2))
+      without = g.generate(DecodeRequest(few, policies, **kw2))
       assert [(r.token_ids, r.authors) for r in with_prefix] == [(r.token_ids, r.authors) for r in without]
       return [(r.token_ids, r.authors) for r in res + forked + with_prefix]
     ref = run(None)

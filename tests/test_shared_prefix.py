@@ -2,6 +2,7 @@
 
 import pytest
 
+from decode.api import DecodeRequest, Sampling
 from decode.errors import DecodeInputError
 from decode.host.guided import GuidedDecoder
 from decode.host.prefix_caches import common_prefix
@@ -32,11 +33,13 @@ def test_common_prefix_leaves_each_prompt_its_last_token():
 
 @pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
 def test_rows_equal_a_run_without_the_shared_prefix(decoder, prompts, sampled):
-  sampling = dict(temperature=1.0, top_p=0.9, seeds=list(range(len(POLICIES)))) if sampled else {}
+  sampling = (
+    dict(sampling=Sampling(temperature=1.0, top_p=0.9, seed=list(range(len(POLICIES))))) if sampled else {}
+  )
   shared = decoder.shared_prefix(prompts, max_len=KW["max_len"])
   assert shared is not None and len(shared.tokens) >= 0.8 * min(len(p) for p in prompts)
-  plain = decoder.generate(prompts, POLICIES, **KW, **sampling)
-  cached = decoder.generate(prompts, POLICIES, **KW, **sampling, shared_prefix=shared)
+  plain = decoder.generate(DecodeRequest(prompts, POLICIES, **KW, **sampling))
+  cached = decoder.generate(DecodeRequest(prompts, POLICIES, **KW, **sampling, shared_prefix=shared))
   for a, b in zip(plain, cached):
     assert (a.token_ids, a.authors, a.step_ids) == (b.token_ids, b.authors, b.step_ids), a.policy
     # Neither model re-reads the prefix: the teacher's forwards skip exactly its positions.
@@ -48,7 +51,7 @@ def test_rows_equal_a_run_without_the_shared_prefix(decoder, prompts, sampled):
 def test_fork_prefill_and_cached_rows_start_after_the_shared_prefix(decoder, prompts):
   """Fork mode: the prefill of prompt + student run starts from the shared prefix; timings equal plain."""
   shared = decoder.shared_prefix(prompts, max_len=KW["max_len"])
-  base = decoder.generate(prompts, "never", **KW)
+  base = decoder.generate(DecodeRequest(prompts, "never", **KW))
   caches = decoder.prefill(
     prompts, [r.token_ids for r in base], max_len=128, batch_size=8, shared_prefix=shared
   )
@@ -56,9 +59,11 @@ def test_fork_prefill_and_cached_rows_start_after_the_shared_prefix(decoder, pro
   assert rows
   prefixes = [base[i].token_ids[: base[i].step_ids.index(2)] for i in rows]
   sub = [prompts[i] for i in rows]
-  plain = decoder.generate(sub, "step:2", **KW)
+  plain = decoder.generate(DecodeRequest(sub, "step:2", **KW))
   forked = decoder.generate(
-    sub, "step:2", **KW, prefixes=prefixes, prefix_steps=[1] * len(rows), caches=caches.rows(rows, 8)
+    DecodeRequest(
+      sub, "step:2", **KW, prefixes=prefixes, prefix_steps=[1] * len(rows), caches=caches.rows(rows, 8)
+    )
   )
   for a, b in zip(plain, forked):
     assert (a.token_ids, a.authors) == (b.token_ids, b.authors)
@@ -69,9 +74,9 @@ def test_one_compiled_loop_with_and_without_the_prefix(pair, prompts):
   s, t = pair
   g = GuidedDecoder(s, t, step_delimiter="e", teacher_chunk=8, prefill_chunk=16)
   shared = g.shared_prefix(prompts, max_len=KW["max_len"])
-  g.generate(prompts, POLICIES, **KW)
+  g.generate(DecodeRequest(prompts, POLICIES, **KW))
   compiles = g.compiles
-  g.generate(prompts, POLICIES, **KW, shared_prefix=shared)
+  g.generate(DecodeRequest(prompts, POLICIES, **KW, shared_prefix=shared))
   assert g.compiles == compiles
 
 
@@ -79,7 +84,9 @@ def test_prompts_that_do_not_start_with_the_prefix_are_refused(decoder, prompts)
   shared = decoder.shared_prefix(prompts, max_len=KW["max_len"])
   other = decoder.encode(["something else entirely, long enough to matter: " + QUESTIONS[0]])
   with pytest.raises(DecodeInputError, match="does not start with the shared prefix"):
-    decoder.generate(other, "never", max_new_tokens=20, max_len=128, shared_prefix=shared)
+    decoder.generate(DecodeRequest(other, "never", max_new_tokens=20, max_len=128, shared_prefix=shared))
   with pytest.raises(DecodeInputError, match="max_len=128"):
-    decoder.generate(prompts[:1], "never", max_new_tokens=20, max_len=192, shared_prefix=shared)
+    decoder.generate(
+      DecodeRequest(prompts[:1], "never", max_new_tokens=20, max_len=192, shared_prefix=shared)
+    )
   assert decoder.shared_prefix([p[:10] for p in prompts], max_len=128) is None  # too short to be worth it

@@ -1,7 +1,7 @@
 """The text bridge: a teacher with another tokenizer writes steps of the student's chain of thought.
 
     decoder = BridgeDecoder(student, LocalTeacher(teacher))            # or ServedTeacher(url)
-    rows = decoder.generate(prompt_ids, "step:1", max_new_tokens=128, texts=prompt_texts)
+    rows = decoder.generate(DecodeRequest(prompt_ids, "step:1", 128, texts=prompt_texts))
 
 Ids of two tokenizers cannot share a loop, but text can cross at step boundaries. Rows go in rounds:
 
@@ -19,9 +19,10 @@ A boundary costs: one teacher request per row that needs it (sent together), the
 prompt + text so far (`teacher_read`, no cache across boundaries unless the server keeps a prefix
 cache), and the student re-reading its prompt + completion in the next loop call.
 
-Triggers are decided on the student's side: the student decoder is the student paired with itself
-as an idle teacher, so the loop records its (entropy, max prob, margin) at every step start; a
-trigger that fires at a step start cuts the student's tokens there and hands that step over.
+Triggers are decided on the student's side, by the policy's one rule (`PolicyRule`): the student
+decoder runs the student alone on policy never, whose rows record its (entropy, max prob, margin)
+at every step start; a trigger that fires at a step start cuts the student's tokens there and hands
+that step over.
 """
 
 from __future__ import annotations
@@ -29,33 +30,33 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import jax
 import numpy as np
 
+from decode.api import DecodeRequest, Sampling
 from decode.bridge.rows import BridgeResult, BridgeRow, append_student, kept_tokens
-from decode.bridge.teachers import Completion, CompletionRequest
-from decode.core import loop as loop_lib
+from decode.bridge.teachers import Completion, CompletionRequest, TextTeacher
 from decode.core.advance import prefix_step_ids
 from decode.core.policy import PolicyArrays
-from decode.core.sampling import position_key, row_keys
+from decode.core.sampling import policy_uniform, row_keys
 from decode.core.state import STUDENT, TEACHER
 from decode.errors import DecodeInputError
 from decode.host.batching import NO_STEP_LIMIT, check_positive_int, resolve_policies
 from decode.host.guided import GuidedDecoder
 from decode.host.options import DecodeOptions
-from decode.host.prefix_caches import SharedPrefix
+from decode.host.prefix_caches import PrefixCaches, SharedPrefix
 from model.lm import LanguageModel
 
 
 class BridgeDecoder:
-  """A student in the compiled loop and a teacher behind `complete(requests)`, joined by text."""
+  """A student in the compiled loop and a teacher behind `complete(requests)`, joined by text (a
+  `Decoder`; it has no prefill caches to fork from)."""
 
-  takes_texts = True  # generate(texts=...): the prompt text the teacher reads
+  can_fork = False
 
   def __init__(
     self,
     student: LanguageModel,
-    teacher,
+    teacher: TextTeacher,
     options: DecodeOptions | None = None,
     *,
     mesh=None,
@@ -63,18 +64,8 @@ class BridgeDecoder:
     **overrides,
   ):
     opts = dataclasses.replace(options or DecodeOptions(), **overrides)
-    # The student paired with itself: the idle teacher never runs (every call is policy never), but
-    # the loop then records the student's uncertainty at each step start (triggers, calibration).
-    # Its cache is allocated, never filled; no sub-batch forwards are compiled for it.
-    self.student_decoder = GuidedDecoder(
-      student,
-      student,
-      opts,
-      mesh=mesh,
-      student_rules=student_rules,
-      teacher_rules=student_rules,
-      teacher_sub_batches=0,
-    )
+    # The student alone: its policy-never rows record its step-start uncertainty (triggers).
+    self.student_decoder = GuidedDecoder(student, None, opts, mesh=mesh, student_rules=student_rules)
     self.student, self.teacher, self.options = student, teacher, opts
     self.tokenizer = student.tokenizer
     self.masks = self.student_decoder.masks
@@ -82,7 +73,7 @@ class BridgeDecoder:
 
   @property
   def compiles(self) -> int:
-    return self.student_decoder.compiles + getattr(self.teacher, "compiles", 0)
+    return self.student_decoder.compiles + self.teacher.compiles
 
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
     return self.student_decoder.encode(texts)
@@ -99,63 +90,61 @@ class BridgeDecoder:
   def shared_prefix(self, prompts: Sequence[Sequence[int]], *, max_len: int) -> SharedPrefix | None:
     return self.student_decoder.shared_prefix(prompts, max_len=max_len)
 
-  def generate(
-    self,
-    prompts: Sequence[Sequence[int]],
-    policies,
-    *,
-    max_new_tokens: int,
-    temperature=0.0,
-    top_k=0,
-    top_p=1.0,
-    seeds=0,
-    max_steps: int | None = None,
-    prefixes: Sequence[Sequence[int]] | None = None,
-    prefix_steps: Sequence[int] | None = None,
-    max_len: int | None = None,
-    batch_size: int | None = None,
-    caches=None,
-    shared_prefix: SharedPrefix | None = None,
-    texts: Sequence[str] | None = None,
-  ) -> list[BridgeResult]:
-    """GuidedDecoder.generate's contract, in rounds (see the module docstring).
+  def prefill(self, prompts, prefixes, *, max_len, batch_size=None, shared_prefix=None) -> PrefixCaches:
+    raise DecodeInputError(
+      "the text bridge has no prefill caches to fork from (its teacher reads text); run its rows "
+      "without fork mode (sweeps do so by themselves)"
+    )
 
-    texts: the prompts as text, for the teacher (default: the student's decoding of its ids).
-    max_len / batch_size: the student's loop shape, one for every round.
+  def generate(self, request: DecodeRequest) -> list[BridgeResult]:
+    """`Decoder.generate`, in rounds (see the module docstring).
+
+    request.texts: the prompts as text, for the teacher (default: the student's decoding of its ids).
+    request.max_len / batch_size: the student's loop shape, one for every round.
     """
+    prompts, max_new_tokens, max_steps = request.prompts, request.max_new_tokens, request.max_steps
     n = len(prompts)
     if n == 0:
       return []
-    if caches is not None:
+    if request.caches is not None:
       raise DecodeInputError("the text bridge starts from no prefill caches (fork mode); run its rows plain")
     check_positive_int("max_new_tokens", max_new_tokens)
     if max_steps is not None:
       check_positive_int("max_steps", max_steps)
-    pols = resolve_policies(policies, n, has_teacher=True)
+    pols = resolve_policies(request.policies, n, has_teacher=True)
     PolicyArrays.stack(pols)  # uncalibrated `q=` triggers are refused here, as by the loop
     self.check_steps(pols, max_steps)
+    texts = request.texts
     texts = (
       list(texts)
       if texts is not None
       else [self.tokenizer.decode(p, skip_special_tokens=True) for p in prompts]
     )
-    prefixes = [list(q) for q in prefixes] if prefixes is not None else [[] for _ in range(n)]
-    prefix_steps = list(prefix_steps) if prefix_steps is not None else [0] * n
+    prefixes = [list(q) for q in request.prefixes] if request.prefixes is not None else [[] for _ in range(n)]
+    prefix_steps = list(request.prefix_steps) if request.prefix_steps is not None else [0] * n
     if not len(texts) == len(prefixes) == len(prefix_steps) == n:
       raise DecodeInputError(
         f"{len(texts)} texts / {len(prefixes)} prefixes / {len(prefix_steps)} prefix_steps for {n} prompts"
       )
-    per_row = [np.broadcast_to(np.asarray(v), (n,)).tolist() for v in (temperature, top_k, top_p, seeds)]
     rows = [
-      BridgeRow(list(p), t, pol, tuple(s), list(q), [STUDENT] * len(q), prefix_step_ids(q, self.masks), k)
-      for p, t, pol, s, q, k in zip(prompts, texts, pols, zip(*per_row), prefixes, prefix_steps)
+      BridgeRow(
+        list(p),
+        t,
+        pol,
+        request.sampling.row(i),
+        list(q),
+        [STUDENT] * len(q),
+        prefix_step_ids(q, self.masks),
+        k,
+      )
+      for i, (p, t, pol, q, k) in enumerate(zip(prompts, texts, pols, prefixes, prefix_steps))
     ]
     for r in rows:
       self._check_done(r, max_new_tokens, max_steps, None)
     shape = dict(
-      max_len=max_len or self.buffer_length(max(map(len, prompts)), max_new_tokens),
-      batch_size=batch_size or n,
-      shared_prefix=shared_prefix,
+      max_len=request.max_len or self.buffer_length(max(map(len, prompts)), max_new_tokens),
+      batch_size=request.batch_size or n,
+      shared_prefix=request.shared_prefix,
     )
     for _ in range(4 * max_new_tokens + 8):  # each round moves every live row on (a guard, not a limit)
       live = [r for r in rows if not r.done]
@@ -181,10 +170,10 @@ class BridgeDecoder:
           prompt=r.text + self.tokenizer.decode(r.ids, skip_special_tokens=True),
           max_tokens=min(r.policy.token_limit - r.step_teacher_tokens, max_new - len(r.ids)),
           stop=(delimiter,),
-          temperature=r.sampling[0],
-          top_k=r.sampling[1],
-          top_p=r.sampling[2],
-          seed=r.sampling[3],
+          temperature=r.sampling.temperature,
+          top_k=r.sampling.top_k,
+          top_p=r.sampling.top_p,
+          seed=r.sampling.seed,
         )
         for r in rows
       ]
@@ -230,18 +219,17 @@ class BridgeDecoder:
       nxt = r.next_window_step()
       limits.append(min(max_steps or NO_STEP_LIMIT, nxt - 1 if nxt is not None else NO_STEP_LIMIT))
     out = self.student_decoder.generate(
-      [r.prompt for r in rows],
-      "never",
-      max_new_tokens=max_new,
-      temperature=[r.sampling[0] for r in rows],
-      top_k=[r.sampling[1] for r in rows],
-      top_p=[r.sampling[2] for r in rows],
-      seeds=[r.sampling[3] for r in rows],
-      max_steps=limits if any(x < NO_STEP_LIMIT for x in limits) else None,
-      prefixes=[r.ids for r in rows],
-      prefix_steps=[r.steps_done for r in rows],
-      prefix_authors=[r.authors for r in rows],
-      **shape,
+      DecodeRequest(
+        [r.prompt for r in rows],
+        "never",
+        max_new,
+        sampling=Sampling.of_rows([r.sampling for r in rows]),
+        max_steps=limits if any(x < NO_STEP_LIMIT for x in limits) else None,
+        prefixes=[r.ids for r in rows],
+        prefix_steps=[r.steps_done for r in rows],
+        prefix_authors=[r.authors for r in rows],
+        **shape,
+      )
     )
     for r, res in zip(rows, out):
       new = res.token_ids[len(r.ids) :]
@@ -281,6 +269,5 @@ def encode_piece(tokenizer, text: str) -> list[int]:
 
 def _policy_uniform(r: BridgeRow, position: int) -> float:
   """The loop's policy draw (random:P) for this row at a position: same key, same stream."""
-  keys = row_keys(np.asarray([r.sampling[3]], np.int32))
-  key = position_key(keys, np.asarray([position], np.int32), loop_lib._POLICY_STREAM)[0]
-  return float(jax.random.uniform(key))
+  keys = row_keys(np.asarray([r.sampling.seed], np.int32))
+  return float(policy_uniform(keys, np.asarray([position], np.int32))[0])

@@ -10,8 +10,9 @@ import dataclasses
 
 import numpy as np
 
+from decode.api import Sampling
 from decode.core.advance import step_boundary
-from decode.core.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, TRIGGER_RANDOM, Policy
+from decode.core.policy import Policy
 from decode.core.state import STUDENT, TEACHER
 from decode.core.vocab import VocabMasks
 from decode.host.results import RowResult
@@ -31,7 +32,7 @@ class BridgeRow:
   prompt: list[int]  # the prompt in the student's tokens
   text: str  # the prompt text the teacher reads
   policy: Policy
-  sampling: tuple[float, int, float, int]  # temperature, top_k, top_p, seed
+  sampling: Sampling  # this row's
   ids: list[int]  # generated tokens so far (student's tokenizer; a forked prefix included)
   authors: list[int]
   step_ids: list[int]
@@ -48,17 +49,13 @@ class BridgeRow:
   round_trips: int = 0
   uncertainty: list[list[float]] = dataclasses.field(default_factory=list)
 
-  def in_window(self) -> bool:
-    k = self.steps_done + 1
-    return self.policy.step_lo <= k < self.policy.step_hi
-
   def teachers_turn(self) -> bool:
-    return not self.done and (self.writer == TEACHER or (self.at_start and self.in_window()))
+    window = self.policy.in_window(self.steps_done + 1)
+    return not self.done and (self.writer == TEACHER or (self.at_start and window))
 
   def next_window_step(self) -> int | None:
     """The first step after the coming one that the window gives the teacher."""
-    k = max(self.policy.step_lo, self.steps_done + 2)
-    return k if k < self.policy.step_hi else None
+    return self.policy.next_window_step(self.steps_done)
 
   def append(self, ids: list[int], author: int, ended: bool) -> None:
     """Tokens of the current step (author's); `ended`: they close it."""
@@ -95,26 +92,13 @@ class BridgeRow:
 
 
 def trigger_fires(row: BridgeRow, metric: list[float] | None, uniform) -> bool:
-  """The loop's trigger rule at a step start, from the student's (entropy, max prob, margin) there.
-
-  Trigger policies have no timing window (the grammar), so only the budget limits them.
-  """
+  """The policy's trigger rule (`PolicyRule.trigger_fires`, as in the loop) at a step start, from
+  the student's (entropy, max prob, margin) there (None: not computed). `uniform()`: the policy's
+  draw at this position, asked only of a random trigger (a device call on the host)."""
   p = row.policy
-  if p.trigger == 0 or row.triggered >= p.budget:
-    return False
-  if p.trigger == TRIGGER_RANDOM:
-    return bool(uniform() < p.threshold)
-  if metric is None or p.trigger not in (TRIGGER_ENTROPY, TRIGGER_MAXPROB, TRIGGER_MARGIN):
-    return False
-  entropy, maxprob, margin = metric
-  if p.trigger == TRIGGER_ENTROPY:
-    return entropy > p.threshold
-  return (maxprob if p.trigger == TRIGGER_MAXPROB else margin) < p.threshold
-
-
-def records_uncertainty(policy: Policy) -> bool:
-  """Rows whose step-start uncertainty is recorded: student-only and trigger rows (as in the loop)."""
-  return policy.trigger != 0 or policy.step_hi <= policy.step_lo
+  u = uniform() if p.random_trigger() else float("nan")
+  entropy, maxprob, margin = metric if metric is not None else (float("nan"),) * 3
+  return bool(p.trigger_fires(row.steps_done + 1, entropy, maxprob, margin, u, row.triggered))
 
 
 def kept_tokens(
@@ -136,7 +120,7 @@ def kept_tokens(
     if loop_start:
       metric, m = (metrics[m] if m < len(metrics) else None), m + 1
     if true_start:
-      if metric is not None and records_uncertainty(row.policy):
+      if metric is not None and row.policy.records_uncertainty():
         row.uncertainty.append(metric)
       if trigger_fires(row, metric, lambda: uniform_at(j)):
         return j, True

@@ -15,10 +15,11 @@ string), at the model's EOS ("stop", `stop_reason` None), or after max_tokens ("
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
+from decode.api import DecodeRequest, Sampling
 from decode.errors import DecodeInputError
 from decode.host.guided import GuidedDecoder
 from decode.host.options import DecodeOptions
@@ -48,6 +49,16 @@ class Completion:
   @property
   def at_eos(self) -> bool:
     return self.finish_reason == "stop" and self.stop_reason is None
+
+
+class TextTeacher(Protocol):
+  """A teacher as the bridge sees it: `complete` answers each request (one batched call), and
+  `compiles` counts the loop compilations it caused here (0 for a server)."""
+
+  @property
+  def compiles(self) -> int: ...
+
+  def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion]: ...
 
 
 def cut_at_stop(tokenizer, ids: list[int], stops: Sequence[str]) -> tuple[str, str | None, int]:
@@ -127,16 +138,16 @@ class LocalTeacher:
     budget = [min(r.max_tokens, context - len(p)) for r, p in zip(reqs, ids)]
     one_step = bool(stops) and bool(np.any(dec.masks.delimiter))  # the stop fits in one token
     n = len(reqs)
+    sampling = Sampling.of_rows([Sampling(r.temperature, r.top_k, r.top_p, r.seed) for r in reqs])
     res = dec.generate(
-      ids,
-      "never",
-      max_new_tokens=budget,
-      temperature=[r.temperature for r in reqs],
-      top_k=[r.top_k for r in reqs],
-      top_p=[r.top_p for r in reqs],
-      seeds=[r.seed for r in reqs],
-      max_steps=1 if one_step else None,
-      batch_size=max(n, self.batch_size or 1 << (n - 1).bit_length()),
+      DecodeRequest(
+        ids,
+        "never",
+        budget,
+        sampling=sampling,
+        max_steps=1 if one_step else None,
+        batch_size=max(n, self.batch_size or 1 << (n - 1).bit_length()),
+      )
     )
     out = []
     for p, r in zip(ids, res):

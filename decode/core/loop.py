@@ -10,14 +10,14 @@ costs nothing. The whole thing is one pure function of (models, inputs, caches),
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from decode.core import policy as pol
 from decode.core.advance import advance
-from decode.core.sampling import position_key, row_keys, sample_tokens
+from decode.core.sampling import SAMPLE_STREAM, policy_uniform, position_key, row_keys, sample_tokens
 from decode.core.state import (
   PROMPT,
   STUDENT,
@@ -34,8 +34,6 @@ from decode.core.state import (
   zeros_i32,
 )
 from model.lm import forward
-
-_SAMPLE_STREAM, _POLICY_STREAM = 0, 1
 
 
 def _take(buf, idx):
@@ -55,35 +53,21 @@ def _uncertainty(logits):
   return entropy, first, first - second
 
 
-def _policy_wants_teacher(s: LoopState, inp: LoopInputs, keys, student_logits):
-  """At a step start: (teacher writes the coming step [B], it was a trigger [B], the student's
-  (entropy, max prob, margin) [B, 3], NaN where not computed)."""
-  p, st = inp.policy, s.step
-  k = st.steps_done + 1  # the coming step, 1-based
-  in_window = (k >= p.step_lo) & (k < p.step_hi)
-  # The vocabulary-wide softmax only runs when a row at a step start has an uncertainty trigger, or
-  # is a student-only (`never`) row, whose recorded step-start uncertainties calibrate `q=` triggers.
-  is_metric = (p.trigger >= pol.TRIGGER_ENTROPY) & (p.trigger <= pol.TRIGGER_MARGIN)
-  is_never = (p.trigger == pol.TRIGGER_NONE) & (p.step_hi <= p.step_lo)
-  uses_metric = st.at_step_start & ~st.done & (is_metric | is_never)
+def _step_start_uncertainty(s: LoopState, p, student_logits):
+  """The student's (entropy, max prob, margin) [B] each at a step start, NaN where not computed.
+
+  The vocabulary-wide softmax runs only when a row at a step start records it (`records_uncertainty`:
+  uncertainty triggers and student-only rows, whose values calibrate `q=` triggers)."""
+  st = s.step
+  records = p.records_uncertainty()  # [B]
+  uses = st.at_step_start & ~st.done & records
   B = student_logits.shape[0]
-  entropy, maxprob, margin = jax.lax.cond(
-    jnp.any(uses_metric), _uncertainty, lambda _: (jnp.full((B,), jnp.nan),) * 3, student_logits
-  )
-  u = jax.vmap(lambda key: jax.random.uniform(key))(position_key(keys, s.buffers.length, _POLICY_STREAM))
-  fires = (
-    (p.trigger == pol.TRIGGER_ENTROPY) & (entropy > p.threshold)
-    | (p.trigger == pol.TRIGGER_MAXPROB) & (maxprob < p.threshold)
-    | (p.trigger == pol.TRIGGER_MARGIN) & (margin < p.threshold)
-    | (p.trigger == pol.TRIGGER_RANDOM) & (u < p.threshold)
-  )
-  fires &= (st.triggered < p.budget) & ~in_window
+  nan = (jnp.full((B,), jnp.nan),) * 3
+  entropy, maxprob, margin = jax.lax.cond(jnp.any(uses), _uncertainty, lambda _: nan, student_logits)
   # Recorded only for the rows that compute them for themselves, so whether a row carries them never
   # depends on the other rows of its batch.
-  metrics = jnp.where(
-    (is_metric | is_never)[:, None], jnp.stack([entropy, maxprob, margin], axis=-1), jnp.nan
-  )
-  return in_window | fires, fires, metrics
+  recorded = jnp.where(records[:, None], jnp.stack([entropy, maxprob, margin], axis=-1), jnp.nan)
+  return (entropy, maxprob, margin), recorded  # recorded [B, 3]
 
 
 def catch_up(model: LoopModel, tokens, cache, seen, target, chunk: int, buckets: tuple[int, ...] = ()):
@@ -273,13 +257,15 @@ def _iteration(
   s_logits = s_logits[:, 0, : lc.vocab_size]  # [B, V]
 
   # 2. Who writes: the policy decides at step starts; a hint hands back after token_limit tokens.
-  writer, fired, metrics = st.writer, jnp.zeros((B,), bool), jnp.full((B, 3), jnp.nan)
+  p = inp.policy
+  uncertainty, metrics = _step_start_uncertainty(s, p, s_logits)
+  writer, fired = st.writer, jnp.zeros((B,), bool)
   if lc.has_teacher:
-    wants, fired, metrics = _policy_wants_teacher(s, inp, keys, s_logits)
+    uniform = policy_uniform(keys, b.length)  # [B]
+    wants, fired = p.teacher_writes(st.steps_done + 1, *uncertainty, uniform, st.triggered)
     writer = jnp.where(st.at_step_start, wants.astype(jnp.int32), st.writer)
     fired &= st.at_step_start
-    over_limit = (writer == TEACHER) & (st.step_teacher_tokens >= inp.policy.token_limit)
-    writer = jnp.where(over_limit, STUDENT, writer)
+    writer = jnp.where((writer == TEACHER) & p.hands_back(st.step_teacher_tokens), STUDENT, writer)
   writer = jnp.where(active, writer, STUDENT)
   need = (writer == TEACHER) & active
 
@@ -304,7 +290,7 @@ def _iteration(
   # 4. Sample; a row's key at a position is shared by runs that differ only in policy.
   sp = inp.sampling
   tok = sample_tokens(
-    logits, sp.temperature, sp.top_k, sp.top_p, position_key(keys, b.length, _SAMPLE_STREAM)
+    logits, sp.temperature, sp.top_k, sp.top_p, position_key(keys, b.length, SAMPLE_STREAM)
   )  # [B]
 
   # 5. Write and account.
@@ -339,6 +325,22 @@ def jitted_prefill(model: LoopModel, tokens, cache, target, chunk: int):
   return catch_up(model, tokens, cache, jnp.zeros_like(target), target, chunk)[0]
 
 
-def loop_executables() -> int:
-  """Compiled variants of the loop so far (jit's own cache): a sweep that recompiles shows here."""
-  return jitted_loop._cache_size()
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax.monitoring: one per executable built
+
+
+@contextlib.contextmanager
+def counting_compiles(fun=run_loop):
+  """Counts the executables XLA builds for `fun` (jitted) while the block runs: a list whose one
+  element the block reads after it. Read from jax.monitoring's compile events, so a recompile of
+  the loop (a new shape, or new input layouts) shows, and cache hits do not."""
+  name, built = f"jit({fun.__name__})", [0]
+
+  def listen(event: str, _duration: float, **meta) -> None:
+    if event == _COMPILE_EVENT and meta.get("fun_name") == name:
+      built[0] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield built
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)

@@ -16,6 +16,7 @@ Spec strings (CLI and configs):
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 import flax.struct
@@ -35,8 +36,60 @@ _TRIGGERS = {
 }
 
 
+class PolicyRule:
+  """The one policy rule, written once over plain operators (comparisons, `&`, `|`; no `~`, no
+  `where`), so the same code runs on a host `Policy` (Python scalars), on host rows of
+  `PolicyArrays` (numpy: the text bridge) and on traced `PolicyArrays` inside the loop (jnp).
+
+  `step` is the coming step (1-based). Uncertainties not computed are NaN, and compare False.
+  """
+
+  def student_only(self):
+    """The teacher never writes: no timing window and no trigger (`never`)."""
+    return (self.trigger == TRIGGER_NONE) & (self.step_hi <= self.step_lo)
+
+  def uncertainty_trigger(self):
+    """Fires on the student's step-start uncertainty (entropy, max prob or margin)."""
+    return (self.trigger >= TRIGGER_ENTROPY) & (self.trigger <= TRIGGER_MARGIN)
+
+  def random_trigger(self):
+    """Fires on the policy's own uniform draw (random:P, the matched control)."""
+    return self.trigger == TRIGGER_RANDOM
+
+  def records_uncertainty(self):
+    """Rows that record the student's step-start uncertainty: the rows that compute it for
+    themselves (uncertainty triggers) and student-only rows (their values calibrate `q=` triggers).
+    A random:P row does not read it, so it records none: a row's fields never depend on its batch."""
+    return self.uncertainty_trigger() | self.student_only()
+
+  def in_window(self, step):
+    """The timing window gives the coming step to the teacher."""
+    return (step >= self.step_lo) & (step < self.step_hi)
+
+  def trigger_fires(self, step, entropy, maxprob, margin, uniform, triggered):
+    """A trigger gives the coming step to the teacher: it fires, its budget has room, and the
+    step is not the window's already. `triggered`: steps the trigger gave away so far."""
+    fires = (
+      (self.trigger == TRIGGER_ENTROPY) & (entropy > self.threshold)
+      | (self.trigger == TRIGGER_MAXPROB) & (maxprob < self.threshold)
+      | (self.trigger == TRIGGER_MARGIN) & (margin < self.threshold)
+      | (self.trigger == TRIGGER_RANDOM) & (uniform < self.threshold)
+    )
+    outside_window = (step < self.step_lo) | (step >= self.step_hi)
+    return fires & (triggered < self.budget) & outside_window
+
+  def teacher_writes(self, step, entropy, maxprob, margin, uniform, triggered):
+    """At a step start: (the teacher writes the coming step, a trigger gave it away)."""
+    fired = self.trigger_fires(step, entropy, maxprob, margin, uniform, triggered)
+    return self.in_window(step) | fired, fired
+
+  def hands_back(self, step_teacher_tokens):
+    """The teacher has written its token limit of this step (a hint): the student writes the rest."""
+    return step_teacher_tokens >= self.token_limit
+
+
 @dataclasses.dataclass(frozen=True)
-class Policy:
+class Policy(PolicyRule):
   """One row's policy, host side. `spec` is the canonical string."""
 
   spec: str
@@ -52,7 +105,7 @@ class Policy:
 
   @property
   def needs_teacher(self) -> bool:
-    return self.step_hi > self.step_lo or self.trigger != TRIGGER_NONE
+    return not self.student_only()
 
   @property
   def needs_calibration(self) -> bool:
@@ -62,9 +115,62 @@ class Policy:
     """The same policy (same spec, so the same rows) with its threshold resolved."""
     return dataclasses.replace(self, threshold=float(threshold))
 
+  @property
+  def uncertainty_column(self) -> int | None:
+    """Column of a row's `step_uncertainty` ([entropy, max prob, margin]) this trigger reads."""
+    return self.trigger - TRIGGER_ENTROPY if self.uncertainty_trigger() else None
+
+  @property
+  def fires_above(self) -> bool:
+    """The trigger fires above its threshold (entropy), not below it (max prob, margin, random)."""
+    return self.trigger == TRIGGER_ENTROPY
+
+  @property
+  def fixed_timing(self) -> bool:
+    """Steps given by the timing window alone (never, always, step:K, hint:K): no trigger."""
+    return self.trigger == TRIGGER_NONE
+
+  def next_window_step(self, steps_done: int) -> int | None:
+    """The first step after the coming one (steps_done + 1) that the window gives the teacher."""
+    k = max(self.step_lo, steps_done + 2)
+    return k if k < self.step_hi else None
+
+  @property
+  def whole_step(self) -> int | None:
+    """K of a "teacher writes all of step K, once" policy ('step:K', 'step:K,n=1'), else None:
+    the points of the paper's step curve (never, always, n > 1, hints and triggers give None)."""
+    single = self.fixed_timing and 1 <= self.step_lo and self.step_hi == self.step_lo + 1
+    return self.step_lo if single and self.token_limit == int(NO_LIMIT) else None
+
+  @property
+  def last_teacher_step(self) -> int | None:
+    """The last step a fixed-timing policy lets the teacher write (K for step:K and hint:K, K+N-1
+    for step:K,n=N); None for never, always and triggers (no fixed last step)."""
+    fixed = self.fixed_timing and 1 <= self.step_lo < self.step_hi < int(NO_LIMIT)
+    return self.step_hi - 1 if fixed else None
+
+  @property
+  def forkable(self) -> bool:
+    """A pure timing policy whose rows can start from the student's own run: the teacher cannot act
+    before step `step_lo` (>= 2), or never acts."""
+    return self.fixed_timing and (self.step_lo >= 2 or self.step_hi <= self.step_lo)
+
+  def reading_order(self) -> tuple:
+    """Tables' order: never, step:1..K (and step:K,n=N), hints, triggers (entropy, maxprob, margin,
+    random), always last; within a family by the policy's numbers, no limit counting as infinite."""
+    limit = lambda v: math.inf if v >= int(NO_LIMIT) else float(v)
+    if not self.fixed_timing:
+      return (2 + self.trigger, (self.threshold, limit(self.budget), limit(self.token_limit)), self.spec)
+    if self.student_only():
+      return (0, (), self.spec)
+    if self.step_hi >= int(NO_LIMIT):
+      return (9, (), self.spec)
+    rank = 1 if self.token_limit >= int(NO_LIMIT) else 2
+    return (rank, (self.step_lo, self.step_hi - self.step_lo, limit(self.token_limit)), self.spec)
+
 
 @flax.struct.dataclass
-class PolicyArrays:
+class PolicyArrays(PolicyRule):
   """Per-row policy parameters, all [B]: traced, so changing them never recompiles."""
 
   step_lo: jnp.ndarray

@@ -15,9 +15,19 @@ def row_keys(seeds: jnp.ndarray) -> jax.Array:
   return jax.vmap(jax.random.key)(seeds)
 
 
+# Independent random streams of a row at a position: the token draw and the policy's own draw
+# (random:P). The loop and the text bridge both draw through these, so their rows agree.
+SAMPLE_STREAM, POLICY_STREAM = 0, 1
+
+
 def position_key(keys: jax.Array, positions: jnp.ndarray, stream: int) -> jax.Array:
   """Key of each row at a position; runs that differ only in policy share it (paired comparisons)."""
   return jax.vmap(lambda k, p: jax.random.fold_in(jax.random.fold_in(k, p), stream))(keys, positions)
+
+
+def policy_uniform(keys: jax.Array, positions: jnp.ndarray) -> jax.Array:
+  """keys [B], positions [B] -> [B] uniform draws of the policy stream (random:P fires below P)."""
+  return jax.vmap(jax.random.uniform)(position_key(keys, positions, POLICY_STREAM))
 
 
 def _filtered_logits(logits, temperature, top_k, top_p):

@@ -8,10 +8,10 @@ so a sweep over policies, thresholds, seeds and sampling parameters reuses one c
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 
+from decode.api import DecodeRequest
 from decode.core.advance import prefix_step_ids
 from decode.core.policy import Policy, PolicyArrays, parse_policy
 from decode.core.state import (
@@ -73,37 +73,32 @@ def check_limits(max_new_tokens, max_steps) -> None:
 
 
 def build_inputs(
-  prompts: Sequence[Sequence[int]],
+  request: DecodeRequest,
   policies: list[Policy],
   vocab: VocabMasks,
   *,
-  max_new_tokens,
   bucket: int,
   max_context: int,
-  temperature=0.0,
-  top_k=0,
-  top_p=1.0,
-  seeds=0,
-  max_steps: int | None = None,
-  prefixes: Sequence[Sequence[int]] | None = None,
-  prefix_steps: Sequence[int] | None = None,
-  max_len: int | None = None,
-  batch_size: int | None = None,
   teacher_prefill: bool = False,
-  prefix_authors: Sequence[Sequence[int]] | None = None,
 ) -> tuple[LoopInputs, int, int]:
   """Validated, padded LoopInputs (host arrays), the buffer length T and the batch B.
 
-  prefix_authors: STUDENT / TEACHER per prefix token (the text bridge's prefixes hold the teacher's
-  steps); by default every prefix token is the student's.
-  Rows past the prompts (B > n) are inactive padding: policy never, never decoded.
+  `policies`: the request's, resolved (one Policy per prompt). The request's prefix_authors are
+  STUDENT / TEACHER per prefix token (the text bridge's prefixes hold the teacher's steps); by
+  default every prefix token is the student's. Rows past the prompts (B > n) are inactive padding:
+  policy never, never decoded.
   """
+  prompts, prefix_authors, max_new_tokens = request.prompts, request.prefix_authors, request.max_new_tokens
+  max_len, batch_size, max_steps = request.max_len, request.batch_size, request.max_steps
+  sp = request.sampling
+  seeds, temperature, top_k, top_p = sp.seed, sp.temperature, sp.top_k, sp.top_p
+  prefixes, prefix_steps = request.prefixes, request.prefix_steps
   n = len(prompts)
   prefixes = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in range(n)]
   prefix_steps = list(prefix_steps) if prefix_steps is not None else [0] * n
   if len(prefixes) != n or len(prefix_steps) != n:
     raise DecodeInputError(f"{len(prefixes)} prefixes / {len(prefix_steps)} prefix_steps for {n} prompts")
-  for name, value in (("seeds", seeds), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
+  for name, value in (("seed", seeds), ("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
     if np.ndim(value) and len(value) != n:
       raise DecodeInputError(
         f"{name} has {len(value)} entries for {n} prompts; give one per prompt or a scalar"

@@ -1,7 +1,7 @@
 """The public API of guided decoding: one GuidedDecoder per (student, teacher) pair.
 
     decoder = GuidedDecoder(student, teacher)
-    results = decoder.generate(prompt_ids, ["never", "step:1", "entropy:2.0"], max_new_tokens=128)
+    results = decoder.generate(DecodeRequest(prompt_ids, ["never", "step:1", "entropy:2.0"], 128))
 
 The decoder checks the pair, builds the vocabulary masks once, and runs every call through the one
 jitted loop (decode.core.loop.jitted_loop); inputs are padded to fixed buckets (decode.host.batching), caches
@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from decode.core.loop import jitted_loop, loop_executables
+from decode.api import DecodeRequest
+from decode.core.loop import counting_compiles, jitted_loop
 from decode.core.policy import Policy, parse_policy
 from decode.core.state import LoopConfig, LoopInputs, LoopModel
 from decode.core.vocab import VocabMasks, build_masks, check_same_tokenizer, require_steps
@@ -41,7 +42,12 @@ from model.lm import LanguageModel
 
 
 class GuidedDecoder:
-  """Owns the compiled loop for one (student, teacher) pair, optionally on a mesh."""
+  """Owns the compiled loop for one (student, teacher) pair, optionally on a mesh (a `Decoder`).
+
+  Without a teacher it is the student-only decoder: it still records step-start uncertainty for
+  the rows whose policy records it (student-only rows calibrate `q=` triggers)."""
+
+  can_fork = True
 
   def __init__(
     self,
@@ -79,6 +85,9 @@ class GuidedDecoder:
     self.masks: VocabMasks = build_masks(tok, opts.step_delimiter, extra_eos=extra_eos)
     # Placement: rows over the mesh's 'data' axis; each cache follows its own model's rules.
     self.mesh, self.student_rules, self.teacher_rules = mesh, tuple(student_rules), tuple(teacher_rules)
+    # Caches this decoder made carry this token, so a call refuses another decoder's caches (an
+    # object of its own: unlike id(self), never reused by a later decoder after garbage collection).
+    self._identity = object()
     self.compiles = 0  # compilations of the loop caused by this decoder's calls
     self.last_stats: LoopStats | None = None
 
@@ -99,66 +108,31 @@ class GuidedDecoder:
     if max_steps is not None or any(p.needs_teacher for p in policies):
       require_steps(self.masks, self.options.step_delimiter)
 
-  def generate(
-    self,
-    prompts: Sequence[Sequence[int]],
-    policies,
-    *,
-    max_new_tokens: int,
-    temperature=0.0,
-    top_k=0,
-    top_p=1.0,
-    seeds=0,
-    max_steps: int | None = None,
-    prefixes: Sequence[Sequence[int]] | None = None,
-    prefix_steps: Sequence[int] | None = None,
-    max_len: int | None = None,
-    batch_size: int | None = None,
-    caches: PrefixCaches | None = None,
-    shared_prefix: SharedPrefix | None = None,
-    prefix_authors: Sequence[Sequence[int]] | None = None,
-  ) -> list[RowResult]:
-    """Decodes all prompts in one call of the loop (padded to fixed shapes).
+  def generate(self, request: DecodeRequest) -> list[RowResult]:
+    """Decodes all of the request's prompts in one call of the loop (padded to fixed shapes).
 
-    prefixes: tokens to continue from (fork, bridge); prefix_steps done; prefix_authors (default: student).
-    max_len / batch_size: fixed buckets (buffer length T, rows B), so a sweep keeps one compiled
-    shape; by default T = `buffer_length(longest prompt, max_new_tokens)`.
-    caches: rows of a `prefill` (one per prompt, `PrefixCaches.rows`), holding a start of each
-    row's prompt + prefix; only the rest is prefilled.
-    shared_prefix: caches of a prefix every prompt starts with (`shared_prefix`); rows start from
-    a copy and prefill only their own suffix. Ignored with `caches` (which hold it already).
+    With `request.caches` (rows of a `prefill`, one per prompt) only what they do not hold is
+    prefilled; `request.shared_prefix` is then ignored (the caches hold it already). The request's
+    texts are not needed: the teacher reads the student's tokens.
     """
-    n = len(prompts)
+    n = len(request.prompts)
     if n == 0:
       return []
-    check_limits(max_new_tokens, max_steps)
-    pols = resolve_policies(policies, n, has_teacher=self.teacher is not None)
-    self.check_steps(pols, max_steps)
-    inp, T, B = self._inputs(
-      prompts,
-      pols,
-      max_new_tokens=max_new_tokens,
-      temperature=temperature,
-      top_k=top_k,
-      top_p=top_p,
-      seeds=seeds,
-      max_steps=max_steps,
-      prefixes=prefixes,
-      prefix_steps=prefix_steps,
-      max_len=max_len,
-      batch_size=batch_size,
-      prefix_authors=prefix_authors,
-    )
-    given = caches
+    check_limits(request.max_new_tokens, request.max_steps)
+    pols = resolve_policies(request.policies, n, has_teacher=self.teacher is not None)
+    self.check_steps(pols, request.max_steps)
+    inp, T, B = self._inputs(request, pols)
+    given, caches, shared_prefix = request.caches, request.caches, request.shared_prefix
     if caches is not None:
-      caches = caches.for_call(id(self))
+      caches = caches.for_call(self._identity)
       inp = start_from(inp, caches, T, B, n, self.teacher is not None)
       shared_prefix = None
-    state = self._call(inp, T, B, caches, self._checked(shared_prefix, prompts, T))
+    state = self._call(inp, T, B, caches, self._checked(shared_prefix, request.prompts, T))
     if given is not None and given.copy:
       given.consumed = True
     self.last_stats = loop_stats(state)
-    return unpack_rows(state, [len(p) for p in prompts], [p.spec for p in pols], self.student.tokenizer)
+    lengths = [len(p) for p in request.prompts]
+    return unpack_rows(state, lengths, [p.spec for p in pols], self.student.tokenizer)
 
   def prefill(
     self,
@@ -178,19 +152,14 @@ class GuidedDecoder:
     if n == 0 or len(prefixes) != n:
       raise DecodeInputError(f"prefill needs one prefix per prompt, got {len(prefixes)} for {n} prompts")
     budget = [len(q) for q in prefixes]  # rows are done at once: the prefix fills the budget
-    inp, T, B = self._inputs(
-      prompts,
-      [parse_policy("never")] * n,
-      max_new_tokens=budget,
-      prefixes=prefixes,
-      max_len=max_len,
-      batch_size=batch_size,
-      teacher_prefill=self.teacher is not None,
+    request = DecodeRequest(
+      prompts, "never", budget, prefixes=prefixes, max_len=max_len, batch_size=batch_size
     )
+    inp, T, B = self._inputs(request, [parse_policy("never")] * n, teacher_prefill=self.teacher is not None)
     state = self._call(inp, T, B, None, self._checked(shared_prefix, prompts, T))
     full = [list(p) + list(q) for p, q in zip(prompts, prefixes)]
     return PrefixCaches(
-      student=state.caches.student, teacher=state.caches.teacher, tokens=full, owner=id(self)
+      student=state.caches.student, teacher=state.caches.teacher, tokens=full, owner=self._identity
     )
 
   def shared_prefix(self, prompts: Sequence[Sequence[int]], *, max_len: int) -> SharedPrefix | None:
@@ -203,16 +172,18 @@ class GuidedDecoder:
     if len(tokens) < self.options.min_shared_prefix:
       return None
     models = self._loop_models(1, max_len)
-    return prefill_shared_prefix(tokens, *models, max_len, self.mesh, self.options.prefill_chunk, id(self))
+    return prefill_shared_prefix(
+      tokens, *models, max_len, self.mesh, self.options.prefill_chunk, self._identity
+    )
 
   def _checked(self, shared: SharedPrefix | None, prompts, T: int) -> SharedPrefix | None:
     if shared is not None:
-      shared.check(prompts, T, id(self))
+      shared.check(prompts, T, self._identity)
     return shared
 
-  def _inputs(self, prompts, pols, **kw) -> tuple[LoopInputs, int, int]:
+  def _inputs(self, request: DecodeRequest, pols: list[Policy], **kw) -> tuple[LoopInputs, int, int]:
     return build_inputs(
-      prompts, pols, self.masks, bucket=self.options.length_bucket, max_context=self.max_context(), **kw
+      request, pols, self.masks, bucket=self.options.length_bucket, max_context=self.max_context(), **kw
     )
 
   def _call(self, inp: LoopInputs, T: int, B: int, caches: PrefixCaches | None, shared: SharedPrefix | None):
@@ -231,9 +202,9 @@ class GuidedDecoder:
     loop_caches, held = starting_caches(student, teacher, B, T, caches, shared)
     if held is not None:  # rows start after the shared prefix the caches already hold
       inp = inp.replace(cache_start=inp.cache_start.replace(student_seen=held, teacher_seen=held))
-    before = loop_executables()
-    state = jitted_loop(lc, student, teacher, place_rows(inp, B, self.mesh), loop_caches)
-    self.compiles += loop_executables() - before
+    with counting_compiles() as built:
+      state = jitted_loop(lc, student, teacher, place_rows(inp, B, self.mesh), loop_caches)
+    self.compiles += built[0]
     return state
 
   def _loop_models(self, B: int, T: int) -> tuple[LoopModel, LoopModel | None]:

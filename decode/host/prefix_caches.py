@@ -31,7 +31,7 @@ class PrefixCaches:
   student: KVCache  # [L, B, K, T, D]
   teacher: KVCache | None
   tokens: list[list[int]]  # per row: the ids the caches hold (positions < len - 1 are cached)
-  owner: int = 0  # id() of the GuidedDecoder that made them
+  owner: object = None  # the identity token of the GuidedDecoder that made them
   copy: bool = False  # made by `rows` for one call (generate copies anything else first)
   consumed: bool = False  # donated to a generate call: its arrays are gone
 
@@ -63,9 +63,9 @@ class PrefixCaches:
       copy=True,
     )
 
-  def for_call(self, owner: int) -> PrefixCaches:
+  def for_call(self, owner: object) -> PrefixCaches:
     """The caches a call may donate: checks ownership; copies if these are the prefill's own."""
-    if self.consumed or self.owner != owner:
+    if self.consumed or self.owner is not owner:
       why = (
         "consumed by an earlier generate call"
         if self.consumed
@@ -122,15 +122,15 @@ class SharedPrefix:
   tokens: list[int]  # the shared prefix; the caches hold exactly these positions
   student: KVCache  # [L, 1, K, T, D]
   teacher: KVCache | None
-  owner: int  # id() of the GuidedDecoder that made it (its models' params)
+  owner: object  # the identity token of the GuidedDecoder that made it (its models' params)
 
   @property
   def max_len(self) -> int:
     return self.student.max_len
 
-  def check(self, prompts: Sequence[Sequence[int]], T: int, owner: int) -> None:
+  def check(self, prompts: Sequence[Sequence[int]], T: int, owner: object) -> None:
     """Every prompt must start with the prefix and go past it; the call's buffer length must match."""
-    if owner != self.owner:
+    if owner is not self.owner:
       raise DecodeInputError("this shared prefix was made by another GuidedDecoder (other params)")
     if T != self.max_len:
       raise DecodeInputError(f"the shared prefix was prefilled for max_len={self.max_len}, this call has {T}")
@@ -166,7 +166,7 @@ def prefill_shared_prefix(
   max_len: int,
   mesh,
   chunk: int,
-  owner: int,
+  owner: object,
 ) -> SharedPrefix:
   """Both models' caches of `tokens` at batch 1 (LoopModels placed for batch 1), in `chunk`-token forwards."""
   ids = np.zeros((1, max_len), np.int32)

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from decode.api import DecodeRequest
 from experiments.bench import models as bm
 from experiments.bench.models import Context, cpu_count, interleaved, log, median, timed
 
@@ -88,9 +89,13 @@ def bench_decode(ctx: Context, result: dict) -> None:
   dec = GuidedDecoder(ctx.student, None)
   for b in (1, p.batch):
     prompts = ctx.prompts[:b]
-    ours = lambda: dec.generate(prompts, "never", max_new_tokens=p.max_new_tokens, max_len=ctx.max_len)
+    ours = lambda: dec.generate(
+      DecodeRequest(prompts, "never", max_new_tokens=p.max_new_tokens, max_len=ctx.max_len)
+    )
     hf = lambda: hf_greedy(ctx.hf_student, prompts, p.max_new_tokens)
-    warm_s, _ = timed(lambda: dec.generate(prompts, "never", max_new_tokens=2, max_len=ctx.max_len))
+    warm_s, _ = timed(
+      lambda: dec.generate(DecodeRequest(prompts, "never", max_new_tokens=2, max_len=ctx.max_len))
+    )
     c0 = dec.compiles
     hf_greedy(ctx.hf_student, prompts, 2)
     log(f"decode b{b}: warm-up (compile) {warm_s:.1f}s; timing {p.decode_repeats}x ours and HF interleaved")

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from decode.api import DecodeRequest
 from experiments.bench import models as bm
 from experiments.bench.models import Context, interleaved, log, median, timed
 
@@ -73,7 +74,7 @@ def bench_guided(ctx: Context, result: dict) -> None:
   lock = GuidedDecoder(ctx.student, ctx.teacher, lockstep=True)
   solo = result.pop("_student_only_decoder", None) or GuidedDecoder(ctx.student, None)
   gen = lambda dec, pol, n=p.max_new_tokens: (
-    lambda: dec.generate(prompts, pol, max_new_tokens=n, max_len=ctx.max_len)
+    lambda: dec.generate(DecodeRequest(prompts, pol, max_new_tokens=n, max_len=ctx.max_len))
   )
   warm = {}
   for name, dec, pol in (

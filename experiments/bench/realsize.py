@@ -18,6 +18,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from decode.api import DecodeRequest
 from experiments.bench.models import Context, log, random_prompts, timed
 
 # Widths of a real same-tokenizer pair (Qwen2.5-0.5B student, Qwen2.5-1.5B teacher).
@@ -125,12 +126,14 @@ def bench_scan_decode(ctx: Context, result: dict) -> None:
     prompts = ctx.prompts[:batch]
     decoders = {"scan": GuidedDecoder(s, None), "unrolled": GuidedDecoder(unrolled, None)}
     for d in decoders.values():  # compile on the timed shapes
-      d.generate(prompts, "never", max_new_tokens=2, max_len=ctx.max_len)
+      d.generate(DecodeRequest(prompts, "never", max_new_tokens=2, max_len=ctx.max_len))
     times = {k: [] for k in decoders}
     for _ in range(max(2, ctx.preset.decode_repeats)):
       for k, d in decoders.items():
         dt, _ = timed(
-          lambda d=d: d.generate(prompts, "never", max_new_tokens=new_tokens, max_len=ctx.max_len)
+          lambda d=d: d.generate(
+            DecodeRequest(prompts, "never", max_new_tokens=new_tokens, max_len=ctx.max_len)
+          )
         )
         times[k].append(dt)
     ratio = float(np.median(times["scan"]) / np.median(times["unrolled"]))

@@ -1,8 +1,8 @@
-"""Runs sweep rows through one GuidedDecoder in fixed-shape batches, plain or forked.
+"""Runs sweep rows through one Decoder in fixed-shape batches, plain or forked.
 
 Fork mode: the student decodes alone once per (problem, seed); every "teacher from step K" row then
 starts from that run's own prefix up to step K. Both models prefill each problem's prompt + student
-run once (`GuidedDecoder.prefill`, a batch of problems at a time), and every timing's row starts
+run once (`Decoder.prefill`, a batch of problems at a time), and every timing's row starts
 from those caches, so no prefix is decoded or prefilled twice. Because a row's sampling key depends
 only on (problem, seed, position), forked rows equal plain rows exactly.
 """
@@ -13,8 +13,8 @@ import dataclasses
 
 from tqdm import tqdm
 
+from decode.api import Decoder, DecodeRequest, Sampling
 from decode.core.policy import TRIGGER_NONE, TRIGGER_RANDOM, parse_policy
-from decode.host.guided import GuidedDecoder
 from decode.host.prefix_caches import SharedPrefix
 from decode.host.results import RowResult
 from experiments.sweep.calibration import calibrate, matched_random_spec, realized_rate
@@ -40,7 +40,7 @@ class DecodeSettings:
 class SweepRunner:
   def __init__(
     self,
-    decoder: GuidedDecoder,
+    decoder: Decoder,
     store: ResultsStore,
     settings: DecodeSettings,
     *,
@@ -93,24 +93,21 @@ class SweepRunner:
       chunk = rows[i : i + s.batch_size]
       ids = self.decoder.encode([r.prompt for r in chunk])
       pols = policies[i : i + s.batch_size] if policies else [r.policy for r in chunk]
-      texts = {"texts": [r.prompt for r in chunk]} if getattr(self.decoder, "takes_texts", False) else {}
-      out += self.decoder.generate(
+      request = DecodeRequest(
         ids,
         pols,
-        max_new_tokens=s.max_new_tokens,
+        s.max_new_tokens,
+        sampling=Sampling(s.temperature, s.top_k, s.top_p, seed=[r.row_seed for r in chunk]),
         max_steps=s.max_steps,
-        temperature=s.temperature,
-        top_k=s.top_k,
-        top_p=s.top_p,
-        seeds=[r.row_seed for r in chunk],
         prefixes=prefixes[i : i + s.batch_size] if prefixes else None,
         prefix_steps=prefix_steps[i : i + s.batch_size] if prefix_steps else None,
+        texts=[r.prompt for r in chunk],  # the prompt text a teacher that reads text reads (the bridge)
         max_len=s.max_len,
         batch_size=s.batch_size,
         caches=caches,
         shared_prefix=self.shared_prefix,
-        **texts,  # the text bridge: the prompt text its teacher reads
       )
+      out += self.decoder.generate(request)
       self._count_call()
     return out
 

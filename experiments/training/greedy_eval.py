@@ -19,6 +19,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from decode.api import DecodeRequest
 from decode.host.guided import GuidedDecoder
 from experiments.tasks.answers import score
 from experiments.tasks.datasets import Problem
@@ -54,11 +55,13 @@ def decode_greedy(
   starts = range(0, len(prompt_ids), batch_size)
   for start in tqdm(starts, desc=f"greedy {lm.name}", disable=not progress, leave=False):
     rows = decoder.generate(
-      prompt_ids[start : start + batch_size],
-      "never",
-      max_new_tokens=max_new_tokens,
-      max_len=max_len,
-      batch_size=batch_size,
+      DecodeRequest(
+        prompt_ids[start : start + batch_size],
+        "never",
+        max_new_tokens=max_new_tokens,
+        max_len=max_len,
+        batch_size=batch_size,
+      )
     )
     completions.extend(r.completion for r in rows)
   return completions
