@@ -1,91 +1,17 @@
-"""report.py writes every promised file, with honest wording, from results files on disk."""
+"""report.py writes every promised file, with honest wording, from results files on disk; the CLI is
+in test_report_cli.py."""
 
 from __future__ import annotations
 
 import io
-import json
-import struct
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Iterable
 
 import pandas as pd
 import pytest
+from report_rows import FIRST_STEP_WINS, LATER_STEP_WINS, N, check_png, rows_for, write_results
 
-from experiments import files
 from experiments.report import analysis
 from experiments.report import writer as report
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-N = 10
-
-
-def rows_for(
-  student: str,
-  correct: dict[str, Iterable[int]],
-  checkpoint: str | None = None,
-  teacher: str | None = "teacher-big",
-) -> list[dict[str, Any]]:
-  """One row per (policy, problem); `correct` lists the problems each policy gets right."""
-  out = []
-  for policy, right in correct.items():
-    right = set(right)
-    tt = 0 if policy == "never" else 20 if policy == "always" else 5
-    for i in range(N):
-      out.append(
-        dict(
-          row_id=f"{student}|{checkpoint}|{policy}|0|p{i}",
-          task="synthetic",
-          problem_id=f"p{i}",
-          student=student,
-          teacher=teacher,
-          checkpoint=checkpoint,
-          policy=policy,
-          seed=0,
-          completion="...",
-          prediction=str(i) if i in right else "0",
-          answer=str(100 + i),
-          correct=i in right,
-          student_tokens=20 - tt,
-          teacher_tokens=tt,
-          teacher_prefilled=0,
-          switches=0 if policy in ("never", "always") else 1,
-          intervention_steps=[] if policy == "never" else [1],
-          num_steps=3,
-          teacher_text=""
-          if policy == "never"
-          else f"The answer is {100 + i}."
-          if policy == "always"
-          else "First, 2 * 3 = 6.\n",
-        )
-      )
-  return out
-
-
-FIRST_STEP_WINS = {
-  "never": {0, 1},
-  "step:1": {1, 2, 3, 4, 5, 6},
-  "step:2": {0, 1, 2},
-  "step:3": {0, 1},
-  "entropy:2.0": {0, 1, 2, 3},
-  "always": range(N),
-}
-LATER_STEP_WINS = {"never": {0}, "step:1": {0, 1}, "step:2": {0, 1, 2, 3, 4}, "always": range(N)}
-
-
-def write_results(out: Path, rows: list[dict[str, Any]], split: int = 2) -> None:
-  """Spread rows over results.jsonl, results-1.jsonl, ... as parallel writers would."""
-  for k in range(split):
-    name = "results.jsonl" if k == 0 else f"results-{k}.jsonl"
-    (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows[k::split]))
-
-
-def check_png(path: Path) -> None:
-  data = path.read_bytes()
-  assert data[:8] == PNG_SIGNATURE
-  width, height = struct.unpack(">II", data[16:24])  # IHDR
-  assert width > 200 and height > 200 and len(data) > 10_000
 
 
 def test_write_report_from_results_files(tmp_path: Path) -> None:
@@ -280,88 +206,3 @@ def test_no_guided_policy_beats_student_is_said(tmp_path: Path) -> None:
   text = report.write_report(tmp_path, df=pd.DataFrame(rows))["report"].read_text()
   assert "No guided policy beats the student alone here." in text
   assert "Step 1 is NOT the best timing here" in text
-
-
-def test_cli_regenerates_report(tmp_path: Path) -> None:
-  write_results(tmp_path, rows_for("student-small", FIRST_STEP_WINS), split=3)
-  assert report.main([str(tmp_path)]) == 0
-  first = (tmp_path / "report.md").read_text()
-  (tmp_path / "report.md").unlink()
-  proc = subprocess.run(
-    [sys.executable, "-m", "experiments.report", str(tmp_path)],
-    capture_output=True,
-    text=True,
-    cwd=Path(__file__).resolve().parents[1],
-  )
-  assert proc.returncode == 0, proc.stderr
-  assert (tmp_path / "report.md").read_text() == first  # deterministic: same rows, same report
-
-
-def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-  """The CLI's one-line error: `error: ...` on stderr and exit status 2 (model.errors)."""
-  with pytest.raises(SystemExit) as exit_info:
-    report.main(argv)
-  assert exit_info.value.code == 2
-  err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and err[0].startswith("error: "), err
-  return err[0]
-
-
-def test_cli_without_results_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-  assert "no results" in cli_error([str(tmp_path)], capsys)
-  assert "is not a directory" in cli_error([str(tmp_path / "missing")], capsys)
-
-
-def test_cli_corrupt_results_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-  rows = rows_for("student-small", {"never": {0}})
-  (tmp_path / "results.jsonl").write_text(json.dumps(rows[0]) + "\nnot json\n" + json.dumps(rows[1]) + "\n")
-  assert "results.jsonl: corrupt line 2" in cli_error([str(tmp_path)], capsys)
-  proc = subprocess.run(  # the module entry point: same line, status 2, no traceback
-    [sys.executable, "-m", "experiments.report", str(tmp_path)],
-    capture_output=True,
-    text=True,
-    cwd=Path(__file__).resolve().parents[1],
-  )
-  assert proc.returncode == 2 and "results.jsonl: corrupt line 2" in proc.stderr
-  assert "Traceback" not in proc.stderr, proc.stderr
-
-
-def test_cli_malformed_policy_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-  rows = rows_for("student-small", {"never": {0}, "step:two": {0}})
-  write_results(tmp_path, rows)
-  assert "malformed policy 'step:two' in the results" in cli_error([str(tmp_path)], capsys)
-  assert not (tmp_path / "report.md").exists() and not (tmp_path / "summary.csv").exists()
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-def test_atomic_write_creates_parents_and_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-  synced = []
-  real_fsync = files.os.fsync
-  monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
-  path = tmp_path / "a" / "b" / "out.txt"
-  files.atomic_write_text(path, "caf\u00e9\n")
-  assert path.read_bytes() == "caf\u00e9\n".encode() and len(synced) == 1
-  files.atomic_write_bytes(path, b"new")
-  assert path.read_bytes() == b"new" and len(synced) == 2
-  assert [p.name for p in path.parent.iterdir()] == ["out.txt"]  # no temp files left
-
-
-def test_atomic_write_failure_keeps_old_file_and_removes_temp(
-  tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-  path = tmp_path / "summary.csv"
-  path.write_text("old")
-
-  def fail(src: Any, dst: Any) -> None:
-    raise OSError("disk on fire")
-
-  monkeypatch.setattr(files.os, "replace", fail)
-  with pytest.raises(OSError, match="disk on fire"):
-    files.atomic_write_text(path, "new")
-  monkeypatch.undo()
-  with pytest.raises(TypeError):
-    files.atomic_write_bytes(path, "not bytes")  # type: ignore[arg-type]  # fails inside the write
-  assert path.read_text() == "old"
-  assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]
