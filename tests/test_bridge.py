@@ -211,3 +211,29 @@ def test_served_finish_reasons(choice, eos, stop):
   body = {"choices": [{"text": "w1 ", **choice}], "usage": {"prompt_tokens": 4, "completion_tokens": 1}}
   c = client._completion(body, CompletionRequest("p", max_tokens=3, stop=("\n",)))
   assert (c.at_eos, c.stop_reason, c.text, c.prompt_tokens, c.completion_tokens) == (eos, stop, "w1 ", 4, 1)
+
+
+def test_cut_at_stop_counts_the_tokens_up_to_the_stop_string():
+  """Against a brute-force reference that decodes every prefix: text, stop string and tokens used."""
+  import random
+
+  from decode.bridge.teachers import cut_at_stop
+
+  class Chars:  # each id is a piece of text; decoding joins them
+    pieces = ["a", "b", "\n", "c\n", "ab", "\n\n", " ", "x\ny"]
+
+    def decode(self, ids, skip_special_tokens=True):
+      return "".join(self.pieces[i] for i in ids)
+
+  tok, rng = Chars(), random.Random(0)
+  for _ in range(300):
+    ids = [rng.randrange(len(Chars.pieces)) for _ in range(rng.randrange(1, 12))]
+    stops = rng.choice([("\n",), ("b\n",), ("zz",), ("\n", "ab")])
+    text = tok.decode(ids)
+    hits = [(text.find(s), s) for s in stops if s in text]
+    if not hits:
+      assert cut_at_stop(tok, ids, stops) == (text, None, len(ids))
+      continue
+    at, stop = min(hits)
+    used = next(j for j in range(1, len(ids) + 1) if stop in tok.decode(ids[:j]))
+    assert cut_at_stop(tok, ids, stops) == (text[:at], stop, used), (ids, stops)

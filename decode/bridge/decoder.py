@@ -36,11 +36,11 @@ from decode.api import DecodeRequest, Sampling
 from decode.bridge.rows import BridgeResult, BridgeRow, append_student, kept_tokens
 from decode.bridge.teachers import Completion, CompletionRequest, TextTeacher
 from decode.core.advance import prefix_step_ids
-from decode.core.policy import PolicyArrays
+from decode.core.policy import NO_LIMIT, PolicyArrays
 from decode.core.sampling import policy_uniform, row_keys
 from decode.core.state import STUDENT, TEACHER
 from decode.errors import DecodeInputError
-from decode.host.batching import NO_STEP_LIMIT, check_positive_int, resolve_policies
+from decode.host.batching import check_positive_int, resolve_policies
 from decode.host.guided import GuidedDecoder
 from decode.host.options import DecodeOptions
 from decode.host.prefix_caches import PrefixCaches, SharedPrefix
@@ -217,14 +217,14 @@ class BridgeDecoder:
     limits = []
     for r in rows:  # the coming step is the student's; stop before the window's next one
       nxt = r.next_window_step()
-      limits.append(min(max_steps or NO_STEP_LIMIT, nxt - 1 if nxt is not None else NO_STEP_LIMIT))
+      limits.append(min(max_steps or int(NO_LIMIT), nxt - 1 if nxt is not None else int(NO_LIMIT)))
     out = self.student_decoder.generate(
       DecodeRequest(
         [r.prompt for r in rows],
         "never",
         max_new,
         sampling=Sampling.of_rows([r.sampling for r in rows]),
-        max_steps=limits if any(x < NO_STEP_LIMIT for x in limits) else None,
+        max_steps=limits if any(x < int(NO_LIMIT) for x in limits) else None,
         prefixes=[r.ids for r in rows],
         prefix_steps=[r.steps_done for r in rows],
         prefix_authors=[r.authors for r in rows],

@@ -12,20 +12,15 @@ import dataclasses
 
 from decode.bridge.decoder import BridgeDecoder
 from decode.bridge.teachers import LocalTeacher
-from decode.core.vocab import check_same_tokenizer
-from decode.errors import TokenizerMismatchError
+from decode.core.vocab import tokenizer_mismatch
 from decode.host.guided import GuidedDecoder
 from decode.host.options import DecodeOptions
 from model.lm import LanguageModel
 
 
 def same_tokenizer(a, b) -> bool:
-  """The loop's rule (same vocabulary, same EOS), without the embedding-size checks."""
-  try:
-    check_same_tokenizer(a, b, 2**31, 2**31)
-  except TokenizerMismatchError:
-    return False
-  return True
+  """The loop's rule (same vocabulary, same EOS); embedding sizes are the decoder's own check."""
+  return tokenizer_mismatch(a, b) is None
 
 
 def make_decoder(

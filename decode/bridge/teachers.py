@@ -68,8 +68,14 @@ def cut_at_stop(tokenizer, ids: list[int], stops: Sequence[str]) -> tuple[str, s
   if not hits:
     return text, None, len(ids)
   at, stop = min(hits)
-  n = next(j for j in range(1, len(ids) + 1) if stop in tokenizer.decode(ids[:j], skip_special_tokens=True))
-  return text[:at], stop, n
+  # The fewest tokens whose text holds the stop string: a prefix's text only grows with more tokens,
+  # so holding it is monotone and a bisection decodes O(log n) prefixes, not every one.
+  holds = lambda j: stop in tokenizer.decode(ids[:j], skip_special_tokens=True)
+  lo, hi = 1, len(ids)
+  while lo < hi:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if holds(mid) else (mid + 1, hi)
+  return text[:at], stop, lo
 
 
 class LocalTeacher:

@@ -25,7 +25,7 @@ import numpy as np
 
 from decode.errors import PolicyError
 
-NO_LIMIT = np.int32(2**30)
+NO_LIMIT = np.int32(2**30)  # 'no limit' for every per-row limit (steps, budget, tokens of a step)
 
 TRIGGER_NONE, TRIGGER_ENTROPY, TRIGGER_MAXPROB, TRIGGER_MARGIN, TRIGGER_RANDOM = range(5)
 _TRIGGERS = {

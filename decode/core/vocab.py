@@ -59,22 +59,28 @@ def require_steps(masks: VocabMasks, delimiter: str) -> None:
     )
 
 
-def check_same_tokenizer(student_tok, teacher_tok, student_vocab_rows: int, teacher_vocab_rows: int) -> int:
-  """Returns the shared vocabulary size; padded embedding rows may differ, ids may not."""
+def tokenizer_mismatch(student_tok, teacher_tok) -> str | None:
+  """Why two tokenizers cannot share the loop (other ids, another EOS), or None: they can."""
   sv, tv = student_tok.get_vocab(), teacher_tok.get_vocab()
   if sv != tv:
     only_s = len(set(sv.items()) - set(tv.items()))
     only_t = len(set(tv.items()) - set(sv.items()))
-    raise TokenizerMismatchError(
+    return (
       f"student and teacher tokenizers differ ({len(sv)} vs {len(tv)} tokens; {only_s} entries only in the "
       f"student's, {only_t} only in the teacher's). Guided decoding needs one shared tokenizer: pick a "
       "teacher/student pair from the same model family."
     )
   if student_tok.eos_token_id != teacher_tok.eos_token_id:
-    raise TokenizerMismatchError(
-      f"student EOS id {student_tok.eos_token_id} != teacher EOS id {teacher_tok.eos_token_id}"
-    )
-  size = len(sv)
+    return f"student EOS id {student_tok.eos_token_id} != teacher EOS id {teacher_tok.eos_token_id}"
+  return None
+
+
+def check_same_tokenizer(student_tok, teacher_tok, student_vocab_rows: int, teacher_vocab_rows: int) -> int:
+  """Returns the shared vocabulary size; padded embedding rows may differ, ids may not."""
+  why = tokenizer_mismatch(student_tok, teacher_tok)
+  if why is not None:
+    raise TokenizerMismatchError(why)
+  size = len(student_tok.get_vocab())
   for who, rows in (("student", student_vocab_rows), ("teacher", teacher_vocab_rows)):
     if rows < size:
       raise TokenizerMismatchError(

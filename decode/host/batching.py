@@ -13,7 +13,7 @@ import numpy as np
 
 from decode.api import DecodeRequest
 from decode.core.advance import prefix_step_ids
-from decode.core.policy import Policy, PolicyArrays, parse_policy
+from decode.core.policy import NO_LIMIT, Policy, PolicyArrays, parse_policy
 from decode.core.state import (
   PROMPT,
   STUDENT,
@@ -26,8 +26,6 @@ from decode.core.state import (
 )
 from decode.core.vocab import VocabMasks
 from decode.errors import DecodeInputError, PolicyError
-
-NO_STEP_LIMIT = 2**30
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -165,7 +163,7 @@ def build_inputs(
     ),
     limits=RowLimits(
       max_new=col(max_new_tokens, np.int32, 1),
-      max_steps=col(max_steps if max_steps is not None else NO_STEP_LIMIT, np.int32, 1),
+      max_steps=col(max_steps if max_steps is not None else NO_LIMIT, np.int32, 1),
       active=col(True, bool, False),
     ),
     sampling=sampling,
