@@ -14,12 +14,14 @@ from decode.core.state import (
   CacheStart,
   CacheState,
   Counters,
+  ForwardsDone,
   LoopInputs,
   LoopState,
   Prompts,
   RowLimits,
   SamplingParams,
   StepState,
+  TokenChoice,
 )
 from decode.core.vocab import VocabMasks
 
@@ -88,18 +90,15 @@ def _state(B, length=1, done=None, has_content=None, last_author=PROMPT):
 
 def _advance(s, inp, toks, writers, fired=None, finite=None):
   B = len(toks)
-  return advance(
-    s,
-    inp,
-    T,
-    jnp.asarray(toks, jnp.int32),
-    jnp.asarray(writers, jnp.int32),
-    jnp.zeros((B,), bool) if fired is None else jnp.asarray(fired),
-    s.caches,
-    s.counters.teacher_prefilled,
-    s.counters.teacher_calls,
-    None if finite is None else jnp.asarray(finite),
+  choice = TokenChoice(
+    token=jnp.asarray(toks, jnp.int32),
+    writer=jnp.asarray(writers, jnp.int32),
+    fired=jnp.zeros((B,), bool) if fired is None else jnp.asarray(fired),
+    finite=jnp.ones((B,), bool) if finite is None else jnp.asarray(finite),
+    step_metrics=jnp.full((B, 3), jnp.nan),
   )
+  done = ForwardsDone(s.caches, s.counters.teacher_prefilled, s.counters.teacher_calls)
+  return advance(s, inp, T, choice, done)
 
 
 @pytest.mark.parametrize(

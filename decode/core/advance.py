@@ -6,11 +6,19 @@ loop and the host can never disagree on where a step ends.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from decode.core.state import TEACHER, Buffers, CacheState, Counters, LoopInputs, LoopState, StepState
+from decode.core.state import (
+  TEACHER,
+  Buffers,
+  Counters,
+  ForwardsDone,
+  LoopInputs,
+  LoopState,
+  StepState,
+  TokenChoice,
+)
 
 
 def step_boundary(has_content, is_content, is_delimiter):
@@ -35,28 +43,19 @@ def prefix_step_ids(prefix, vocab) -> list[int]:
 
 
 def advance(
-  s: LoopState,
-  inp: LoopInputs,
-  max_len: int,
-  tok: jax.Array,  # [B] int32: the token each row writes
-  writer: jax.Array,  # [B] int32: STUDENT / TEACHER
-  fired: jax.Array,  # [B] bool: a trigger gave this step to the teacher at this token
-  caches: CacheState,  # both caches after this iteration's forwards
-  teacher_prefilled: jax.Array,  # [B] counter after this iteration's teacher forward
-  teacher_calls: jax.Array,  # [] counter after this iteration
-  finite: jax.Array | None = None,  # [B] bool: the writer's logits were finite (None: all were)
-  step_metrics: jax.Array | None = None,  # [B, 3] student uncertainty at this token (NaN: not computed)
+  s: LoopState, inp: LoopInputs, max_len: int, choice: TokenChoice, done: ForwardsDone
 ) -> LoopState:
-  """Writes each active row's token, then updates step bookkeeping, limits and counters.
+  """Writes each active row's chosen token, then updates step bookkeeping, limits and counters.
 
   A row whose logits were not finite (a NaN or inf in a model's weights or activations) writes
   nothing: it stops there, and `nonfinite_at` records the position, so no NaN becomes a token.
   """
+  tok, writer, fired = choice.token, choice.writer, choice.fired
   b, st, c = s.buffers, s.step, s.counters
   B = b.length.shape[0]
   rows = jnp.arange(B)
   live = ~st.done
-  broken = live & ~finite if finite is not None else jnp.zeros((B,), bool)
+  broken = live & ~choice.finite
   active = live & ~broken  # rows that write a token now
   need = (writer == TEACHER) & active
   pos = jnp.where(active, b.length, max_len)  # inactive rows write nowhere (dropped)
@@ -66,9 +65,9 @@ def advance(
     authors=b.authors.at[rows, pos].set(writer, mode="drop"),
     step_ids=b.step_ids.at[rows, pos].set(step, mode="drop"),
     length=b.length + active.astype(jnp.int32),
-    step_metrics=b.step_metrics
-    if step_metrics is None
-    else b.step_metrics.at[rows, jnp.where(st.at_step_start, pos, max_len)].set(step_metrics, mode="drop"),
+    step_metrics=b.step_metrics.at[rows, jnp.where(st.at_step_start, pos, max_len)].set(
+      choice.step_metrics, mode="drop"
+    ),
   )
   is_teacher = need.astype(jnp.int32)
   is_student = (active & ~need).astype(jnp.int32)
@@ -98,9 +97,9 @@ def advance(
   counters = Counters(
     student_tokens=c.student_tokens + is_student,
     teacher_tokens=c.teacher_tokens + is_teacher,
-    teacher_prefilled=teacher_prefilled,
+    teacher_prefilled=done.teacher_prefilled,
     switches=c.switches + switched.astype(jnp.int32),
-    teacher_calls=teacher_calls,
+    teacher_calls=done.teacher_calls,
     iterations=c.iterations + 1,
   )
-  return LoopState(buffers=buffers, step=step_state, counters=counters, caches=caches)
+  return LoopState(buffers=buffers, step=step_state, counters=counters, caches=done.caches)

@@ -25,12 +25,14 @@ from decode.core.state import (
   Buffers,
   CacheState,
   Counters,
+  ForwardsDone,
   LoopCaches,
   LoopConfig,
   LoopInputs,
   LoopModel,
   LoopState,
   StepState,
+  TokenChoice,
   zeros_i32,
 )
 from model.lm import forward
@@ -296,7 +298,8 @@ def _iteration(
   # 5. Write and account.
   caches = CacheState(student=student_cache, teacher=teacher_cache, teacher_seen=teacher_seen)
   finite = jnp.all(jnp.isfinite(logits), axis=-1)  # [B]: a NaN/inf row stops instead of writing
-  return advance(s, inp, lc.max_len, tok, writer, fired, caches, prefilled, calls, finite, metrics)
+  choice = TokenChoice(token=tok, writer=writer, fired=fired, finite=finite, step_metrics=metrics)
+  return advance(s, inp, lc.max_len, choice, ForwardsDone(caches, prefilled, calls))
 
 
 def run_loop(

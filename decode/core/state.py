@@ -155,6 +155,26 @@ class CacheState:
 
 
 @flax.struct.dataclass
+class TokenChoice:
+  """What an iteration chose for each row, for `advance` to write."""
+
+  token: jax.Array  # [B] int32
+  writer: jax.Array  # [B] int32: STUDENT / TEACHER
+  fired: jax.Array  # [B] bool: a trigger gave this step to the teacher at this token
+  finite: jax.Array  # [B] bool: the writer's logits were finite (a row that was not stops)
+  step_metrics: jax.Array  # [B, 3] the student's uncertainty at this token (NaN: not recorded)
+
+
+@flax.struct.dataclass
+class ForwardsDone:
+  """The iteration's forwards: both caches after them, and the teacher's counters."""
+
+  caches: CacheState
+  teacher_prefilled: jax.Array  # [B] counter after this iteration's teacher forward
+  teacher_calls: jax.Array  # [] counter after this iteration
+
+
+@flax.struct.dataclass
 class LoopState:
   buffers: Buffers
   step: StepState
