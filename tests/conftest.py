@@ -2,9 +2,11 @@
 
 Every module that needs a student/teacher pair uses these, so the pair is built and loaded once,
 and decoders of the same pair and shapes reuse one compiled loop across modules (the loop's jit is
-shared by all decoders; its cache is keyed by model configs and shapes).
+shared by all decoders; its cache is keyed by model configs and shapes). The guided loop tests'
+`delimiter` and `decoder` (tests/guided_cases.py) are here too, as they span four modules.
 """
 
+import guided_cases
 import pytest
 import tiny_models
 
@@ -21,3 +23,15 @@ def pair_dir(tmp_path_factory):
 def pair(pair_dir):
   """(student, teacher) LanguageModels loaded through the real import path."""
   return load_model(pair_dir / "s"), load_model(pair_dir / "t")
+
+
+@pytest.fixture(scope="module")
+def delimiter(pair):
+  """The content character that splits the pair's outputs into the most steps (guided loop tests)."""
+  return guided_cases.busiest_delimiter(pair)
+
+
+@pytest.fixture(scope="module")
+def decoder(pair, delimiter):
+  """The guided loop tests' decoder: small teacher and prefill chunks, so catch-up runs in pieces."""
+  return guided_cases.chunked_decoder(pair, delimiter)
