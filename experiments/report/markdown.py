@@ -10,7 +10,6 @@ import pandas as pd
 
 from experiments.report import analysis
 from experiments.report.controls import matched_controls
-from experiments.report.plots import keyed
 from experiments.report.sections_answers import copy_section, leakage_text
 from experiments.report.sections_controls import controls_section
 from experiments.report.sections_findings import findings_section
@@ -22,6 +21,7 @@ from experiments.report.sections_summary import (
   summary_section,
 )
 from experiments.report.sections_timing import counterfactual_section, no_leak_section
+from experiments.report.summary_views import keyed
 
 
 def render_markdown(

@@ -1,11 +1,11 @@
-"""Plots of one sweep's summary table (matplotlib Agg, no pyplot global state), and the
-summary-table views they and the narrative share."""
+"""Plots of one sweep's summary table (matplotlib Agg, no pyplot global state). How the text writes
+numbers is in formatting; the summary lookups the plots share with the text are in summary_views."""
 
 from __future__ import annotations
 
 import io
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from experiments.report import analysis
+from experiments.report.summary_views import baseline_row, keyed, summary_row
 
 
 def _figure_png(fig: Figure) -> bytes:
@@ -20,75 +21,6 @@ def _figure_png(fig: Figure) -> bytes:
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
   return buf.getvalue()
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def missing(x: Any) -> bool:
-  return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
-
-
-def label(x: Any) -> str:
-  return "-" if missing(x) or x == "" else str(x)
-
-
-def pct(x: Any, digits: int = 1) -> str:
-  return "n/a" if missing(x) else f"{100.0 * float(x):.{digits}f}%"
-
-
-def points(x: Any) -> str:
-  return "n/a" if missing(x) else f"{float(x):+.1f}"
-
-
-def policy_cells(r: Any) -> list:
-  """The cells that name a per-policy table row: task, student, teacher, checkpoint, `policy`."""
-  return [r.task, r.student, label(r.teacher), label(r.checkpoint), f"`{r.policy}`"]
-
-
-def ci(low: Any, high: Any) -> str:
-  return "n/a" if missing(low) or missing(high) else f"[{float(low):+.1f}, {float(high):+.1f}]"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """A GitHub-markdown table (no tabulate dependency); '|' in cells is escaped."""
-
-  def cell(v: Any) -> str:
-    return str(v).replace("|", "\\|")
-
-  lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-  return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- summary views
-
-
-def keyed(summary: pd.DataFrame) -> pd.DataFrame:
-  """Summary with missing teacher/checkpoint as '' so they compare equal."""
-  s = summary.copy()
-  for col in ("teacher", "checkpoint"):
-    s[col] = ["" if missing(v) else str(v) for v in s[col]]
-  return s
-
-
-def summary_row(
-  s: pd.DataFrame, task: str, student: str, teacher: str, checkpoint: str, policy: str
-) -> pd.Series | None:
-  hit = s[
-    (s.task == task)
-    & (s.student == student)
-    & (s.teacher == teacher)
-    & (s.checkpoint == checkpoint)
-    & (s.policy == policy)
-  ]
-  return None if hit.empty else hit.iloc[0]
-
-
-def baseline_row(s: pd.DataFrame, task: str, student: str, teacher: str, checkpoint: str) -> pd.Series | None:
-  """Student-only row for a config; a teacher-less "never" row serves every teacher."""
-  row = summary_row(s, task, student, teacher, checkpoint, "never")
-  return row if row is not None or teacher == "" else summary_row(s, task, student, "", checkpoint, "never")
 
 
 def _panels(s: pd.DataFrame) -> list[tuple[str, str]]:

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from experiments.report import analysis
+from experiments.report.formatting import markdown_table, pct, policy_cells
 from experiments.report.outputs import CONFIG_COLUMNS
-from experiments.report.plots import markdown_table, pct, policy_cells
 
 # Warn about few-shot copying when predictions equal an exemplar's answer at least this often and
 # at least this much more often than the gold answers do (fractions).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from experiments.report.plots import ci, label, markdown_table, pct, points
+from experiments.report.formatting import ci, label, markdown_table, pct, points
 
 INTRO = (
   "Each trigger policy is compared with `random:P` at the trigger's realized rate P (teacher-written "

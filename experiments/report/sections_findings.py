@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from experiments.report.plots import baseline_row, ci, missing, pct, points, summary_row
+from experiments.report.formatting import ci, missing, pct, points
+from experiments.report.summary_views import baseline_row, summary_row
 
 
 def findings_section(s: pd.DataFrame) -> list[str]:

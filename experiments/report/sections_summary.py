@@ -9,8 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments.report import analysis
+from experiments.report.formatting import ci, label, markdown_table, missing, pct, points, policy_cells
 from experiments.report.outputs import PLOT_CHECKPOINTS
-from experiments.report.plots import ci, label, markdown_table, missing, pct, points, policy_cells
 
 
 def data_section(df: pd.DataFrame) -> list[str]:

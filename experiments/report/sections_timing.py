@@ -9,8 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments.report import analysis
+from experiments.report.formatting import ci, label, markdown_table, missing, pct, points
 from experiments.report.outputs import CONFIG_COLUMNS, COUNTERFACTUALS
-from experiments.report.plots import ci, label, markdown_table, missing, pct, points
 
 NO_LEAK_INTRO = (
   "The teacher's step K cannot be the final computation on a problem whose gold solution has more "

@@ -1,0 +1,48 @@
+"""How report.md writes a number, a label or a table: one place, so every section says "n/a" (and
+"-", "+1.0", "[+0.0, +2.0]") the same way.
+
+A missing value (None, pandas' NA or NaN) prints as "n/a", a missing label as "-".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import pandas as pd
+
+
+def missing(x: Any) -> bool:
+  return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+
+
+def label(x: Any) -> str:
+  return "-" if missing(x) or x == "" else str(x)
+
+
+def pct(x: Any, digits: int = 1) -> str:
+  return "n/a" if missing(x) else f"{100.0 * float(x):.{digits}f}%"
+
+
+def points(x: Any) -> str:
+  return "n/a" if missing(x) else f"{float(x):+.1f}"
+
+
+def policy_cells(r: Any) -> list:
+  """The cells that name a per-policy table row: task, student, teacher, checkpoint, `policy`."""
+  return [r.task, r.student, label(r.teacher), label(r.checkpoint), f"`{r.policy}`"]
+
+
+def ci(low: Any, high: Any) -> str:
+  return "n/a" if missing(low) or missing(high) else f"[{float(low):+.1f}, {float(high):+.1f}]"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A GitHub-markdown table (no tabulate dependency); '|' in cells is escaped."""
+
+  def cell(v: Any) -> str:
+    return str(v).replace("|", "\\|")
+
+  lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)
