@@ -12,6 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.cli import config_value, parse_flags
+from experiments.sweep.config import parse_config
 from experiments.sweep.run import run_sweep
 from model.errors import report_user_errors
 
@@ -24,7 +25,7 @@ def main(argv) -> None:
   del argv
 
   def body() -> tuple:
-    cfg = config_value(_CONFIG, "configs/NAME.py")
+    cfg = parse_config(config_value(_CONFIG, "configs/NAME.py"))  # the one parse of the config
     return cfg, run_sweep(cfg)
 
   cfg, stats = report_user_errors(body)

@@ -36,7 +36,10 @@ def threshold_for_rate(trigger: int, rate: float, values: Iterable[float]) -> fl
 
 
 def step_starts(rec: dict) -> int:
-  """Steps a row began writing (its generated tokens' distinct step ids)."""
+  """Steps a row began writing (its generated tokens' distinct step ids).
+
+  `rec` here and below: a results row (a plain dict read from results.jsonl), never the config.
+  """
   return len(set(rec.get("step_ids") or []))
 
 

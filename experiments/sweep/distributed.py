@@ -23,14 +23,13 @@ import time
 from typing import Any
 
 import jax
-from ml_collections import ConfigDict
 
 from configs.sharding_rules import get_rules
+from experiments.sweep.config import DistributedConfig, SweepConfig, defaults
 from model.errors import UserError
 from model.sharding import make_mesh
 
 _INITIALIZED = False
-INIT_TIMEOUT_S = 300  # jax's default; config distributed.initialization_timeout overrides it
 
 
 class DistributedConfigError(UserError):
@@ -58,7 +57,7 @@ class RunContext:
 
   def global_batch(self, batch_size: int) -> int:
     """Batch rounded up to a multiple of the data axis; padding rows are inactive and dropped."""
-    data = self.mesh.shape.get("data", 1) if self.mesh is not None else 1
+    data = self.mesh.shape.get("data", 1) if self.mesh is not None else 1  # jax's axis name -> size dict
     return -(-batch_size // data) * data
 
   def barrier(self) -> None:
@@ -77,32 +76,22 @@ def _split_address(address: str) -> tuple[str, int]:
   return host.strip("[]"), int(port)
 
 
-def check_settings(dist: ConfigDict | None) -> None:
+def check_settings(dist: DistributedConfig) -> None:
   """Refuses multi-process settings that cannot work, before anything starts or is written."""
-  if dist is None:
-    return
-  n, pid, address = (
-    dist.get("num_processes", 1),
-    dist.get("process_id", 0),
-    dist.get("coordinator_address", ""),
-  )
-  explicit = [
-    f"{key}={value!r}"
-    for key, value, default in (
-      ("num_processes", n, 1),
-      ("process_id", pid, 0),
-      ("coordinator_address", address, ""),
-    )
-    if value != default
+  n, pid, address = dist.num_processes, dist.process_id, dist.coordinator_address
+  explicit = [  # the process settings not left at base_config()'s defaults
+    f"{key}={getattr(dist, key)!r}"
+    for key in ("num_processes", "process_id", "coordinator_address")
+    if getattr(dist, key) != getattr(defaults().distributed, key)
   ]
-  if not dist.get("enabled", False):
+  if not dist.enabled:
     if explicit:
       raise DistributedConfigError(
         f"distributed.{', '.join(explicit)} given but distributed.enabled is False: pass "
         "--config.distributed.enabled=True for a multi-process sweep, or drop them for one process"
       )
     return
-  if dist.get("initialization_timeout", INIT_TIMEOUT_S) <= 0:
+  if dist.initialization_timeout <= 0:
     raise DistributedConfigError("distributed.initialization_timeout must be a positive number of seconds")
   if not address:
     if explicit:
@@ -167,18 +156,18 @@ def _preflight(address: str, pid: int, n: int, timeout: float) -> float:
   return max(1.0, timeout - (time.monotonic() - start))
 
 
-def _maybe_initialize(dist: ConfigDict | None) -> None:
+def _maybe_initialize(dist: DistributedConfig) -> None:
   global _INITIALIZED
-  if _INITIALIZED or dist is None or not dist.get("enabled", False):
+  if _INITIALIZED or not dist.enabled:
     return
   check_settings(dist)
-  timeout = dist.get("initialization_timeout", INIT_TIMEOUT_S)
+  timeout = dist.initialization_timeout
   kw = {}
-  address = dist.get("coordinator_address")
+  address = dist.coordinator_address
   if address:
     timeout = _preflight(address, dist.process_id, dist.num_processes, timeout)
     kw = dict(coordinator_address=address, num_processes=dist.num_processes, process_id=dist.process_id)
-  if dist.get("cpu_collectives"):
+  if dist.cpu_collectives:
     jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
   try:  # no coordinator: auto-detected on TPU pods / SLURM
     jax.distributed.initialize(**kw, initialization_timeout=int(round(timeout)))
@@ -189,16 +178,13 @@ def _maybe_initialize(dist: ConfigDict | None) -> None:
   _INITIALIZED = True
 
 
-def setup(cfg: ConfigDict) -> RunContext:
-  _maybe_initialize(cfg.get("distributed"))
-  mesh_cfg = cfg.get("mesh", ConfigDict({"data": -1, "model": 1}))
-  mesh = make_mesh(
-    {"data": mesh_cfg.get("data", -1), "model": mesh_cfg.get("model", 1)}, devices=jax.local_devices()
-  )
+def setup(cfg: SweepConfig) -> RunContext:
+  _maybe_initialize(cfg.distributed)
+  mesh = make_mesh({"data": cfg.mesh.data, "model": cfg.mesh.model}, devices=jax.local_devices())
   return RunContext(
     mesh=mesh,
-    student_rules=get_rules(cfg.get("student_rules", "replicated")),
-    teacher_rules=get_rules(cfg.get("teacher_rules", "tensor_parallel")),
+    student_rules=get_rules(cfg.student_rules),
+    teacher_rules=get_rules(cfg.teacher_rules),
     process_id=jax.process_index(),
     num_processes=jax.process_count(),
   )

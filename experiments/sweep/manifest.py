@@ -36,6 +36,7 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from experiments.files import atomic_write_text
+from experiments.sweep.config import ExemplarsConfig, SweepConfig, TaskConfig
 from experiments.sweep.students import student_entries
 from model.errors import MissingFileError, UserError
 
@@ -136,88 +137,77 @@ def _plain(value: Any) -> Any:
   return json.loads(json.dumps(value))
 
 
-def _synthetic(task: ConfigDict) -> dict:
+def _synthetic(task: TaskConfig) -> dict:
   """The generator's settings that differ from its defaults: an explicit default equals an omitted
   one, and a knob added later (at its default) does not make older output dirs look different."""
   from experiments.tasks.synthetic import SyntheticConfig
 
-  given = _plain(task.get("synthetic", ConfigDict()))
-  try:
-    settings = _plain(dataclasses.asdict(SyntheticConfig(**given)))
-  except TypeError:  # an unknown key: load_problems reports it; record what was given
-    return given
+  settings = _plain(dataclasses.asdict(task.synthetic))
   defaults = _plain(dataclasses.asdict(SyntheticConfig()))
-  return {k: v for k, v in settings.items() if v != defaults.get(k)}
+  return {k: v for k, v in settings.items() if v != defaults[k]}
 
 
-def _task(task: ConfigDict) -> dict:
+def _task(task: TaskConfig) -> dict:
   out = {"name": task.name}
-  if task.get("path"):
+  if task.path:
     out["file"] = file_identity(task.path, "task file")
   else:  # only the embedded generator reads these
-    out["num_problems"] = task.get("num_problems", 200)
-    out["synthetic"] = _synthetic(task) if task.name == "synthetic" else None
-  out.update(
-    {k: _plain(v) for k, v in task.items() if k not in {"name", "path", "num_problems", "synthetic"}}
-  )
+    out["num_problems"] = task.num_problems
+    out["synthetic"] = _synthetic(task) if task.synthetic is not None else None
+  out.update({k: _plain(v) for k, v in task.extra})
   return out
 
 
-def _exemplars(ex: ConfigDict, task: ConfigDict) -> dict:
-  k = int(ex.get("k", 0))
-  if not k:
+def _exemplars(ex: ExemplarsConfig) -> dict:
+  if not ex.k:
     return {"k": 0}  # zero-shot: the other exemplar settings are unused
   return {
-    "k": k,
-    "seed": ex.get("seed", 0),
-    "distinct_answers": bool(ex.get("distinct_answers", True)),
-    "task": ex.get("task") or task.name,
-    "file": file_identity(ex.path, "exemplar file") if ex.get("path") else None,
+    "k": ex.k,
+    "seed": ex.seed,
+    "distinct_answers": ex.distinct_answers,
+    "task": ex.task,
+    "file": file_identity(ex.path, "exemplar file") if ex.path else None,
   }
 
 
-def row_settings(cfg: ConfigDict, policies: list) -> dict:
+def _teacher(cfg: SweepConfig) -> dict | None:
+  t = cfg.teacher
+  if t.path:
+    return {"name": t.name, "model": model_identity(t.path)}
+  return {"name": t.name, "url": t.url, "model": t.model} if t.url else None
+
+
+def row_settings(cfg: SweepConfig, policies: list) -> dict:
   """ROW_KEYS of a validated config, normalized as the sweep reads them (defaults, -1 = none, specs)."""
-  teacher = cfg.teacher
   rows = {
     "task": _task(cfg.task),
-    "limit": cfg.limit if cfg.get("limit", -1) > 0 else None,
+    "limit": cfg.limit,
     "prompt_style": cfg.prompt_style,
-    "exemplars": _exemplars(cfg.exemplars, cfg.task),
+    "exemplars": _exemplars(cfg.exemplars),
     "students": [
       {"name": e.name, "checkpoint": e.checkpoint, "model": model_identity(e.path)}
-      for e in student_entries(cfg)  # checkpoint runs expanded: one identity per step
+      for e in student_entries(cfg.students)  # checkpoint runs expanded: one identity per step
     ],
-    "teacher": (
-      {"name": teacher.get("name") or "teacher", "model": model_identity(teacher.path)}
-      if teacher.get("path")
-      else {
-        "name": teacher.get("name") or "teacher",
-        "url": teacher.url,
-        "model": teacher.get("model") or None,
-      }
-      if teacher.get("url")
-      else None
-    ),
+    "teacher": _teacher(cfg),
     "policies": sorted({p.spec for p in policies}),
-    "matched_random": bool(cfg.get("matched_random", False)),
+    "matched_random": cfg.matched_random,
     "seeds": sorted({int(s) for s in cfg.seeds}),
-    "max_new_tokens": int(cfg.max_new_tokens),
-    "max_steps": int(cfg.max_steps) if cfg.get("max_steps", -1) > 0 else None,
-    "temperature": float(cfg.temperature),
-    "top_k": int(cfg.top_k),
-    "top_p": float(cfg.top_p),
+    "max_new_tokens": cfg.max_new_tokens,
+    "max_steps": cfg.max_steps,
+    "temperature": cfg.temperature,
+    "top_k": cfg.top_k,
+    "top_p": cfg.top_p,
     "step_delimiter": cfg.step_delimiter,
     "dtype": cfg.dtype,
   }
   return _plain(rows)
 
 
-def build(cfg: ConfigDict, policies: list) -> dict:
+def build(cfg: SweepConfig, policies: list) -> dict:
   """The manifest of this run (nothing is read from or written to the output dir)."""
-  paths = {"task": cfg.task.get("path") or None, "exemplars": cfg.exemplars.get("path") or None}
-  paths.update({f"students[{i}]": e.path for i, e in enumerate(student_entries(cfg))})
-  paths["teacher"] = cfg.teacher.get("path") or None
+  paths = {"task": cfg.task.path, "exemplars": cfg.exemplars.path}
+  paths.update({f"students[{i}]": e.path for i, e in enumerate(student_entries(cfg.students))})
+  paths["teacher"] = cfg.teacher.path
   return {
     "format": FORMAT,
     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -281,7 +271,7 @@ def check(output_dir: str | Path, manifest: dict, warn: bool = True) -> dict | N
 
   `warn`: say so on stderr when the matching manifest was written by other code.
   """
-  old = read(output_dir)
+  old = read(output_dir)  # the manifest on disk, as parsed JSON (plain dicts)
   if old is None:
     return None
   diffs = differences(old["rows"], manifest["rows"])

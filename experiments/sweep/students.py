@@ -20,8 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ml_collections import ConfigDict
-
+from experiments.sweep.config import StudentConfig, student_config
 from experiments.sweep.grid import ModelEntry
 from model.errors import ModelLoadError, UserError
 from model.lm import LanguageModel
@@ -65,25 +64,30 @@ def is_orbax_run(root: Path) -> bool:
   )
 
 
-def expand(entry: ConfigDict) -> list[ModelEntry]:
-  """One ModelEntry per model: the entry itself, or one per selected checkpoint of a run."""
-  name = entry.get("name") or "student"
-  if not entry.get("checkpoints"):
-    if not entry.get("path"):
+def expand(entry) -> list[ModelEntry]:
+  """One ModelEntry per model: the entry itself, or one per selected checkpoint of a run.
+
+  `entry`: a StudentConfig, or a `students` entry as written (a ConfigDict), parsed here.
+  """
+  if not isinstance(entry, StudentConfig):
+    entry = student_config(entry)
+  name = entry.name
+  if not entry.checkpoints:
+    if not entry.path:
       raise StudentConfigError(f"student {name!r} needs `path` (a model directory) or `checkpoints`")
-    return [ModelEntry(name, entry.path, entry.get("checkpoint"))]
+    return [ModelEntry(name, entry.path, entry.checkpoint)]
   root = Path(entry.checkpoints)
   where = f"student {name!r} (checkpoints {root})"
   if not root.is_dir():
     raise StudentConfigError(f"{where}: the directory does not exist")
   if is_orbax_run(root):
-    if not entry.get("path") or not (Path(entry.path) / "config.json").exists():
+    if not entry.path or not (Path(entry.path) / "config.json").exists():
       raise StudentConfigError(
         f"{where}: orbax checkpoints hold params only; set `path` to the run's Hugging Face directory "
         "(its config.json and tokenizer), e.g. the workdir/hf that experiments.training.train exports"
       )
     steps = sorted(int(d.name) for d in root.iterdir() if d.is_dir() and d.name.isdigit())
-    chosen = _select(steps, entry.get("steps"), where)
+    chosen = _select(steps, entry.steps, where)
     return [
       ModelEntry(name, str(root / str(s)), f"step_{s}", source="orbax", config_dir=entry.path) for s in chosen
     ]
@@ -96,12 +100,12 @@ def expand(entry: ConfigDict) -> list[ModelEntry]:
     raise StudentConfigError(
       f"{where}: no checkpoint folders (step_N/, checkpoint-N/ with a config.json) and no orbax steps"
     )
-  chosen = _select(sorted(folders), entry.get("steps"), where)
+  chosen = _select(sorted(folders), entry.steps, where)
   return [ModelEntry(name, str(folders[s]), folders[s].name) for s in chosen]
 
 
-def student_entries(cfg: ConfigDict) -> list[ModelEntry]:
-  entries = [e for s in cfg.students for e in expand(s)]
+def student_entries(students: tuple[StudentConfig, ...]) -> list[ModelEntry]:
+  entries = [e for s in students for e in expand(s)]
   if not entries:
     raise StudentConfigError("config.students is empty: name at least one student model directory")
   return entries

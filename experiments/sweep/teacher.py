@@ -7,18 +7,16 @@ API key is read from the environment variable `teacher.api_key_env` names, never
 
 from __future__ import annotations
 
-from ml_collections import ConfigDict
-
 from decode.errors import PolicyError
-from decode.serving.client import DEFAULT_KEY_ENV, ServedTeacher, is_url
+from decode.serving.client import ServedTeacher, is_url
+from experiments.sweep.config import SweepConfig, TeacherConfig
 from model.errors import ModelLoadError, UserError
 from model.hf_import import model_exists
 
 
-def check_teacher(cfg: ConfigDict, policies: list) -> None:
+def check_teacher(t: TeacherConfig, policies: list) -> None:
   """Before anything is loaded or written: one teacher at most, and one where a policy needs it."""
-  t = cfg.teacher
-  path, url = t.get("path"), t.get("url")
+  path, url = t.path, t.url
   if path and url:
     raise UserError("set config.teacher.path (a model directory) or config.teacher.url (a server), not both")
   if not (path or url) and any(p.needs_teacher for p in policies):
@@ -31,23 +29,15 @@ def check_teacher(cfg: ConfigDict, policies: list) -> None:
     raise ModelLoadError(f"teacher {path} does not exist (a model directory or .gguf file)")
 
 
-def load_teacher(cfg: ConfigDict, mesh=None, rules=None):
+def load_teacher(cfg: SweepConfig, mesh=None, rules=None):
   """A LanguageModel, a ServedTeacher (checked to answer), or None."""
   t = cfg.teacher
-  name = t.get("name") or "teacher"
-  if t.get("url"):
+  if t.url:
     return ServedTeacher(
-      t.url,
-      model=t.get("model") or None,
-      api_key_env=t.get("api_key_env") or DEFAULT_KEY_ENV,
-      timeout_s=float(t.get("timeout_s", 120.0)),
-      retries=int(t.get("retries", 3)),
-      name=name,
+      t.url, model=t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, retries=t.retries, name=t.name
     )
-  if not t.get("path"):
+  if not t.path:
     return None
   from model.hf_import import load_model
 
-  return load_model(
-    t.path, dtype=cfg.dtype, mesh=mesh, rules=rules, name=name, scan_layers=cfg.get("scan_layers", True)
-  )
+  return load_model(t.path, dtype=cfg.dtype, mesh=mesh, rules=rules, name=t.name, scan_layers=cfg.scan_layers)
