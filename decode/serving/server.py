@@ -9,13 +9,15 @@ served here and one served there are the same to `decode.serving.client.ServedTe
 arrive within --batch-wait-ms of each other are decoded as one batch through the compiled loop
 (decode.serving.batching). With --port 0 the OS picks a free port; the line
 `serving NAME at http://HOST:PORT/v1` on stdout says which, once the model is loaded.
-Standard library HTTP (http.server); errors a user can fix exit with status 2.
+Standard library HTTP (http.server; decode.serving.http_handler): the API key is checked (in
+constant time) before a body is read, bodies are capped (413), malformed headers answered 400, idle
+or stalled connections closed after --timeout-s, and at most --max-concurrent requests are in
+flight (429 with Retry-After beyond, which clients retry). Errors a user can fix exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -23,19 +25,11 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from decode.bridge.teachers import CompletionRequest, LocalTeacher
 from decode.serving.batching import RequestBatcher
+from decode.serving.http_handler import HttpLimits, HttpServer, RequestError, make_handler
 from model.errors import UserError, report_user_errors
-
-
-class RequestError(Exception):
-  """A request the API cannot take: answered with HTTP 400 and an OpenAI-style error body."""
-
-  def __init__(self, message: str, status: int = 400):
-    super().__init__(message)
-    self.status = status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +46,22 @@ def _parser() -> argparse.ArgumentParser:
   )
   p.add_argument(
     "--exit-after-idle", type=float, default=0.0, help="exit after this many idle seconds (0: never)"
+  )
+  d = HttpLimits()
+  p.add_argument(
+    "--max-body-bytes", type=int, default=d.max_body_bytes, help="larger request bodies get HTTP 413"
+  )
+  p.add_argument(
+    "--max-concurrent",
+    type=int,
+    default=d.max_concurrent,
+    help="completions requests in flight at once; more get HTTP 429 with Retry-After",
+  )
+  p.add_argument(
+    "--timeout-s",
+    type=float,
+    default=d.timeout_s,
+    help="a connection that sends nothing (or stalls mid-request) for this long is closed",
   )
   return p
 
@@ -137,69 +147,12 @@ def answer_each(teacher: LocalTeacher, requests) -> list:
   return out
 
 
-def make_handler(batcher: RequestBatcher, name: str, key: str):
-  class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):  # quiet: one line per request is noise at batch sizes
-      pass
-
-    def _send(self, status: int, body: dict) -> None:
-      data = json.dumps(body).encode()
-      self.send_response(status)
-      self.send_header("Content-Type", "application/json")
-      self.send_header("Content-Length", str(len(data)))
-      self.end_headers()
-      self.wfile.write(data)
-
-    def _error(self, status: int, message: str) -> None:
-      kind = "invalid_request_error" if status < 500 else "server_error"
-      self._send(status, {"error": {"message": message, "type": kind, "code": status}})
-
-    def _authorized(self) -> bool:
-      batcher.last_active = time.monotonic()
-      if key and self.headers.get("Authorization", "") != f"Bearer {key}":
-        self._error(401, "missing or wrong API key (Authorization: Bearer ...)")
-        return False
-      return True
-
-    def do_GET(self):
-      if not self._authorized():
-        return
-      if self.path.rstrip("/") in ("/health", "/v1/health"):
-        return self._send(200, {"status": "ok", "requests": batcher.requests, "batches": batcher.batches})
-      if self.path.rstrip("/") == "/v1/models":
-        return self._send(
-          200, {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "decode.serve"}]}
-        )
-      self._error(404, f"no such endpoint: GET {self.path}")
-
-    def do_POST(self):
-      length = int(self.headers.get("Content-Length") or 0)
-      raw = self.rfile.read(length)
-      if not self._authorized():
-        return
-      if self.path.rstrip("/") != "/v1/completions":
-        return self._error(404, f"no such endpoint: POST {self.path} (this server has /v1/completions)")
-      try:
-        requests = parse_request(json.loads(raw or b"null"), name)
-        answers = [f.result() for f in [batcher.submit(r) for r in requests]]
-      except json.JSONDecodeError as e:
-        return self._error(400, f"the body is not JSON ({e.msg})")
-      except RequestError as e:
-        return self._error(e.status, str(e))
-      except UserError as e:
-        return self._error(400, str(e))
-      except Exception as e:  # a bug or a device failure: the client retries, then reports it
-        return self._error(500, f"{type(e).__name__}: {e}")
-      self._send(200, response(name, answers))
-
-  return Handler
-
-
 def serve(args) -> None:
   if args.max_batch < 1 or args.batch_wait_ms < 0 or args.exit_after_idle < 0:
     raise UserError("--max-batch must be >= 1, --batch-wait-ms and --exit-after-idle >= 0")
+  if args.max_body_bytes < 1 or args.max_concurrent < 1 or not args.timeout_s > 0:
+    raise UserError("--max-body-bytes and --max-concurrent must be >= 1, --timeout-s > 0")
+  limits = HttpLimits(args.max_body_bytes, args.max_concurrent, args.timeout_s)
   key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
   if args.api_key_env and not key:
     raise UserError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
@@ -213,11 +166,13 @@ def serve(args) -> None:
     lambda reqs: answer_each(teacher, reqs), max_batch=args.max_batch, wait_s=args.batch_wait_ms / 1000
   )
   try:
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(batcher, name, key))
+    server = HttpServer(
+      (args.host, args.port),
+      make_handler(batcher, name, key, limits, lambda body: parse_request(body, name), response),
+    )
   except OSError as e:
     batcher.close()
     raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); pick another --port") from None
-  server.daemon_threads = True
   host, port = server.server_address[:2]
   stop = threading.Event()
   signal.signal(signal.SIGTERM, lambda *_: stop.set())
