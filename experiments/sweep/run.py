@@ -16,7 +16,6 @@ from ml_collections import ConfigDict
 
 from decode.bridge.pairing import make_decoder
 from decode.core.policy import parse_policy
-from decode.host.guided import GuidedDecoder
 from experiments.sweep import manifest as sweep_manifest
 from experiments.sweep.config import ExemplarsConfig, SweepConfig, SweepConfigError, TaskConfig, parse_config
 from experiments.sweep.grid import expand_grid
@@ -180,7 +179,7 @@ def _run(
       decoder,
       store,
       settings,
-      fork=cfg.fork and isinstance(decoder, GuidedDecoder),  # the bridge has no prefill to fork from
+      fork=cfg.fork and decoder.can_fork,  # the bridge has no prefill to fork from
       progress=progress,
       shared_prefix=shared,
       matched_random=cfg.matched_random,
