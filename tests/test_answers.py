@@ -102,11 +102,63 @@ def test_strip_after_answer_is_idempotent():
     (None, "1", False),
     ("1", None, False),
     ("abc", "1", False),
-    ("1000000", "1000000.00001", True),
+    ("1000000", "1000000.00001", False),  # was True under the old 1e-6 relative tolerance
   ],
 )
 def test_answers_match(pred, gold, expected):
   assert answers_match(pred, gold) is expected
+
+
+# Each pair is within a tolerance someone might add (relative 1e-6, absolute 1e-3, float equality).
+@pytest.mark.parametrize(
+  "pred, gold",
+  [
+    ("2000001", "2000000"),
+    ("1000.001", "1000.0"),
+    ("18.0001", "18"),
+    ("0.3333", "1/3"),
+    ("123456789012345679", "123456789012345678"),  # equal as floats
+  ],
+)
+def test_answers_match_has_no_tolerance(pred, gold):
+  assert not answers_match(pred, gold)
+  assert not answers_match(gold, pred)
+
+
+@pytest.mark.parametrize(
+  "pred, gold",
+  [
+    ("18", "18.0"),
+    ("18", "18.00"),
+    ("18", "$18"),
+    ("1200", "1,200"),
+    ("0.5", "1/2"),
+    ("-3", "\u22123"),
+    ("123456789012345678", "123,456,789,012,345,678"),
+    (18.0, "18"),
+  ],
+)
+def test_answers_match_equal_values_written_differently(pred, gold):
+  assert answers_match(pred, gold)
+  assert answers_match(gold, pred)
+
+
+def test_first_statement_wins_over_a_later_hash_line():
+  completion = "Ava has 17 apples, so the answer is 17.\nThen Ben found 3 more.\n#### 3"
+  assert strip_after_answer(completion) == "Ava has 17 apples, so the answer is 17."
+  assert extract_answer(completion) == "17"
+
+
+def test_first_boxed_answer_wins_over_a_later_one():
+  completion = "So she makes \\(\\boxed{18}\\) dollars.\n\nWait, with the muffins: \\(\\boxed{22}\\)."
+  assert strip_after_answer(completion) == "So she makes \\(\\boxed{18}\\) dollars."
+  assert extract_answer(completion) == "18"
+
+
+def test_statement_inside_an_invented_question_is_not_read():
+  completion = "Ava has 12 + 5 = 17 apples.\n\nQuestion: Ben has 3 apples.\nAnswer: Ben has 3.\n#### 3"
+  assert strip_after_answer(completion) == "Ava has 12 + 5 = 17 apples."
+  assert extract_answer(completion) == "17"
 
 
 # The cases where the report's old leakage grammar read numbers differently from scoring.
