@@ -167,7 +167,7 @@ class BridgeDecoder:
     while rows:
       requests = [
         CompletionRequest(
-          prompt=r.text + self.tokenizer.decode(r.ids, skip_special_tokens=True),
+          prompt=r.text + continuation_text(self.tokenizer, r.prompt, r.ids),
           max_tokens=min(r.policy.token_limit - r.step_teacher_tokens, max_new - len(r.ids)),
           stop=(delimiter,),
           temperature=r.sampling.temperature,
@@ -190,8 +190,23 @@ class BridgeDecoder:
       r.error, r.done = f"teacher: {c.error}", True
       return False
     text = c.text + (c.stop_reason or "")
+    r.empty_trips += not c.text.strip()
     r.content = r.content or bool(c.text.strip())
-    piece = encode_piece(self.tokenizer, text)
+    piece = encode_continuation(self.tokenizer, r.prompt + r.ids, text)
+    unk = self.tokenizer.unk_token_id
+    if unk is not None and unk in piece:  # never silent: an unknown token is no text
+      r.error, r.done = (
+        (
+          f"the teacher's text {text!r} has no tokens in the student's vocabulary (it encodes to the "
+          "unknown token); a step delimiter inside the teacher's words cuts them: use one both "
+          "tokenizers hold whole"
+        ),
+        True,
+      )
+      return False
+    if r.empty_trips >= 2:  # never a round trip per token: a teacher that adds nothing stops the row
+      r.error, r.done = "the teacher added no text twice in one step", True
+      return False
     ids = piece[: max_new - len(r.ids)]
     ended = c.stop_reason is not None and r.content and len(ids) == len(piece)  # a cut step has not ended
     eos = self.tokenizer.eos_token_id
@@ -251,20 +266,44 @@ class BridgeDecoder:
       r.done = True
 
 
-def encode_piece(tokenizer, text: str) -> list[int]:
-  """Text appended to a row, in the student's tokens (no special tokens).
+def continuation_text(tokenizer, context: list[int], new: list[int]) -> str:
+  """The text `new` adds after `context` (incremental detokenisation, as vLLM and TGI do it).
 
-  SentencePiece tokenizers put a space before a text encoded alone; then the text is encoded after
-  a newline, whose tokens are dropped.
+  Decoded with its context, minus the context's own decoding: a piece whose text depends on what
+  precedes it (SentencePiece's leading space, a WordPiece decoder's joining space) reads as it does
+  in the whole text, not glued to the prompt.
   """
-  ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-  if not text or tokenizer.decode(ids) == text:
-    return ids
+  before = tokenizer.decode(context, skip_special_tokens=True)
+  whole = tokenizer.decode(list(context) + list(new), skip_special_tokens=True)
+  return whole[len(before) :] if whole.startswith(before) else tokenizer.decode(new, skip_special_tokens=True)
+
+
+def encode_continuation(tokenizer, context: list[int], text: str) -> list[int]:
+  """`text` in the student's tokens, to append after `context` so that the row's text grows by
+  exactly `text` (checked with `continuation_text`).
+
+  Tried in order: the text encoded alone; after a newline whose tokens are dropped (SentencePiece
+  puts a space before a text encoded alone); the whole text encoded, less the context's tokens.
+  When none grows the text exactly, the first (a tokenizer that cannot say it: see the caller's
+  check for its unknown token).
+  """
+  if not text:
+    return []
+  alone = tokenizer(text, add_special_tokens=False)["input_ids"]
+  candidates = [alone]
   anchor = tokenizer("\n", add_special_tokens=False)["input_ids"]
   both = tokenizer("\n" + text, add_special_tokens=False)["input_ids"]
-  if both[: len(anchor)] == anchor and tokenizer.decode(both[len(anchor) :]) == text:
-    return both[len(anchor) :]
-  return ids
+  if both[: len(anchor)] == anchor:
+    candidates.append(both[len(anchor) :])
+  before = tokenizer.decode(context, skip_special_tokens=True)
+  ctx = tokenizer(before, add_special_tokens=False)["input_ids"]
+  joint = tokenizer(before + text, add_special_tokens=False)["input_ids"]
+  if joint[: len(ctx)] == ctx:
+    candidates.append(joint[len(ctx) :])
+  for ids in candidates:
+    if continuation_text(tokenizer, context, ids) == text:
+      return ids
+  return alone
 
 
 def _policy_uniform(r: BridgeRow, position: int) -> float:

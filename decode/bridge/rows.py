@@ -47,6 +47,7 @@ class BridgeRow:
   teacher_tokens: int = 0
   teacher_read: int = 0
   round_trips: int = 0
+  empty_trips: int = 0  # teacher round trips in the current step that added no text
   uncertainty: list[list[float]] = dataclasses.field(default_factory=list)
 
   def teachers_turn(self) -> bool:
@@ -68,6 +69,7 @@ class BridgeRow:
     self.writer = None if ended else self.writer
     self.content = False if ended else self.content
     self.step_teacher_tokens = 0 if ended else self.step_teacher_tokens
+    self.empty_trips = 0 if ended else self.empty_trips
 
   def result(self, tokenizer) -> BridgeResult:
     teacher_ids = [t for t, a in zip(self.ids, self.authors) if a == TEACHER]
