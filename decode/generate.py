@@ -23,6 +23,7 @@ from decode.core.policy import parse_policy
 from decode.errors import DecodeInputError, PolicyError
 from decode.serving.client import DEFAULT_KEY_ENV, ServedTeacher, is_url
 from model.errors import report_user_errors
+from model.startup_logs import add_verbose_flag, quiet_startup_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,7 +151,10 @@ def run(args) -> list[dict]:
 
 
 def main(argv=None) -> int:
-  args = _parser().parse_args(argv)
+  parser = _parser()
+  add_verbose_flag(parser)
+  args = parser.parse_args(argv)
+  quiet_startup_logs(args.verbose)
   rows = report_user_errors(lambda: run(args))
   for row in rows:
     print(json.dumps(row))

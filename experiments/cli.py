@@ -3,7 +3,8 @@
 absl exits 1 on a bad flag, and ml_collections raises from inside the parser (a traceback) for an
 override of a key the config lacks (`--config.no_such_key=1`) or a config file that fails to load.
 Every such failure is a user error here: `error: ...` on stderr and exit 2 (model.errors), so
-`app.run(main, flags_parser=parse_flags)`.
+`app.run(main, flags_parser=parse_flags)`. The parser also sets up the CLI's logging: quiet about
+jax's backend probing unless `--verbose` (model.startup_logs; absl would print its INFO lines).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Sequence
 from absl import flags
 
 from model.errors import UserError, report_user_errors
+from model.startup_logs import VERBOSE_HELP, quiet_startup_logs
+
+_VERBOSE = flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
 
 
 class FlagError(UserError):
@@ -51,8 +55,11 @@ def _parse(argv: list[str]) -> list[str]:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parser with every failure reported as `error: ...` and exit 2 (FSG_DEBUG=1: traceback)."""
-  return report_user_errors(lambda: _parse(argv))
+  """absl's flag parser with every failure reported as `error: ...` and exit 2 (FSG_DEBUG=1: traceback);
+  then `quiet_startup_logs(--verbose)`, before main touches jax."""
+  rest = report_user_errors(lambda: _parse(argv))
+  quiet_startup_logs(_VERBOSE.value)
+  return rest
 
 
 def config_value(holder, example: str):

@@ -37,6 +37,7 @@ from experiments.bench.guided import bench_guided
 from experiments.bench.models import cpu_count, cpu_model, setup
 from experiments.bench.realsize import bench_compile_depth, bench_fewshot_sweep, bench_scan_decode
 from experiments.bench.sweep import bench_sweep
+from model.startup_logs import add_verbose_flag, quiet_startup_logs
 
 TARGETS = {
   "decode_speedup_vs_hf_b1": (">=", 1.1),
@@ -212,7 +213,9 @@ def main(argv=None) -> None:
   )
   ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
   ap.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+  add_verbose_flag(ap)
   args = ap.parse_args(argv)
+  quiet_startup_logs(args.verbose)
   preset = args.size or ("quick" if args.quick else "full")
   result = run_benchmark(preset, sections=tuple(s.strip() for s in args.only.split(",") if s.strip()))
   text = json.dumps(result, sort_keys=True)

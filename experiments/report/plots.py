@@ -1,22 +1,29 @@
 """Plots of one sweep's summary table (matplotlib Agg, no pyplot global state). How the text writes
-numbers is in formatting; the summary lookups the plots share with the text are in summary_views."""
+numbers is in formatting; the summary lookups the plots share with the text are in summary_views.
+
+matplotlib is imported when a figure is drawn, not with this module: a CLI has set up its logging
+by then (model.startup_logs: the font-cache notice), and commands that never plot never load it.
+"""
 
 from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from experiments.report import analysis
 from experiments.report.summary_views import baseline_row, keyed, summary_row
 
+if TYPE_CHECKING:
+  from matplotlib.figure import Figure
+
 
 def _figure_png(fig: Figure) -> bytes:
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+
   FigureCanvasAgg(fig)  # render with Agg without touching pyplot's global backend
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -42,6 +49,8 @@ def _students(s: pd.DataFrame, task: str) -> list[str]:
 
 
 def _grid(n: int, width: float = 7.5, height: float = 4.2) -> tuple[Figure, list[Any]]:
+  from matplotlib.figure import Figure
+
   ncols = min(3, max(1, n))
   nrows = math.ceil(max(1, n) / ncols)
   fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")

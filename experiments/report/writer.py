@@ -33,6 +33,7 @@ from experiments.report.plots import (
   plot_earliest_rescue,
 )
 from model.errors import MissingFileError, report_user_errors
+from model.startup_logs import add_verbose_flag, quiet_startup_logs
 
 
 def write_report(output_dir: str | Path, df: pd.DataFrame | None = None) -> dict[str, Path]:
@@ -95,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Exit 0; a missing dir, no results or a corrupt results line: `error: ...` and exit 2 (SystemExit)."""
   parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
   parser.add_argument("output_dir", type=Path, help="directory holding results*.jsonl")
+  add_verbose_flag(parser)
   args = parser.parse_args(argv)
+  quiet_startup_logs(args.verbose)
 
   def body() -> dict[str, Path]:
     if not args.output_dir.is_dir():
