@@ -79,7 +79,7 @@ def _state(B, length=1, done=None, has_content=None, last_author=PROMPT):
     counters=Counters(
       student_tokens=z,
       teacher_tokens=z,
-      teacher_prefilled=z,
+      teacher_forwarded=z,
       switches=z,
       teacher_calls=jnp.zeros((), jnp.int32),
       iterations=jnp.zeros((), jnp.int32),
@@ -97,7 +97,7 @@ def _advance(s, inp, toks, writers, fired=None, finite=None):
     finite=jnp.ones((B,), bool) if finite is None else jnp.asarray(finite),
     step_metrics=jnp.full((B, 3), jnp.nan),
   )
-  done = ForwardsDone(s.caches, s.counters.teacher_prefilled, s.counters.teacher_calls)
+  done = ForwardsDone(s.caches, s.counters.teacher_forwarded, s.counters.teacher_calls)
   return advance(s, inp, T, choice, done)
 
 

@@ -97,7 +97,7 @@ def advance(
   counters = Counters(
     student_tokens=c.student_tokens + is_student,
     teacher_tokens=c.teacher_tokens + is_teacher,
-    teacher_prefilled=done.teacher_prefilled,
+    teacher_forwarded=done.teacher_forwarded,
     switches=c.switches + switched.astype(jnp.int32),
     teacher_calls=done.teacher_calls,
     iterations=c.iterations + 1,

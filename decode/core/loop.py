@@ -159,7 +159,7 @@ def _teacher_logits(teacher: LoopModel, lc: LoopConfig, s: LoopState, need):
 
   Tokens [seen, length-1) are read in chunks (no LM head); the last token is decoded alone, so a
   teacher writing a step pays one token per iteration and never re-reads what it cached.
-  Returns (logits [B, V], teacher cache, teacher_seen [B], teacher_prefilled counter [B]).
+  Returns (logits [B, V], teacher cache, teacher_seen [B], teacher_forwarded counter [B]).
   """
   b, c = s.buffers, s.caches
   target = jnp.where(need, b.length - 1, c.teacher_seen)
@@ -172,7 +172,7 @@ def _teacher_logits(teacher: LoopModel, lc: LoopConfig, s: LoopState, need):
     teacher, lc.teacher_row_buckets, _take(b.tokens, last[:, None]), last, n, cache, need, with_logits=True
   )
   seen = jnp.where(need, b.length, c.teacher_seen)
-  return logits[:, 0, : lc.vocab_size], cache, seen, s.counters.teacher_prefilled + caught + n
+  return logits[:, 0, : lc.vocab_size], cache, seen, s.counters.teacher_forwarded + caught + n
 
 
 def _init_state(
@@ -191,12 +191,12 @@ def _init_state(
     jnp.where(active, pr.lengths - 1, 0),
     lc.prefill_chunk,
   )
-  teacher_cache, teacher_seen, prefilled = None, zeros_i32(B), zeros_i32(B)
+  teacher_cache, teacher_seen, forwarded = None, zeros_i32(B), zeros_i32(B)
   if lc.has_teacher:
     # Rows asking for a teacher prefill (to hand their caches to later calls) get it now; the
     # others catch the teacher up lazily, when it first writes for them.
     target = jnp.where(active & start.teacher_prefill, pr.lengths - 1, start.teacher_seen)
-    teacher_cache, teacher_seen, prefilled = catch_up(
+    teacher_cache, teacher_seen, forwarded = catch_up(
       teacher,
       pr.tokens,
       teacher.placed(caches.teacher),
@@ -235,7 +235,7 @@ def _init_state(
     counters=Counters(
       student_tokens=count(STUDENT),
       teacher_tokens=count(TEACHER),
-      teacher_prefilled=prefilled,
+      teacher_forwarded=forwarded,
       switches=zeros_i32(B),
       teacher_calls=jnp.zeros((), jnp.int32),
       iterations=jnp.zeros((), jnp.int32),
@@ -273,7 +273,7 @@ def _iteration(
 
   # 3. The teacher runs only when some row needs it (lockstep: always, for every active row).
   teacher_cache, teacher_seen = c.teacher, c.teacher_seen
-  prefilled, calls = s.counters.teacher_prefilled, s.counters.teacher_calls
+  forwarded, calls = s.counters.teacher_forwarded, s.counters.teacher_calls
   logits = s_logits
   if lc.has_teacher:
     run_rows = active if lc.lockstep else need
@@ -282,9 +282,9 @@ def _iteration(
       return _teacher_logits(teacher, lc, s, run_rows) + (calls + 1,)
 
     def skip(_):
-      return jnp.zeros_like(s_logits), c.teacher, c.teacher_seen, prefilled, calls
+      return jnp.zeros_like(s_logits), c.teacher, c.teacher_seen, forwarded, calls
 
-    t_logits, teacher_cache, teacher_seen, prefilled, calls = jax.lax.cond(
+    t_logits, teacher_cache, teacher_seen, forwarded, calls = jax.lax.cond(
       jnp.any(run_rows), teacher_branch, skip, None
     )
     logits = jnp.where(need[:, None], t_logits, s_logits)
@@ -299,7 +299,7 @@ def _iteration(
   caches = CacheState(student=student_cache, teacher=teacher_cache, teacher_seen=teacher_seen)
   finite = jnp.all(jnp.isfinite(logits), axis=-1)  # [B]: a NaN/inf row stops instead of writing
   choice = TokenChoice(token=tok, writer=writer, fired=fired, finite=finite, step_metrics=metrics)
-  return advance(s, inp, lc.max_len, choice, ForwardsDone(caches, prefilled, calls))
+  return advance(s, inp, lc.max_len, choice, ForwardsDone(caches, forwarded, calls))
 
 
 def run_loop(

@@ -141,7 +141,7 @@ class Counters:
   teacher_tokens: jax.Array  # [B] written by the teacher
   # [B] tokens the teacher's forward processed in this call (catch-up + decode); positions held by
   # given caches were processed by the call that made them.
-  teacher_prefilled: jax.Array
+  teacher_forwarded: jax.Array
   switches: jax.Array  # [B] changes of author between consecutive generated tokens
   teacher_calls: jax.Array  # [] iterations in which the teacher's forward ran
   iterations: jax.Array  # []
@@ -170,7 +170,7 @@ class ForwardsDone:
   """The iteration's forwards: both caches after them, and the teacher's counters."""
 
   caches: CacheState
-  teacher_prefilled: jax.Array  # [B] counter after this iteration's teacher forward
+  teacher_forwarded: jax.Array  # [B] counter after this iteration's teacher forward
   teacher_calls: jax.Array  # [] counter after this iteration
 
 

@@ -21,7 +21,9 @@ class RowResult:
   policy: str
   student_tokens: int
   teacher_tokens: int
-  teacher_prefilled: int  # tokens the teacher's forward processed in this call (catch-up + decode)
+  # Tokens the teacher's forward processed in this call, catch-up and decode together (the loop's
+  # `teacher_forwarded`); the name predates that and stays, as results files carry it.
+  teacher_prefilled: int
   switches: int
   intervention_steps: list[int]
   num_steps: int
@@ -65,7 +67,7 @@ def unpack_rows(state: LoopState, gen_starts: list[int], specs: list[str], token
         policy=spec,
         student_tokens=int(c.student_tokens[i]),
         teacher_tokens=int(c.teacher_tokens[i]),
-        teacher_prefilled=int(c.teacher_prefilled[i]),
+        teacher_prefilled=int(c.teacher_forwarded[i]),
         switches=int(c.switches[i]),
         intervention_steps=sorted({s for s, a in zip(steps, authors) if a == TEACHER}),
         num_steps=int(st.steps_done[i]),
