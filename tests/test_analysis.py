@@ -13,6 +13,7 @@ import pytest
 from analysis_rows import CORRECT, N, make_rows, one, row
 
 from experiments.report import analysis
+from experiments.report.timing import NO_LEAK_COLUMNS, no_leak_columns
 from model.errors import UserError
 
 # --------------------------------------------------------------------------- bootstrap
@@ -139,3 +140,14 @@ def test_summarize_requires_columns() -> None:
 def test_checkpoints_in_natural_order() -> None:
   rows = [row("never", 0, True, checkpoint=c, row_id=c) for c in ("step_10000", "step_2000", None)]
   assert analysis.checkpoints_of(pd.DataFrame(rows)) == ["step_2000", "step_10000"]
+
+
+def test_not_measured_is_none_at_the_source_and_a_float_nan_in_the_table() -> None:
+  # make_rows carry no gold_steps: the no-leak columns are not measured (None) for every group.
+  rows = [{k: v for k, v in r.items() if k != "teacher_text"} for r in make_rows()]
+  g = analysis.prepare(pd.DataFrame(rows))
+  assert no_leak_columns(g, 1, n_boot=10, seed=0) == dict.fromkeys(NO_LEAK_COLUMNS)
+  s = analysis.summarize(pd.DataFrame(rows), n_boot=20)
+  for col in ("leakage_rate", "exemplar_copy_rate", "accuracy_no_leak", "gain_no_leak_ci_high"):
+    assert s[col].dtype == np.float64 and s[col].isna().all(), col  # one dtype, whatever is measured
+  assert s.n_no_leak.isna().all()

@@ -89,3 +89,9 @@ def test_exemplar_copy_rate_against_the_gold_rate() -> None:
   for student in ("zero-shot", "old"):
     r = one(s, "never", student=student)
     assert math.isnan(r.exemplar_copy_rate) and math.isnan(r.gold_exemplar_rate)
+
+
+def test_exemplar_rates_not_measured_is_none() -> None:
+  # No row records its prompt's exemplar answers: None (not measured), not a rate of NaN.
+  g = analysis.prepare(pd.DataFrame([row("never", i, False, row_id=f"o{i}") for i in range(2)]))
+  assert analysis.exemplar_rates(g) is None

@@ -39,16 +39,16 @@ def _matches_any(value: Any, answers: Sequence[str]) -> bool:
   return any(answers_match(value, a) for a in answers)
 
 
-def exemplar_rates(g: pd.DataFrame) -> tuple[float, float]:
+def exemplar_rates(g: pd.DataFrame) -> tuple[float, float] | None:
   """(prediction copy rate, gold coincidence rate) over rows whose prompt had exemplars.
 
   Copy rate: the prediction equals one of the prompt's exemplar answers (the scoring rule). The gold
   rate is how often the gold answer itself equals one, the level copying has to be judged against.
-  NaN when no row records exemplar answers (zero-shot prompts, older results files).
+  None (not measured) when no row records exemplar answers (zero-shot prompts, older results files).
   """
   shots = [(p, a, ex) for p, a, ex in zip(g["prediction"], g["answer"], g["exemplar_answers"]) if ex]
   if not shots:
-    return (float("nan"), float("nan"))
+    return None
   copied = [_matches_any(p, ex) for p, _, ex in shots]
   gold = [_matches_any(a, ex) for _, a, ex in shots]
   return (float(np.mean(copied)), float(np.mean(gold)))

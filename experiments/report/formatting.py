@@ -1,7 +1,11 @@
 """How report.md writes a number, a label or a table: one place, so every section says "n/a" (and
 "-", "+1.0", "[+0.0, +2.0]") the same way.
 
-A missing value (None, pandas' NA or NaN) prints as "n/a", a missing label as "-".
+A number can be missing two ways: not measured (the analysis returns None: leakage without teacher
+text, copy rates without exemplar answers, the no-leak columns without gold step counts) or
+undefined (NaN: a relative gain over a 0% baseline, a gain with no paired row). In a summary table
+both are pandas' missing value; the text says NOT_AVAILABLE for either (a section that knows a
+whole column is not measured says so in words), a label "-", and a CSV an empty cell (CSV_MISSING).
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+NOT_AVAILABLE = "n/a"  # a number not measured or undefined, in report.md
+CSV_MISSING = ""  # the same in summary.csv and counterfactuals.csv (pandas' default na_rep)
+
 
 def missing(x: Any) -> bool:
+  """Not measured (None, or pandas' NA) or undefined (NaN)."""
   return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
 
 
@@ -21,11 +29,11 @@ def label(x: Any) -> str:
 
 
 def pct(x: Any, digits: int = 1) -> str:
-  return "n/a" if missing(x) else f"{100.0 * float(x):.{digits}f}%"
+  return NOT_AVAILABLE if missing(x) else f"{100.0 * float(x):.{digits}f}%"
 
 
 def points(x: Any) -> str:
-  return "n/a" if missing(x) else f"{float(x):+.1f}"
+  return NOT_AVAILABLE if missing(x) else f"{float(x):+.1f}"
 
 
 def policy_cells(r: Any) -> list:
@@ -34,7 +42,7 @@ def policy_cells(r: Any) -> list:
 
 
 def ci(low: Any, high: Any) -> str:
-  return "n/a" if missing(low) or missing(high) else f"[{float(low):+.1f}, {float(high):+.1f}]"
+  return NOT_AVAILABLE if missing(low) or missing(high) else f"[{float(low):+.1f}, {float(high):+.1f}]"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -9,7 +9,16 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments.report import analysis
-from experiments.report.formatting import ci, label, markdown_table, missing, pct, points, policy_cells
+from experiments.report.formatting import (
+  NOT_AVAILABLE,
+  ci,
+  label,
+  markdown_table,
+  missing,
+  pct,
+  points,
+  policy_cells,
+)
 from experiments.report.outputs import PLOT_CHECKPOINTS
 
 
@@ -92,7 +101,7 @@ def summary_section(s: pd.DataFrame) -> list[str]:
           pct(r.accuracy),
           points(r.gain_points),
           ci(r.gain_ci_low, r.gain_ci_high),
-          "n/a" if missing(r.gain_rel_pct) else f"{r.gain_rel_pct:+.0f}%",
+          NOT_AVAILABLE if missing(r.gain_rel_pct) else f"{r.gain_rel_pct:+.0f}%",
           pct(r.teacher_fraction),
           f"{r.mean_switches:.2f}",
           pct(r.leakage_rate),

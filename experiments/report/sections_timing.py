@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments.report import analysis
-from experiments.report.formatting import ci, label, markdown_table, missing, pct, points
+from experiments.report.formatting import NOT_AVAILABLE, ci, label, markdown_table, missing, pct, points
 from experiments.report.outputs import CONFIG_COLUMNS, COUNTERFACTUALS
 
 NO_LEAK_INTRO = (
@@ -64,7 +64,7 @@ def _winner_sentences(rows: pd.DataFrame) -> list[str]:
 
 def _difference_words(low: float, high: float, k: int) -> str:
   if missing(low) or missing(high):
-    return "n/a"
+    return NOT_AVAILABLE
   if low > 0:
     return "step 1 better"
   if high < 0:

@@ -25,7 +25,7 @@ from experiments.report.policies import (
   policy_sort_key,
 )
 from experiments.report.stats import attach_baseline, paired_gain
-from experiments.report.timing import no_leak_columns
+from experiments.report.timing import NO_LEAK_COLUMNS, no_leak_columns
 from experiments.sweep.calibration import realized_rate
 
 SUMMARY_COLUMNS = [
@@ -63,6 +63,15 @@ SUMMARY_COLUMNS = [
 ]
 
 
+EXEMPLAR_COLUMNS = ["exemplar_copy_rate", "gold_exemplar_rate"]
+# Float columns a group may leave unmeasured (None): the rows lack the field they need.
+NOT_MEASURED_COLUMNS = [
+  "leakage_rate",
+  *EXEMPLAR_COLUMNS,
+  *(c for c in NO_LEAK_COLUMNS if c != "n_no_leak"),  # n_no_leak: an Int64 column, <NA>
+]
+
+
 def _summarize_group(
   g: pd.DataFrame, n_boot: int, seed: int, has_text: bool, last_step: int | None
 ) -> dict[str, Any]:
@@ -96,17 +105,21 @@ def _summarize_group(
     "mean_switches": float(g["switches"].mean()),
     "rescue": int(((base == 0) & (pol == 1)).sum()),
     "harm": int(((base == 1) & (pol == 0)).sum()),
-    "leakage_rate": float(np.mean(leaks)) if has_text else float("nan"),
-    **dict(zip(["exemplar_copy_rate", "gold_exemplar_rate"], exemplar_rates(g))),
+    "leakage_rate": float(np.mean(leaks)) if has_text else None,
+    **dict(zip(EXEMPLAR_COLUMNS, exemplar_rates(g) or (None, None))),
   }
 
 
 def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
   """One row per (task, student, teacher, checkpoint, policy); see the module docstring for units.
 
-  Missing teacher/checkpoint labels come back as None; leakage_rate is NaN when the rows
+  Missing teacher/checkpoint labels come back as None; leakage_rate is missing when the rows
   carry no teacher_text column (not measured, rather than "no leak"). Rows are sorted for reading:
   by task, student, teacher, checkpoint (natural order), then never, step:1..K, ..., always.
+
+  A value not measured (None from `_summarize_group`: leakage, exemplar rates, no-leak columns) is
+  NaN in the table, pandas' missing value, as an undefined one is: each column keeps one dtype, and
+  summary.csv writes both as an empty cell; `n_no_leak` is <NA> (an Int64 column).
   """
   if len(df) == 0:
     return pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -133,6 +146,8 @@ def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
   out = pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
   out["step_k"] = pd.to_numeric(out["step_k"], errors="coerce").astype(float)
   out["n_no_leak"] = pd.to_numeric(out["n_no_leak"], errors="coerce").astype("Int64")  # <NA>: not measured
+  for col in NOT_MEASURED_COLUMNS:  # None: not measured -> NaN
+    out[col] = out[col].astype(float)
   for col in ("teacher", "checkpoint"):
     out[col] = pd.Series([None if v == NO_LABEL else v for v in out[col]], dtype=object)
   return out

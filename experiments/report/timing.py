@@ -33,6 +33,14 @@ TIMING_COLUMNS = CONFIG_KEYS + [
   "diff_no_leak_ci_low",
   "diff_no_leak_ci_high",
 ]
+# The summary table's columns from `no_leak_columns`.
+NO_LEAK_COLUMNS = [
+  "n_no_leak",
+  "accuracy_no_leak",
+  "gain_no_leak_points",
+  "gain_no_leak_ci_low",
+  "gain_no_leak_ci_high",
+]
 # Cell values of the counterfactual table, per (seed, problem) and K, vs the student alone.
 RESCUE, HARM, STAYED_RIGHT, STAYED_WRONG = "rescue", "harm", "right", "wrong"
 NOT_RESCUED = "none"  # the earliest-rescue bucket of failures no swept step rescues
@@ -41,18 +49,13 @@ NOT_RESCUED = "none"  # the earliest-rescue bucket of failures no swept step res
 def no_leak_columns(g: pd.DataFrame, last_step: int | None, n_boot: int, seed: int) -> dict[str, Any]:
   """Accuracy and paired gain on the problems whose gold solution has more than `last_step` steps.
 
-  Missing (None/NaN) when the policy has no fixed timing or no row of the group knows its gold
-  step count; rows without one are left out, never counted as leaking or not.
+  None (not measured) when the policy has no fixed timing or no row of the group knows its gold
+  step count; rows without one are left out, never counted as leaking or not. NaN is an undefined
+  statistic instead (no problem has enough steps, no row is paired).
   """
   known = g[g["gold_steps"].notna()]
   if last_step is None or known.empty:
-    return {
-      "n_no_leak": None,
-      "accuracy_no_leak": float("nan"),
-      "gain_no_leak_points": float("nan"),
-      "gain_no_leak_ci_low": float("nan"),
-      "gain_no_leak_ci_high": float("nan"),
-    }
+    return dict.fromkeys(NO_LEAK_COLUMNS)
   sub = known[known["gold_steps"] > last_step]
   _, gain, low, high = paired_gain(sub, n_boot, seed)
   return {

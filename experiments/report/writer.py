@@ -18,6 +18,7 @@ import pandas as pd
 
 from experiments.files import atomic_write_bytes, atomic_write_text
 from experiments.report import analysis
+from experiments.report.formatting import CSV_MISSING
 from experiments.report.markdown import render_markdown
 from experiments.report.outputs import (
   COUNTERFACTUALS,
@@ -51,13 +52,13 @@ def write_report(output_dir: str | Path, df: pd.DataFrame | None = None) -> dict
     raise FileNotFoundError(f"no result rows for {output_dir}")
   summary = analysis.summarize(df)
   paths: dict[str, Path] = {"summary": output_dir / "summary.csv"}
-  atomic_write_text(paths["summary"], summary.to_csv(index=False))
+  atomic_write_text(paths["summary"], summary.to_csv(index=False, na_rep=CSV_MISSING))
   timing = analysis.timing_differences(df)
   counterfactual = analysis.counterfactuals(df)
   rescue = analysis.earliest_rescue_distribution(counterfactual)
   if len(counterfactual):
     paths["counterfactuals"] = output_dir / COUNTERFACTUALS
-    atomic_write_text(paths["counterfactuals"], counterfactual.to_csv(index=False))
+    atomic_write_text(paths["counterfactuals"], counterfactual.to_csv(index=False, na_rep=CSV_MISSING))
 
   plots = {
     "Accuracy vs intervention step": (PLOT_STEP, plot_accuracy_vs_step),
