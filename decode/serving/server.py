@@ -30,6 +30,7 @@ from decode.bridge.teachers import CompletionRequest, LocalTeacher
 from decode.serving.batching import RequestBatcher
 from decode.serving.http_handler import HttpLimits, HttpServer, RequestError, make_handler
 from model.errors import UserError, report_user_errors
+from model.startup_logs import add_verbose_flag, quiet_startup_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -192,7 +193,10 @@ def serve(args) -> None:
 
 
 def main(argv=None) -> int:
-  args = _parser().parse_args(argv)
+  parser = _parser()
+  add_verbose_flag(parser)
+  args = parser.parse_args(argv)
+  quiet_startup_logs(args.verbose)
   report_user_errors(lambda: serve(args))
   return 0
 
