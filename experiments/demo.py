@@ -19,7 +19,14 @@ from experiments.files import atomic_write_bytes
 HARD_STEP_PLOT = "hard_step_accuracy_vs_step.png"  # in the main output dir
 
 
-def main() -> int:
+def main(argv=None) -> int:
+  import argparse
+
+  from model.startup_logs import add_verbose_flag, quiet_startup_logs
+
+  parser = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__.split("\n\n")[0])
+  add_verbose_flag(parser)
+  quiet_startup_logs(parser.parse_args(argv).verbose)
   from experiments.sweep.run import run_sweep
   from model.errors import report_user_errors
 

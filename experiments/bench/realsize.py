@@ -72,8 +72,9 @@ def compile_seconds(
   ids = np.arange(vocab)
   masks = VocabMasks(delimiter=ids % 20 == 0, content=np.ones(vocab, bool), eos=ids == 2)
   prompts = [[5 + i] * 8 for i in range(batch)]
+  request = DecodeRequest(prompts, "step:1", 16)
   inp, T, B = build_inputs(
-    prompts, [parse_policy("step:1")] * batch, masks, max_new_tokens=16, bucket=max_len, max_context=32768
+    request, [parse_policy("step:1")] * batch, masks, bucket=max_len, max_context=32768
   )
   lc = LoopConfig(
     max_len=T,
