@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from configs import demo as demo_config
+from decode.core.policy import STUDENT_ONLY
 from experiments.files import atomic_write_bytes
 
 HARD_STEP_PLOT = "hard_step_accuracy_vs_step.png"  # in the main output dir
@@ -83,7 +84,7 @@ def plot_hard_steps() -> bytes:
     s = pd.read_csv(Path(demo_config.hard_step_config(k, phrasing).output_dir) / "summary.csv")
     for i, (student, rows) in enumerate(s.groupby("student", sort=True)):
       timed = rows[rows.policy.str.startswith("step:")].sort_values("step_k")
-      base = float(rows[rows.policy == "never"].accuracy.iloc[0])
+      base = float(rows[rows.policy == STUDENT_ONLY].accuracy.iloc[0])
       x = timed.step_k + (i - 0.5) * 0.08
       # The paired gain CI around `never`, read as an interval on the accuracy.
       below = timed.accuracy - (base + timed.gain_ci_low / 100)

@@ -27,6 +27,11 @@ from decode.errors import PolicyError
 
 NO_LIMIT = np.int32(2**30)  # 'no limit' for every per-row limit (steps, budget, tokens of a step)
 
+# The canonical specs of the two references every table is read against (the student alone, the
+# teacher writing everything). Results hold canonical specs, so a record's policy equals one of these
+# exactly when `parse_policy` gives that policy.
+STUDENT_ONLY, TEACHER_ONLY = "never", "always"
+
 TRIGGER_NONE, TRIGGER_ENTROPY, TRIGGER_MAXPROB, TRIGGER_MARGIN, TRIGGER_RANDOM = range(5)
 _TRIGGERS = {
   "entropy": TRIGGER_ENTROPY,
@@ -238,10 +243,10 @@ def _trigger_options(text: str, spec: str) -> tuple[int, int, str]:
 def parse_policy(spec: str) -> Policy:
   """Parses one spec string; errors name the spec and the accepted forms."""
   s = spec.strip().lower()
-  if s == "never":
-    return Policy("never")
-  if s == "always":
-    return Policy("always", step_lo=1, step_hi=int(NO_LIMIT))
+  if s == STUDENT_ONLY:
+    return Policy(STUDENT_ONLY)
+  if s == TEACHER_ONLY:
+    return Policy(TEACHER_ONLY, step_lo=1, step_hi=int(NO_LIMIT))
   m = re.fullmatch(rf"(step|hint):\s*({_NUM})\s*((?:,[^,]+)*)", s)
   if m:
     kind, k = m.group(1), _positive_int(float(m.group(2)), "K (the step, 1 = first)", spec)

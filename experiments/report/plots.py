@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from decode.core.policy import STUDENT_ONLY, TEACHER_ONLY
 from experiments.report import analysis
 from experiments.report.summary_views import baseline_row, keyed, summary_row
 
@@ -32,7 +33,7 @@ def _figure_png(fig: Figure) -> bytes:
 
 def _panels(s: pd.DataFrame) -> list[tuple[str, str]]:
   """(task, teacher) panels: one per teacher that guided something, else per task."""
-  guided = s[(s.policy != "never") & (s.teacher != "")]
+  guided = s[(s.policy != STUDENT_ONLY) & (s.teacher != "")]
   src = guided if not guided.empty else s
   pairs = {(t, te) for t, te in zip(src.task, src.teacher)}
   return sorted(pairs, key=lambda p: (p[0], analysis.natural_sort_key(p[1])))
@@ -89,7 +90,7 @@ def _step_curve(
     & s.step_k.notna()
   ].sort_values("step_k")
   base = baseline_row(s, task, student, teacher, checkpoint)
-  always = summary_row(s, task, student, teacher, checkpoint, "always")
+  always = summary_row(s, task, student, teacher, checkpoint, TEACHER_ONLY)
   if steps.empty and base is None and always is None:
     return False
   xs, ys = list(steps.step_k.astype(float)), list(100.0 * steps.accuracy)
@@ -171,7 +172,7 @@ def plot_accuracy_vs_teacher_fraction(summary: pd.DataFrame) -> bytes:
         (s.task == task)
         & (s.student == student)
         & (s.checkpoint == ckpt)
-        & ((s.teacher == teacher) | ((s.policy == "never") & (s.teacher == "")))
+        & ((s.teacher == teacher) | ((s.policy == STUDENT_ONLY) & (s.teacher == "")))
       ]
       pts = pts.drop_duplicates("policy")
       if pts.empty:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from decode.core.policy import TEACHER_ONLY
 from experiments.report import analysis
 from experiments.report.formatting import markdown_table, pct, policy_cells
 from experiments.report.outputs import CONFIG_COLUMNS
@@ -29,7 +30,7 @@ def leakage_text(df: pd.DataFrame, s: pd.DataFrame) -> str:
     return "No row records any teacher text (`teacher_text`), so leakage is not measured."
   leaked = [analysis.answer_leaked(t, a) for t, a in zip(wrote.teacher_text, wrote.answer)]
   n_leak = int(np.sum(leaked))
-  partial = wrote[wrote.policy != "always"]
+  partial = wrote[wrote.policy != TEACHER_ONLY]
   n_partial = int(
     np.sum([analysis.answer_leaked(t, a) for t, a in zip(partial.teacher_text, partial.answer)])
   )
@@ -47,7 +48,7 @@ def leakage_text(df: pd.DataFrame, s: pd.DataFrame) -> str:
         else "So the guided gains are not the teacher handing over the answer."
       )
     )
-  flagged = s[(s.leakage_rate > 0) & (s.policy != "always")]
+  flagged = s[(s.leakage_rate > 0) & (s.policy != TEACHER_ONLY)]
   if not flagged.empty:
     lines += [
       "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from decode.core.policy import STUDENT_ONLY, TEACHER_ONLY
 from experiments.report.formatting import ci, missing, pct, points
 from experiments.report.summary_views import baseline_row, summary_row
 
@@ -17,7 +18,7 @@ from experiments.report.summary_views import baseline_row, summary_row
 def findings_section(s: pd.DataFrame) -> list[str]:
   """One `###` block of findings per (task, student, teacher, checkpoint) with guided rows."""
   parts = []
-  configs = s[s.policy != "never"][["task", "student", "teacher", "checkpoint"]].drop_duplicates()
+  configs = s[s.policy != STUDENT_ONLY][["task", "student", "teacher", "checkpoint"]].drop_duplicates()
   if configs.empty:
     parts += ["Only student-only rows: nothing to compare.", ""]
   for c in configs.itertuples(index=False):
@@ -32,13 +33,13 @@ def _config_findings(s: pd.DataFrame, task: str, student: str, teacher: str, che
   """Bullet points for one (task, student, teacher, checkpoint): baseline, best policy, timing."""
   rows = s[(s.task == task) & (s.student == student) & (s.teacher == teacher) & (s.checkpoint == checkpoint)]
   base = baseline_row(s, task, student, teacher, checkpoint)
-  always = summary_row(s, task, student, teacher, checkpoint, "always")
+  always = summary_row(s, task, student, teacher, checkpoint, TEACHER_ONLY)
   out = []
   ref = f"- Student alone: {pct(base.accuracy) if base is not None else 'n/a (no never rows)'}"
   if always is not None:
     ref += f"; teacher writes everything (`always`): {pct(always.accuracy)}"
   out.append(ref + ".")
-  guided = rows[~rows.policy.isin(["never", "always"])]
+  guided = rows[~rows.policy.isin([STUDENT_ONLY, TEACHER_ONLY])]
   if not guided.empty:
     best = guided.sort_values(["accuracy", "teacher_fraction"], ascending=[False, True]).iloc[0]
     line = (

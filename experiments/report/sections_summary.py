@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from decode.core.policy import STUDENT_ONLY
 from experiments.report import analysis
 from experiments.report.formatting import (
   NOT_AVAILABLE,
@@ -30,7 +31,7 @@ def data_section(df: pd.DataFrame) -> list[str]:
 
 def student_only_section(s: pd.DataFrame) -> list[str]:
   """The `never` rows' accuracy, the level every gain is measured from."""
-  never = s[s.policy == "never"]
+  never = s[s.policy == STUDENT_ONLY]
   if never.empty:
     return ["No `never` rows: gains, rescue and harm cannot be computed.", ""]
   return [
@@ -115,7 +116,7 @@ def summary_section(s: pd.DataFrame) -> list[str]:
 
 def rescue_harm_section(s: pd.DataFrame) -> list[str]:
   """Per guided policy, the paired units it rescued and harmed."""
-  guided = s[s.policy != "never"]
+  guided = s[s.policy != STUDENT_ONLY]
   parts = ["Rescue: the student alone was wrong and the guided run right; harm: the reverse.", ""]
   parts += [
     markdown_table(

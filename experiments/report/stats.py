@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from decode.core.policy import STUDENT_ONLY
 from experiments.report.loading import CONFIG_KEYS, NO_LABEL, UNIT_KEYS
 
 
@@ -24,7 +25,7 @@ def attach_baseline(d: pd.DataFrame) -> pd.DataFrame:
   run does not depend on the teacher, so a never row recorded without a teacher also serves
   as the baseline for every teacher's rows when no exact match exists.
   """
-  never = d[d["policy"] == "never"]
+  never = d[d["policy"] == STUDENT_ONLY]
   exact_keys = CONFIG_KEYS + UNIT_KEYS
   exact = never.drop_duplicates(exact_keys)[exact_keys + ["correct"]].rename(
     columns={"correct": "base_correct"}

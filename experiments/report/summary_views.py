@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from decode.core.policy import STUDENT_ONLY
 from experiments.report.formatting import missing
 
 
@@ -31,5 +32,7 @@ def summary_row(
 
 def baseline_row(s: pd.DataFrame, task: str, student: str, teacher: str, checkpoint: str) -> pd.Series | None:
   """Student-only row for a config; a teacher-less "never" row serves every teacher."""
-  row = summary_row(s, task, student, teacher, checkpoint, "never")
-  return row if row is not None or teacher == "" else summary_row(s, task, student, "", checkpoint, "never")
+  row = summary_row(s, task, student, teacher, checkpoint, STUDENT_ONLY)
+  return (
+    row if row is not None or teacher == "" else summary_row(s, task, student, "", checkpoint, STUDENT_ONLY)
+  )
