@@ -57,10 +57,34 @@ def test_grid_expansion():
   assert not forkable(parse_policy("entropy:1")) and not forkable(parse_policy("random:0.5"))
 
 
-def test_fork_mode_equals_plain_mode(pair_dir, tmp_path):
+class Bar:
+  """The runner's progress bar, recorded: its total is set once, when the bar is made."""
+
+  made: list = []
+
+  def __init__(self, total, **kw):
+    self.total, self.n = total, 0
+    Bar.made.append(self)
+
+  def update(self, n):
+    self.n += n
+
+  def close(self):
+    pass
+
+
+def test_fork_mode_equals_plain_mode(pair_dir, tmp_path, monkeypatch):
+  from experiments.sweep import runner
+
+  monkeypatch.setattr(runner, "tqdm", Bar)
+  Bar.made = []
   jax.clear_caches()  # count this test's compilations from a cold start
   fork = run_sweep(sweep_config(pair_dir, tmp_path / "fork", fork=True), progress=False)
+  bars, Bar.made = Bar.made, []
   plain = run_sweep(sweep_config(pair_dir, tmp_path / "plain", fork=False), progress=False)
+  # The bar's total, fixed from the start (the plan's calls), is where it ends: no batch goes uncounted.
+  assert [b.n for b in bars] == [b.total for b in bars] and fork["loop_calls"] <= sum(b.total for b in bars)
+  assert [b.n for b in Bar.made] == [b.total for b in Bar.made] == [plain["loop_calls"]]
   a, b = rows_of(tmp_path / "fork"), rows_of(tmp_path / "plain")
   assert a.keys() == b.keys() and len(a) == 6 * len(POLICIES)
   for rid in a:

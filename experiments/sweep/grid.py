@@ -46,9 +46,30 @@ class SweepRow:
     )
 
   @property
+  def student_key(self) -> tuple:
+    """(task, student, checkpoint): whose row this is (`record_student_key` reads it off a results row)."""
+    return (self.task, self.student.name, self.student.checkpoint)
+
+  @property
+  def base_key(self) -> tuple:
+    """(task, student, checkpoint, seed, problem id): the student-only run that every policy's row of
+    this problem and seed shares, fork mode's base run (`record_base_key` reads it off a results row)."""
+    return (*self.student_key, self.seed, self.problem.problem_id)
+
+  @property
   def row_seed(self) -> int:
     """Sampling seed from (problem, seed) only, so policies are paired counterfactuals."""
     return zlib.crc32(f"{self.problem.problem_id}|{self.seed}".encode()) & 0x7FFFFFFF
+
+
+def record_student_key(rec: dict) -> tuple:
+  """SweepRow.student_key of a results row (a plain dict from results.jsonl)."""
+  return (rec["task"], rec["student"], rec["checkpoint"])
+
+
+def record_base_key(rec: dict) -> tuple:
+  """SweepRow.base_key of a results row (a plain dict from results.jsonl)."""
+  return (*record_student_key(rec), rec["seed"], rec["problem_id"])
 
 
 def expand_grid(

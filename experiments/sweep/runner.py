@@ -4,7 +4,8 @@ Fork mode: the student decodes alone once per (problem, seed); every "teacher fr
 starts from that run's own prefix up to step K. Both models prefill each problem's prompt + student
 run once (`Decoder.prefill`, a batch of problems at a time), and every timing's row starts
 from those caches, so no prefix is decoded or prefilled twice. Because a row's sampling key depends
-only on (problem, seed, position), forked rows equal plain rows exactly.
+only on (problem, seed, position), forked rows equal plain rows exactly. Which rows run how, in which
+batches, is decided up front (fork_plan.py); this module runs that plan and records the rows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from decode.core.policy import TRIGGER_NONE, TRIGGER_RANDOM, parse_policy
 from decode.host.prefix_caches import SharedPrefix
 from decode.host.results import RowResult
 from experiments.sweep.calibration import calibrate, matched_random_spec, realized_rate
-from experiments.sweep.grid import SweepRow, forkable
+from experiments.sweep.fork_plan import ForkGroup, cut, fork_batches, plan_rows, prefill_lengths
+from experiments.sweep.grid import SweepRow, record_base_key, record_student_key
 from experiments.sweep.store import ResultsStore
 from experiments.tasks.answers import score
 from experiments.tasks.prompts import exemplar_answers, gold_step_count
@@ -81,55 +83,49 @@ class SweepRunner:
     )
     return rec
 
-  # -- decoding ----------------------------------------------------------------------------------
-  def _decode(
-    self, rows: list[SweepRow], prefixes=None, prefix_steps=None, policies=None, caches=None
-  ) -> list[RowResult]:
+  # -- the decoder's two calls (one place each) --------------------------------------------------
+  def _generate(self, rows, policies=None, prefixes=None, prefix_steps=None, caches=None) -> list[RowResult]:
+    """One loop call on at most batch_size rows (their own policies unless `policies`)."""
     s = self.settings
-    out: list[RowResult] = []
-    if caches is not None and len(rows) > s.batch_size:
-      raise ValueError("rows with caches are decoded one batch at a time")
-    for i in range(0, len(rows), s.batch_size):
-      chunk = rows[i : i + s.batch_size]
-      ids = self.decoder.encode([r.prompt for r in chunk])
-      pols = policies[i : i + s.batch_size] if policies else [r.policy for r in chunk]
-      request = DecodeRequest(
-        ids,
-        pols,
-        s.max_new_tokens,
-        sampling=Sampling(s.temperature, s.top_k, s.top_p, seed=[r.row_seed for r in chunk]),
-        max_steps=s.max_steps,
-        prefixes=prefixes[i : i + s.batch_size] if prefixes else None,
-        prefix_steps=prefix_steps[i : i + s.batch_size] if prefix_steps else None,
-        texts=[r.prompt for r in chunk],  # the prompt text a teacher that reads text reads (the bridge)
-        max_len=s.max_len,
-        batch_size=s.batch_size,
-        caches=caches,
-        shared_prefix=self.shared_prefix,
-      )
-      out += self.decoder.generate(request)
-      self._count_call()
+    request = DecodeRequest(
+      self.decoder.encode([r.prompt for r in rows]),
+      policies or [r.policy for r in rows],
+      s.max_new_tokens,
+      sampling=Sampling(s.temperature, s.top_k, s.top_p, seed=[r.row_seed for r in rows]),
+      max_steps=s.max_steps,
+      prefixes=prefixes,
+      prefix_steps=prefix_steps,
+      texts=[r.prompt for r in rows],  # the prompt text a teacher that reads text reads (the bridge)
+      max_len=s.max_len,
+      batch_size=s.batch_size,
+      caches=caches,
+      shared_prefix=self.shared_prefix,
+    )
+    out = self.decoder.generate(request)
+    self._count_call()
     return out
+
+  def _prefill(self, rows: list[SweepRow], prefixes: list[list[int]]):
+    """One prefill call: both models' caches of each row's prompt + prefix (fork mode)."""
+    caches = self.decoder.prefill(
+      self.decoder.encode([r.prompt for r in rows]),
+      prefixes,
+      max_len=self.settings.max_len,
+      batch_size=self.settings.batch_size,
+      shared_prefix=self.shared_prefix,
+    )
+    self._count_call()
+    return caches
 
   def _count_call(self) -> None:
     self.loop_calls += 1
-    if self._bar is not None:
-      self._bar.update(1)
+    self._tick(1)
 
-  def _run_and_store(self, rows: list[SweepRow], mode: str, **kw) -> list[RowResult]:
-    """Decodes in batches, appending each finished batch before the next starts."""
-    s = self.settings
-    results = []
-    for i in range(0, len(rows), s.batch_size):
-      sl = slice(i, i + s.batch_size)
-      part = self._decode(rows[sl], **{k: v[sl] if v else None for k, v in kw.items()})
-      self.store.append(self.record(r, res, mode) for r, res in zip(rows[sl], part))
-      results += part
-    return results
+  def _tick(self, n: int) -> None:
+    if self._bar is not None and n:
+      self._bar.update(n)
 
-  def _n_batches(self, n: int) -> int:
-    return -(-n // self.settings.batch_size)
-
+  # -- the grid ----------------------------------------------------------------------------------
   def run(self, rows: list[SweepRow]) -> None:
     """Decodes every row not yet in the store; calibrated triggers after the student-only rows they
     are calibrated on, and matched random controls (`matched_random`) after their triggers."""
@@ -144,12 +140,12 @@ class SweepRunner:
 
   def _calibrated(self, row: SweepRow, cache: dict) -> SweepRow:
     """The row with its `q=` trigger's threshold set from the same student's `never` rows."""
-    group = (row.task, row.student.name, row.student.checkpoint, row.policy.spec)
+    group = (*row.student_key, row.policy.spec)
     if group not in cache:
       never = [
         rec
         for rec in self.store.rows.values()
-        if rec["policy"] == "never" and (rec["task"], rec["student"], rec["checkpoint"]) == group[:3]
+        if rec["policy"] == "never" and record_student_key(rec) == row.student_key
       ]
       cache[group] = calibrate(row.policy, never)
     return dataclasses.replace(row, policy=cache[group])
@@ -159,90 +155,74 @@ class SweepRunner:
     groups: dict[tuple, list[SweepRow]] = {}
     for r in rows:
       if r.policy.trigger not in (TRIGGER_NONE, TRIGGER_RANDOM):
-        groups.setdefault((r.task, r.student.name, r.student.checkpoint, r.policy.spec), []).append(r)
+        groups.setdefault((*r.student_key, r.policy.spec), []).append(r)
     out = []
     for group, members in groups.items():
       rate = realized_rate(self.store.rows[r.row_id] for r in members if self.store.done(r.row_id))
       if rate != rate:  # no step starts: nothing to match
         continue
       control = parse_policy(matched_random_spec(rate))
-      out += [dataclasses.replace(r, policy=control, matched_to=group[3]) for r in members]
+      out += [dataclasses.replace(r, policy=control, matched_to=group[-1]) for r in members]
     return out
 
+  # -- running a plan ----------------------------------------------------------------------------
   def _run_rows(self, rows: list[SweepRow]) -> None:
-    pending = [r for r in rows if not self.store.done(r.row_id)]
-    if not pending:
+    """Plans the pending rows (fork_plan.plan_rows), then runs the plan: plain rows, base runs, the
+    helper base runs forks need, then each fork group; every finished batch is stored before the next."""
+    base: dict[tuple, RowResult] = {  # finished student-only runs are reused, not re-decoded
+      record_base_key(rec): RowResult.from_record(rec)
+      for rec in self.store.rows.values()
+      if rec["policy"] == "never"
+    }
+    plan = plan_rows(
+      rows,
+      finished={r.row_id for r in rows if self.store.done(r.row_id)},
+      base_runs=base.keys(),
+      fork=self.fork,
+      batch_size=self.settings.batch_size,
+    )
+    if plan.empty:
       return
-    plain = [r for r in pending if not (self.fork and forkable(r.policy))]
-    forked = [r for r in pending if self.fork and forkable(r.policy) and r.policy.spec != "never"]
-    base_rows = [r for r in pending if self.fork and r.policy.spec == "never"]
-    base: dict[tuple, RowResult] = {}
-    for rec in self.store.rows.values():  # finished student-only runs are reused, not re-decoded
-      if rec["policy"] == "never":
-        base[(rec["task"], rec["student"], rec["checkpoint"], rec["seed"], rec["problem_id"])] = (
-          RowResult.from_record(rec)
-        )
-    key = lambda r: (r.task, r.student.name, r.student.checkpoint, r.seed, r.problem.problem_id)
-    recorded = {key(b) for b in base_rows}
-    internal = {key(r): r for r in forked if key(r) not in base and key(r) not in recorded}
-    total = self._n_batches(len(plain)) + self._n_batches(len(base_rows)) + self._n_batches(len(internal))
-    total += self._n_batches(len(forked))
-    self._bar = tqdm(total=total, desc="batches", disable=not self.progress)
+    self._bar = tqdm(total=plan.calls, desc="batches", disable=not self.progress)  # fixed from the start
     try:
-      self._run_and_store(plain, "plain")
-      for r, res in zip(base_rows, self._run_and_store(base_rows, "base")):
-        base[key(r)] = res
-      helper_rows = list(internal.values())
-      for r, res in zip(helper_rows, self._decode(helper_rows, policies=[NEVER] * len(helper_rows))):
-        base[key(r)] = res  # student-only runs the grid did not ask to record
-      self._run_forked(forked, base, key)
+      for batch in plan.plain:
+        self.store.append(self.record(r, res, "plain") for r, res in zip(batch, self._generate(batch)))
+      for batch in plan.base:
+        results = self._generate(batch)
+        self.store.append(self.record(r, res, "base") for r, res in zip(batch, results))
+        base.update((r.base_key, res) for r, res in zip(batch, results))
+      for batch in plan.helpers:  # student-only runs the grid did not ask to record
+        base.update((r.base_key, res) for r, res in zip(batch, self._generate(batch, [NEVER] * len(batch))))
+      for group in plan.forks:
+        self._run_fork_group(group, base)
     finally:
       self._bar.close()
       self._bar = None
 
-  def _run_forked(self, rows: list[SweepRow], base: dict, key) -> None:
-    copied, to_run, prefixes, prefix_steps = [], [], [], []
-    for r in rows:
-      b = base[key(r)]
-      k = r.policy.step_lo
-      if k not in b.step_ids:  # the student stopped before step K: the teacher never acts
-        copied.append(self.record(r, dataclasses.replace(b, policy=r.policy.spec), "copied"))
-        continue
-      cut = b.step_ids.index(k)
-      to_run.append(r)
-      prefixes.append(b.token_ids[:cut])
-      prefix_steps.append(k - 1)
-    self.store.append(copied)
-    # Problems in groups of one batch: one prefill of each group's prompts + student runs (as far as
-    # its latest timing needs), then all the group's timings start from those caches.
+  def _run_fork_group(self, group: ForkGroup, base: dict[tuple, RowResult]) -> None:
+    """One prefill of the group's prompts + base runs (as far as its latest timing needs), then every
+    timing starts from those caches; a row whose base run ended before its step K is copied."""
     B = self.settings.batch_size
-    rows_of: dict[tuple, list[int]] = {}  # problem key -> indices into to_run, in order
-    for i, r in enumerate(to_run):
-      rows_of.setdefault(key(r), []).append(i)
-    problems = list(rows_of)
-    groups = [problems[g : g + B] for g in range(0, len(problems), B)]
-    members_of = [[i for k in group for i in rows_of[k]] for group in groups]
-    if self._bar is not None:  # copied rows need no loop call; each group needs a prefill call
-      self._bar.total = self._bar.n + len(groups) + sum(self._n_batches(len(m)) for m in members_of)
-      self._bar.refresh()
-    for group, members in zip(groups, members_of):
-      slot = {k: i for i, k in enumerate(group)}
-      caches = self.decoder.prefill(
-        self.decoder.encode([to_run[rows_of[k][0]].prompt for k in group]),
-        [base[k].token_ids[: max(len(prefixes[i]) for i in rows_of[k])] for k in group],
-        max_len=self.settings.max_len,
-        batch_size=B,
-        shared_prefix=self.shared_prefix,
-      )
-      self._count_call()
-      # Batch rows with similar remaining budgets together: a batch runs until its longest row ends.
-      order = sorted(members, key=lambda i: (-len(prefixes[i]), i))
-      for c in range(0, len(order), B):
-        chunk = order[c : c + B]
-        part = self._decode(
-          [to_run[i] for i in chunk],
-          prefixes=[prefixes[i] for i in chunk],
-          prefix_steps=[prefix_steps[i] for i in chunk],
-          caches=caches.rows([slot[key(to_run[i])] for i in chunk], B),
+    cuts = [cut(r, base[r.base_key].step_ids) for r in group.rows]
+    self.store.append(
+      self.record(r, dataclasses.replace(base[r.base_key], policy=r.policy.spec), "copied")
+      for r, c in zip(group.rows, cuts)
+      if c is None
+    )
+    lengths = prefill_lengths(group, cuts)
+    runs = fork_batches(cuts, B)
+    if lengths:
+      first = {k: next(r for r in group.rows if r.base_key == k) for k in lengths}  # its prompt
+      caches = self._prefill(list(first.values()), [base[k].token_ids[:n] for k, n in lengths.items()])
+      slot = {k: i for i, k in enumerate(lengths)}
+      for batch in runs:
+        rows = [group.rows[i] for i in batch]
+        part = self._generate(
+          rows,
+          prefixes=[base[group.rows[i].base_key].token_ids[: cuts[i]] for i in batch],
+          prefix_steps=[r.policy.step_lo - 1 for r in rows],
+          caches=caches.rows([slot[r.base_key] for r in rows], B),
         )
-        self.store.append(self.record(to_run[i], res, "fork") for i, res in zip(chunk, part))
+        self.store.append(self.record(r, res, "fork") for r, res in zip(rows, part))
+    made = 1 + len(runs) if lengths else 0
+    self._tick(group.calls - made)  # planned calls that its copied rows left unneeded
