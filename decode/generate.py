@@ -21,7 +21,15 @@ from pathlib import Path
 from decode.api import DecodeRequest, Sampling
 from decode.core.policy import parse_policy
 from decode.errors import DecodeInputError, PolicyError
-from decode.serving.client import DEFAULT_KEY_ENV, ServedTeacher, is_url
+from decode.serving.client import (
+  APIS,
+  DEFAULT_CHAT_TEMPLATE,
+  DEFAULT_KEY_ENV,
+  DEFAULT_RETRIES,
+  DEFAULT_TIMEOUT_S,
+  ServedTeacher,
+  is_url,
+)
 from model.errors import report_user_errors
 from model.startup_logs import add_verbose_flag, quiet_startup_logs
 
@@ -40,8 +48,23 @@ def _parser() -> argparse.ArgumentParser:
     default=DEFAULT_KEY_ENV,
     help=f"environment variable holding the teacher server's API key (default {DEFAULT_KEY_ENV})",
   )
-  p.add_argument("--teacher-timeout", type=float, default=120.0, help="seconds per teacher request")
-  p.add_argument("--teacher-retries", type=int, default=3, help="retries of a failed teacher request")
+  p.add_argument(
+    "--teacher-timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per teacher request"
+  )
+  p.add_argument(
+    "--teacher-retries", type=int, default=DEFAULT_RETRIES, help="retries of a failed teacher request"
+  )
+  p.add_argument(
+    "--teacher-api",
+    choices=APIS,
+    default="completions",
+    help="a served teacher's API: completions (the text so far), or chat (one message: the chat template)",
+  )
+  p.add_argument(
+    "--teacher-chat-template",
+    default=DEFAULT_CHAT_TEMPLATE,
+    help="a chat teacher's message, with {problem} and {solution} (default: decode.serving.client's)",
+  )
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--prompt", help="a single prompt text")
   src.add_argument("--prompts", help='JSONL file, one {"prompt": ..., optional "policy": ...} per line')
@@ -123,6 +146,8 @@ def run(args) -> list[dict]:
       api_key_env=args.teacher_api_key_env,
       timeout_s=args.teacher_timeout,
       retries=args.teacher_retries,
+      api=args.teacher_api,
+      chat_template=args.teacher_chat_template,
     )
 
   from decode.bridge.pairing import make_decoder  # heavy imports only after the arguments are known good

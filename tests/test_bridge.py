@@ -170,6 +170,11 @@ class ScriptedTeacher:
   def __init__(self, answers):
     self.answers, self.prompts = list(answers), []
 
+  compiles = 0
+
+  def request_text(self, request):
+    return request.prompt
+
   def complete(self, requests):
     self.prompts += [r.prompt for r in requests]
     return [self.answers.pop(0) for _ in requests]

@@ -28,6 +28,7 @@ that step over.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Sequence
 
 import numpy as np
@@ -168,6 +169,7 @@ class BridgeDecoder:
       requests = [
         CompletionRequest(
           prompt=r.text + continuation_text(self.tokenizer, r.prompt, r.ids),
+          solution_start=len(r.text),
           max_tokens=min(r.policy.token_limit - r.step_teacher_tokens, max_new - len(r.ids)),
           stop=(delimiter,),
           temperature=r.sampling.temperature,
@@ -177,6 +179,8 @@ class BridgeDecoder:
         )
         for r in rows
       ]
+      for r, q in zip(rows, requests):
+        r.teacher_requests.append(hashlib.sha256(self.teacher.request_text(q).encode()).hexdigest()[:16])
       answers = self.teacher.complete(requests)
       rows = [r for r, c in zip(rows, answers) if self._take_teacher(r, c, max_new, max_steps)]
 

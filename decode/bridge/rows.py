@@ -25,6 +25,9 @@ class BridgeResult(RowResult):
 
   teacher_read: int = 0  # teacher tokens read: the prompts of its calls (prompt + text so far)
   round_trips: int = 0  # teacher calls (host round trips) at step boundaries
+  # sha256 (first 16 hex digits) of the exact text each teacher call sent (`TextTeacher.request_text`:
+  # the prompt, or a chat teacher's filled template): which requests made the row, for an audit.
+  teacher_requests: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -48,6 +51,7 @@ class BridgeRow:
   teacher_read: int = 0
   round_trips: int = 0
   empty_trips: int = 0  # teacher round trips in the current step that added no text
+  teacher_requests: list[str] = dataclasses.field(default_factory=list)
   uncertainty: list[list[float]] = dataclasses.field(default_factory=list)
 
   def teachers_turn(self) -> bool:
@@ -90,6 +94,7 @@ class BridgeRow:
       step_uncertainty=self.uncertainty,
       teacher_read=self.teacher_read,
       round_trips=self.round_trips,
+      teacher_requests=list(self.teacher_requests),
     )
 
 

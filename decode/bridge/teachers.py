@@ -35,6 +35,9 @@ class CompletionRequest:
   top_k: int = 0
   top_p: float = 1.0
   seed: int = 0
+  # Where the student's solution so far begins in `prompt` (the bridge sets it): a chat teacher puts
+  # the problem and the solution into its template's two places; a completions teacher reads `prompt`.
+  solution_start: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +55,14 @@ class Completion:
 
 
 class TextTeacher(Protocol):
-  """A teacher as the bridge sees it: `complete` answers each request (one batched call), and
-  `compiles` counts the loop compilations it caused here (0 for a server)."""
+  """A teacher as the bridge sees it: `complete` answers each request (one batched call),
+  `request_text` is the exact text a request sends (rows record its hash, so a study can be
+  audited), and `compiles` counts the loop compilations it caused here (0 for a server)."""
 
   @property
   def compiles(self) -> int: ...
+
+  def request_text(self, request: CompletionRequest) -> str: ...
 
   def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion]: ...
 
@@ -114,6 +120,9 @@ class LocalTeacher:
         self.model, None, self.options, mesh=self.mesh, student_rules=self.rules, step_delimiter=key
       )
     return self._decoders[key]
+
+  def request_text(self, request: CompletionRequest) -> str:
+    return request.prompt
 
   def encode(self, prompt: str) -> list[int]:
     """The prompt in the teacher's tokens; a prompt that fills its context is an error."""

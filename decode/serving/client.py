@@ -1,7 +1,11 @@
-"""A teacher behind an OpenAI-compatible completions server (vLLM, SGLang, `python -m decode.serve`).
+"""A teacher behind an OpenAI-compatible server (vLLM, SGLang, `python -m decode.serve`): completions or chat.
 
     teacher = ServedTeacher("http://127.0.0.1:8000/v1")
     teacher.complete([CompletionRequest("Q: ...", max_tokens=64, stop=("\\n",))])
+
+With `api="chat"` (GPT-4-class teachers are served behind chat completions only) each request is one
+user message: `chat_template` filled with the problem (the student's prompt) and the solution so far,
+asking for the next step only, with `stop` at the step delimiter; `request_text` is that message.
 
 Standard library only (urllib.request + concurrent.futures): the requests of one step boundary go
 out concurrently, one thread each, and the server batches them. Failures that may pass (no
@@ -25,6 +29,16 @@ from decode.bridge.teachers import Completion, CompletionRequest
 from decode.errors import TeacherServerError
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_TIMEOUT_S, DEFAULT_RETRIES = 120.0, 3  # per request; the CLIs and configs read these
+APIS = ("completions", "chat")
+# The chat teacher's one message: the problem (the student's prompt, few-shot exemplars included)
+# and the solution so far, asking for the next step only (the paper prompted its GPT teachers with
+# the question and the steps so far). A config value (teacher.chat_template / --teacher-chat-template).
+DEFAULT_CHAT_TEMPLATE = (
+  "Here is a math problem and the start of a step-by-step solution, one step per line.\n\n"
+  "Problem:\n{problem}\n\nSolution so far:\n{solution}\n\n"
+  "Write only the next step of the solution, as one line, with nothing before or after it."
+)
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -41,12 +55,19 @@ class ServedTeacher:
     *,
     model: str | None = None,
     api_key_env: str = DEFAULT_KEY_ENV,
-    timeout_s: float = 120.0,
-    retries: int = 3,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    retries: int = DEFAULT_RETRIES,
     backoff_s: float = 0.5,
     max_workers: int = 32,
     name: str | None = None,
+    api: str = "completions",
+    chat_template: str = DEFAULT_CHAT_TEMPLATE,
   ):
+    if api not in APIS:
+      raise TeacherServerError(f"teacher api {api!r} is not one of {', '.join(APIS)}")
+    if api == "chat" and not ("{problem}" in chat_template and "{solution}" in chat_template):
+      raise TeacherServerError("the chat template needs the places {problem} and {solution}")
+    self.api, self.chat_template = api, chat_template
     if not is_url(url):
       raise TeacherServerError(
         f"teacher URL {url!r} must start with http:// or https:// (e.g. http://HOST:PORT/v1)"
@@ -83,10 +104,20 @@ class ServedTeacher:
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="teacher") as pool:
       return list(pool.map(self._one, requests))
 
+  def request_text(self, r: CompletionRequest) -> str:
+    """The prompt (completions), or the chat template filled with the problem and the solution."""
+    if self.api == "completions":
+      return r.prompt
+    at = len(r.prompt) if r.solution_start is None else r.solution_start
+    return self.chat_template.format(problem=r.prompt[:at].strip(), solution=r.prompt[at:].strip())
+
   def _one(self, r: CompletionRequest) -> Completion:
+    text = self.request_text(r)
     body = {
       "model": self.model,
-      "prompt": r.prompt,
+      **(
+        {"prompt": text} if self.api == "completions" else {"messages": [{"role": "user", "content": text}]}
+      ),
       "max_tokens": int(r.max_tokens),
       "temperature": float(r.temperature),
       "top_p": float(r.top_p),
@@ -96,12 +127,14 @@ class ServedTeacher:
       body["top_k"] = int(r.top_k)  # vLLM and SGLang extension; OpenAI itself has none
     if r.stop:
       body["stop"] = list(r.stop)
-    return self._completion(self._call("POST", "/completions", body), r)
+    path = "/completions" if self.api == "completions" else "/chat/completions"
+    return self._completion(self._call("POST", path, body), r)
 
   def _completion(self, body: dict, r: CompletionRequest) -> Completion:
     try:
       choice, usage = body["choices"][0], body.get("usage") or {}
-      text, finish = choice["text"], choice.get("finish_reason") or "length"
+      text = choice["text"] if self.api == "completions" else choice["message"]["content"]
+      finish = choice.get("finish_reason") or "length"
     except (KeyError, IndexError, TypeError):
       raise TeacherServerError(
         f"the teacher server at {self.url} answered with no completion choice ({str(body)[:200]}); "

@@ -43,8 +43,10 @@ class HttpServer(ThreadingHTTPServer):
   daemon_threads = True
 
 
-def make_handler(batcher, name: str, key: str, limits: HttpLimits, parse, respond):
-  """A handler class for one server: `parse(body) -> requests`, `respond(name, answers) -> dict`."""
+def make_handler(batcher, name: str, key: str, limits: HttpLimits, routes: dict):
+  """A handler class for one server. `routes`: POST path -> (parse, respond), with
+  `parse(body) -> requests` (RequestError for what the API cannot take) and
+  `respond(name, answers) -> dict`."""
   in_flight = threading.BoundedSemaphore(limits.max_concurrent)
   expected = f"Bearer {key}".encode()
 
@@ -111,8 +113,11 @@ def make_handler(batcher, name: str, key: str, limits: HttpLimits, parse, respon
       raw = self._body()
       if raw is None:
         return
-      if self.path.rstrip("/") != "/v1/completions":
-        return self._error(404, f"no such endpoint: POST {self.path} (this server has /v1/completions)")
+      route = routes.get(self.path.rstrip("/"))
+      if route is None:
+        known = ", ".join(sorted(routes))
+        return self._error(404, f"no such endpoint: POST {self.path} (this server has {known})")
+      parse, respond = route
       try:  # checked before it waits for a slot: a bad request is told so even under load
         requests = parse(json.loads(raw or b"null"))
       except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -4,7 +4,8 @@
       [--batch-wait-ms 5] [--api-key-env NAME] [--exit-after-idle S]
 
 Endpoints: POST /v1/completions (prompt text or a list of texts, max_tokens, temperature, top_p,
-top_k, seed, stop), GET /v1/models, GET /health (with counts of requests and batches). The subset vLLM and SGLang serve, so a teacher
+top_k, seed, stop), POST /v1/chat/completions (messages, in the model's own chat template; the same
+sampling fields), GET /v1/models, GET /health (with counts of requests and batches). The subset vLLM and SGLang serve, so a teacher
 served here and one served there are the same to `decode.serving.client.ServedTeacher`. Requests that
 arrive within --batch-wait-ms of each other are decoded as one batch through the compiled loop
 (decode.serving.batching). With --port 0 the OS picks a free port; the line
@@ -109,6 +110,43 @@ def parse_request(body, name: str) -> list[CompletionRequest]:
   ]
 
 
+def parse_chat_request(body, name: str, tokenizer) -> list[CompletionRequest]:
+  """A chat completions request: its messages in the model's own chat template (with the
+  assistant's turn opened), then read as a completions request with that prompt."""
+  if not isinstance(body, dict):
+    raise RequestError("the body must be a JSON object")
+  messages = body.get("messages")
+  if (
+    not isinstance(messages, list)
+    or not messages
+    or not all(isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in messages)
+  ):
+    raise RequestError("messages must be a non-empty list of {role, content} objects with text content")
+  if not getattr(tokenizer, "chat_template", None):
+    raise RequestError(
+      "this model has no chat template (its tokenizer_config.json has none); use /v1/completions"
+    )
+  prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+  rest = {k: v for k, v in body.items() if k != "messages"}
+  return parse_request({**rest, "prompt": prompt}, name)
+
+
+def chat_response(name: str, answers) -> dict:
+  """`response`'s completions as chat choices: the assistant's message."""
+  out = response(name, answers)
+  out.update(id=f"chatcmpl-{uuid.uuid4().hex}", object="chat.completion")
+  for c in out["choices"]:
+    c["message"] = {"role": "assistant", "content": c.pop("text")}
+  return out
+
+
+def _routes(name: str, tokenizer) -> dict:
+  return {
+    "/v1/completions": (lambda body: parse_request(body, name), response),
+    "/v1/chat/completions": (lambda body: parse_chat_request(body, name, tokenizer), chat_response),
+  }
+
+
 def response(name: str, answers) -> dict:
   return {
     "id": f"cmpl-{uuid.uuid4().hex}",
@@ -169,7 +207,7 @@ def serve(args) -> None:
   try:
     server = HttpServer(
       (args.host, args.port),
-      make_handler(batcher, name, key, limits, lambda body: parse_request(body, name), response),
+      make_handler(batcher, name, key, limits, _routes(name, model.tokenizer)),
     )
   except OSError as e:
     batcher.close()

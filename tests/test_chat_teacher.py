@@ -1,0 +1,92 @@
+"""Chat-served teachers: `python -m decode.serve` answers /v1/chat/completions in the model's own chat
+template, `ServedTeacher(api="chat")` sends the problem and the solution so far in one documented
+template, and each bridged row records the hash of the exact text its teacher calls sent."""
+
+import hashlib
+import os
+import queue
+import subprocess
+import sys
+import threading
+
+import bridge_models
+import pytest
+
+from decode.api import DecodeRequest
+from decode.bridge.decoder import BridgeDecoder
+from decode.bridge.teachers import CompletionRequest, LocalTeacher
+from decode.serving.client import DEFAULT_CHAT_TEMPLATE, ServedTeacher
+from decode.serving.http_handler import RequestError
+from decode.serving.server import parse_chat_request
+from model.hf_import import load_model
+
+CHAT_TEMPLATE = "{% for m in messages %}w1 {{ m['content'] }}\n{% endfor %}w2 "  # the model's own
+TEACHER_TEMPLATE = "{problem}\n{solution}"  # the study's, filled by the client
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+  s_dir, t_dir = bridge_models.make_bridge_pair(tmp_path_factory.mktemp("chat"))
+  from transformers import AutoTokenizer
+
+  tok = AutoTokenizer.from_pretrained(t_dir)
+  tok.chat_template = CHAT_TEMPLATE
+  tok.save_pretrained(t_dir)
+  return s_dir, t_dir
+
+
+@pytest.fixture(scope="module")
+def url(pair):
+  cmd = [sys.executable, "-m", "decode.serve", "--model", str(pair[1]), "--port", "0"]
+  cmd += ["--batch-wait-ms", "20", "--exit-after-idle", "300"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+  lines: queue.Queue = queue.Queue()
+  threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+  try:
+    yield lines.get(timeout=120).split()[-1]
+  finally:
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_chat_answers_are_the_models_own_template_filled(pair, url):
+  teacher = load_model(pair[1])
+  client = ServedTeacher(url, api="chat", chat_template=TEACHER_TEMPLATE)
+  prompts = [p + "w3 w4\n" for p in bridge_models.PROMPTS]
+  requests = [CompletionRequest(p, max_tokens=6, stop=("\n",), solution_start=len(p) - 6) for p in prompts]
+  sent = [client.request_text(r) for r in requests]
+  assert sent[0] == bridge_models.PROMPTS[0].strip() + "\nw3 w4"  # problem, then the solution so far
+  rendered = [
+    teacher.tokenizer.apply_chat_template(
+      [{"role": "user", "content": m}], tokenize=False, add_generation_prompt=True
+    )
+    for m in sent
+  ]
+  assert rendered[0].startswith("w1 ") and rendered[0].endswith("w2 ")
+  expected = LocalTeacher(teacher).complete(
+    [CompletionRequest(r, max_tokens=6, stop=("\n",)) for r in rendered]
+  )
+  assert client.complete(requests) == expected
+
+
+def test_bridged_rows_record_what_their_teacher_was_sent(pair, url):
+  client = ServedTeacher(url, api="chat", chat_template=TEACHER_TEMPLATE)
+  student = load_model(pair[0])
+  decoder = BridgeDecoder(student, client)
+  texts = bridge_models.PROMPTS[:2]
+  rows = decoder.generate(DecodeRequest(decoder.encode(texts), "step:1", 8, texts=texts))
+  for text, row in zip(texts, rows):
+    assert row.round_trips == len(row.teacher_requests) >= 1
+    first = TEACHER_TEMPLATE.format(problem=text.strip(), solution="")
+    assert row.teacher_requests[0] == hashlib.sha256(first.encode()).hexdigest()[:16]
+
+
+def test_chat_requests_are_checked(pair):
+  tok = load_model(pair[0]).tokenizer  # the student's tokenizer has no chat template
+  with pytest.raises(RequestError, match="no chat template"):
+    parse_chat_request({"messages": [{"role": "user", "content": "w1 "}]}, "m", tok)
+  with pytest.raises(RequestError, match="messages"):
+    parse_chat_request({"messages": "w1 "}, "m", tok)
+  assert "{problem}" in DEFAULT_CHAT_TEMPLATE and "{solution}" in DEFAULT_CHAT_TEMPLATE
+  with pytest.raises(Exception, match="problem"):
+    ServedTeacher("http://127.0.0.1:9/v1", api="chat", chat_template="no places")
