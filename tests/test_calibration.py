@@ -1,5 +1,7 @@
 """Calibrated triggers (`entropy:q=R`) and matched random controls, against hand-worked values."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from decode.api import DecodeRequest
 from decode.core.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, parse_policy
 from decode.errors import PolicyError
 from decode.host.guided import GuidedDecoder
-from experiments.sweep.calibration import matched_random_spec, realized_rate, threshold_for_rate
+from experiments.sweep.calibration import matched_control, realized_rate, threshold_for_rate
 from model.lm import forward
 
 VALUES = [0.9, 0.1, 2.0, 0.5, 1.3]  # sorted: 0.1 0.5 0.9 1.3 2.0
@@ -27,7 +29,7 @@ VALUES = [0.9, 0.1, 2.0, 0.5, 1.3]  # sorted: 0.1 0.5 0.9 1.3 2.0
   ],
 )
 def test_threshold_fires_at_the_asked_rate(trigger, rate, threshold, fires):
-  got = threshold_for_rate(trigger, rate, VALUES + [float("nan")])  # NaN: not recorded, ignored
+  got = threshold_for_rate(trigger == TRIGGER_ENTROPY, rate, VALUES + [float("nan")])  # NaN: ignored
   assert got == threshold
   fired = {v for v in VALUES if (v > got if trigger == TRIGGER_ENTROPY else v < got)}
   assert fired == fires
@@ -41,7 +43,10 @@ def test_realized_rate_pools_rows():
   ]
   assert realized_rate(recs) == pytest.approx(3 / 5)
   assert realized_rate([{"step_ids": [], "intervention_steps": []}]) != realized_rate([])  # both NaN
-  assert parse_policy(matched_random_spec(3 / 7)).spec == "random:0.4286"
+  assert matched_control(parse_policy("entropy:q=0.3"), 3 / 7).spec == "random:0.4286"
+  # A control differs from its trigger only in when the teacher steps in: the same budget and m.
+  control = matched_control(parse_policy("margin:q=0.2,budget=2,m=8"), 0.25)
+  assert (control.spec, control.budget, control.token_limit) == ("random:0.25,budget=2,m=8", 2, 8)
 
 
 def test_rate_specs_parse_and_refuse_to_run_uncalibrated(pair):
@@ -102,16 +107,15 @@ def test_sweep_calibrates_and_adds_the_matched_control(pair_dir, tmp_path):
   rows = list(ResultsStore(tmp_path / "out" / "results.jsonl").rows.values())
   never = {r["problem_id"]: r for r in rows if r["policy"] == "never"}
   trig = [r for r in rows if r["policy"] == "entropy:q=0.3"]
-  want = threshold_for_rate(
-    TRIGGER_ENTROPY, 0.3, [m[0] for r in never.values() for m in r["step_uncertainty"]]
-  )
+  want = threshold_for_rate(True, 0.3, [m[0] for r in never.values() for m in r["step_uncertainty"]])
   assert len(trig) == 6 and all(r["threshold"] == pytest.approx(want) for r in trig)
   for r in trig:  # step 1 starts from the same prompt as the student-only run: the same decision
     fired = never[r["problem_id"]]["step_uncertainty"][0][0] > want
     assert (1 in r["intervention_steps"]) == fired
   control = [r for r in rows if r["policy"].startswith("random:")]
   assert len(control) == 6 and {r["matched_to"] for r in control} == {"entropy:q=0.3"}
-  assert control[0]["policy"] == parse_policy(matched_random_spec(realized_rate(trig))).spec
+  assert control[0]["policy"] == matched_control(parse_policy("entropy:q=0.3"), realized_rate(trig)).spec
+  assert all(r["row_id"].split("|")[4] == f"{r['policy']}@entropy:q=0.3" for r in control)
   import pandas as pd  # the report reads it all back: rates, no-leak columns, the controls section
 
   summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("policy")
@@ -157,3 +161,18 @@ def test_matched_controls_table_against_hand_worked_rows():
   assert got.diff_ci_low <= 50.0 <= got.diff_ci_high
   summary = summarize(df, n_boot=50).set_index("policy")
   assert summary.loc["entropy:q=0.5", "realized_rate"] == 0.5 and summary.loc["never", "realized_rate"] == 0.0
+
+
+def test_a_matched_control_never_shares_a_row_id_with_a_listed_policy():
+  """A control whose spec equals a listed policy (random:0.25 listed, and some trigger's realized
+  rate is 0.25) is its own row: it was silently skipped as already done when ids collided."""
+  from experiments.sweep.grid import ModelEntry, expand_grid
+  from experiments.tasks.datasets import Problem
+
+  prob = Problem(problem_id="p1", question="q", answer="1", rationale=None, source="test")
+  (listed,) = expand_grid(
+    "t", [prob], {"p1": "q"}, [ModelEntry("s", "d")], "T", [parse_policy("random:0.25")], [0]
+  )
+  control = dataclasses.replace(listed, matched_to="entropy:q=0.3")
+  other = dataclasses.replace(listed, matched_to="margin:q=0.3")
+  assert len({listed.row_id, control.row_id, other.row_id}) == 3

@@ -11,7 +11,7 @@ from ml_collections import ConfigDict
 from sweep_configs import rows_of, sweep_argv, tiny_sweep_config, write_config_file
 
 from decode.core.policy import parse_policy
-from experiments.sweep.grid import ModelEntry, expand_grid, forkable
+from experiments.sweep.grid import ModelEntry, expand_grid
 from experiments.sweep.run import run_sweep
 from experiments.tasks.datasets import Problem
 
@@ -52,9 +52,10 @@ def test_grid_expansion():
   assert len(rows) == 2 * 2 * 3 * 3  # duplicate policy collapses
   assert len({r.row_id for r in rows}) == len(rows)
   assert rows[0].row_seed == rows[3].row_seed  # same problem and seed -> same randomness across policies
-  assert forkable(parse_policy("step:3")) and forkable(parse_policy("never"))
-  assert not forkable(parse_policy("always")) and not forkable(parse_policy("step:1"))  # empty prefix: plain
-  assert not forkable(parse_policy("entropy:1")) and not forkable(parse_policy("random:0.5"))
+  forkable = lambda spec: parse_policy(spec).forkable
+  assert forkable("step:3") and forkable("never")
+  assert not forkable("always") and not forkable("step:1")  # empty prefix: plain
+  assert not forkable("entropy:1") and not forkable("random:0.5")
 
 
 class Bar:

@@ -160,6 +160,14 @@ class Policy(PolicyRule):
     before step `step_lo` (>= 2), or never acts."""
     return self.fixed_timing and (self.step_lo >= 2 or self.step_hi <= self.step_lo)
 
+  def matched_random(self, rate: float, digits: int) -> Policy:
+    """This trigger's matched control: random:P at its realized `rate` (rounded to `digits`, so a
+    resumed sweep names the same rows), with the trigger's budget and token limit (m), so the two
+    differ only in when the teacher steps in."""
+    opts = f",budget={self.budget}" if self.budget < int(NO_LIMIT) else ""
+    opts += f",m={self.token_limit}" if self.token_limit < int(NO_LIMIT) else ""
+    return parse_policy(f"random:{round(float(rate), digits):g}{opts}")
+
   def reading_order(self) -> tuple:
     """Tables' order: never, step:1..K (and step:K,n=N), hints, triggers (entropy, maxprob, margin,
     random), always last; within a family by the policy's numbers, no limit counting as infinite."""

@@ -11,15 +11,13 @@ from typing import Iterable
 
 import numpy as np
 
-from decode.core.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, Policy
+from decode.core.policy import Policy
 from decode.errors import PolicyError
 
-# Column of each trigger's metric in a row's `step_uncertainty` ([entropy, max prob, margin]).
-METRIC_COLUMN = {TRIGGER_ENTROPY: 0, TRIGGER_MAXPROB: 1, TRIGGER_MARGIN: 2}
 RATE_DIGITS = 4  # matched random:P is rounded, so resumed sweeps name the same rows
 
 
-def threshold_for_rate(trigger: int, rate: float, values: Iterable[float]) -> float:
+def threshold_for_rate(fires_above: bool, rate: float, values: Iterable[float]) -> float:
   """The threshold at which the trigger fires on round(rate * n) of the n recorded values.
 
   Entropy fires above its threshold, max prob and margin below theirs. With ties the count can
@@ -30,7 +28,7 @@ def threshold_for_rate(trigger: int, rate: float, values: Iterable[float]) -> fl
   if n == 0:
     raise ValueError("no recorded step-start uncertainties to calibrate from")
   m = int(round(rate * n))  # how many step starts should fire
-  if trigger == TRIGGER_ENTROPY:  # fires when value > threshold: the m largest
+  if fires_above:  # entropy: fires when value > threshold, on the m largest
     return float(v[n - m - 1]) if m < n else float("-inf")
   return float(v[m]) if m < n else float("inf")  # fires when value < threshold: the m smallest
 
@@ -52,15 +50,16 @@ def realized_rate(records: Iterable[dict]) -> float:
 
 def calibrate(policy: Policy, never_records: Iterable[dict]) -> Policy:
   """`policy` with its threshold set from the student-only rows' recorded step-start uncertainties."""
-  col = METRIC_COLUMN[policy.trigger]
+  col = policy.uncertainty_column
   values = [m[col] for r in never_records for m in (r.get("step_uncertainty") or [])]
   if not values:
     raise PolicyError(
       f"policy {policy.spec!r} needs recorded step-start uncertainties from `never` rows of the same "
       "student; add 'never' to the sweep's policies (results written before this feature lack them)"
     )
-  return policy.calibrated(threshold_for_rate(policy.trigger, policy.rate, values))
+  return policy.calibrated(threshold_for_rate(policy.fires_above, policy.rate, values))
 
 
-def matched_random_spec(rate: float) -> str:
-  return f"random:{round(float(rate), RATE_DIGITS):g}"
+def matched_control(trigger: Policy, rate: float) -> Policy:
+  """random:P at the trigger's realized rate, with its budget and m (`Policy.matched_random`)."""
+  return trigger.matched_random(rate, RATE_DIGITS)

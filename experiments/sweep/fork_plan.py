@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Collection, Sequence
 
-from experiments.sweep.grid import SweepRow, forkable
+from experiments.sweep.grid import SweepRow
 
 Batch = tuple[SweepRow, ...]  # rows of one loop call, at most batch_size
 
@@ -76,9 +76,9 @@ def plan_rows(
   pending = [r for r in rows if r.row_id not in finished]
   if not fork:
     return ForkPlan(batch_size, plain=batches(pending, batch_size))
-  plain = [r for r in pending if not forkable(r.policy)]
-  base = [r for r in pending if r.policy.spec == "never"]  # `never` is forkable: the base runs
-  forked = [r for r in pending if forkable(r.policy) and r.policy.spec != "never"]
+  plain = [r for r in pending if not r.policy.forkable]
+  base = [r for r in pending if r.policy.student_only()]  # student-only rows are the base runs
+  forked = [r for r in pending if r.policy.forkable and not r.policy.student_only()]
   have = set(base_runs) | {r.base_key for r in base}
   helpers: dict[tuple, SweepRow] = {}
   for r in forked:

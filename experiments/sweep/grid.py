@@ -39,7 +39,9 @@ class SweepRow:
         self.student.name,
         self.student.checkpoint or "-",
         self.teacher or "-",
-        self.policy.spec,
+        # A matched control names its trigger too: it never shares an id with a listed policy of
+        # the same spec (nor with another trigger's control at the same rate).
+        self.policy.spec + (f"@{self.matched_to}" if self.matched_to else ""),
         str(self.seed),
         self.problem.problem_id,
       ]
@@ -95,12 +97,3 @@ def expand_grid(
     for pol in specs
     for prob in problems
   ]
-
-
-def forkable(policy: Policy) -> bool:
-  """A pure timing policy: the teacher cannot act before step `step_lo`, so the student's own run
-  up to that step is a valid prefix (never is trivially forkable: it is the base run)."""
-  from decode.core.policy import TRIGGER_NONE
-
-  # K = 1 (always, step:1, hint:1) has an empty prefix: forking gains nothing, so it runs plain.
-  return policy.trigger == TRIGGER_NONE and (policy.step_lo >= 2 or policy.step_hi <= policy.step_lo)

@@ -15,17 +15,17 @@ import dataclasses
 from tqdm import tqdm
 
 from decode.api import Decoder, DecodeRequest, Sampling
-from decode.core.policy import TRIGGER_NONE, TRIGGER_RANDOM, parse_policy
+from decode.core.policy import STUDENT_ONLY, parse_policy
 from decode.host.prefix_caches import SharedPrefix
 from decode.host.results import RowResult
-from experiments.sweep.calibration import calibrate, matched_random_spec, realized_rate
+from experiments.sweep.calibration import calibrate, matched_control, realized_rate
 from experiments.sweep.fork_plan import ForkGroup, cut, fork_batches, plan_rows, prefill_lengths
 from experiments.sweep.grid import SweepRow, record_base_key, record_student_key
 from experiments.sweep.store import ResultsStore
 from experiments.tasks.answers import score
 from experiments.tasks.prompts import exemplar_answers, gold_step_count
 
-NEVER = parse_policy("never")
+NEVER = parse_policy(STUDENT_ONLY)
 
 
 @dataclasses.dataclass
@@ -78,7 +78,7 @@ class SweepRunner:
       mode=mode,
       gold_steps=gold_step_count(row.problem),  # the report's no-leak subset: gold steps > K
       exemplar_answers=exemplar_answers(row.prompt),  # the report's few-shot copy rate
-      threshold=row.policy.threshold if row.policy.trigger != TRIGGER_NONE else None,  # as calibrated
+      threshold=None if row.policy.fixed_timing else row.policy.threshold,  # as calibrated
       matched_to=row.matched_to,  # a matched random control: the trigger policy it matches
     )
     return rec
@@ -131,7 +131,7 @@ class SweepRunner:
     are calibrated on, and matched random controls (`matched_random`) after their triggers."""
     self.decoder.check_steps([r.policy for r in rows], self.settings.max_steps)  # before any row is written
     if any(r.policy.needs_calibration for r in rows):
-      self._run_rows([r for r in rows if r.policy.spec == "never"])
+      self._run_rows([r for r in rows if r.policy.student_only()])
       thresholds = {}
       rows = [self._calibrated(r, thresholds) if r.policy.needs_calibration else r for r in rows]
     self._run_rows(rows)
@@ -145,7 +145,7 @@ class SweepRunner:
       never = [
         rec
         for rec in self.store.rows.values()
-        if rec["policy"] == "never" and record_student_key(rec) == row.student_key
+        if rec["policy"] == STUDENT_ONLY and record_student_key(rec) == row.student_key
       ]
       cache[group] = calibrate(row.policy, never)
     return dataclasses.replace(row, policy=cache[group])
@@ -154,14 +154,14 @@ class SweepRunner:
     """For each trigger policy, `random:P` rows on the same problems at its realized rate P."""
     groups: dict[tuple, list[SweepRow]] = {}
     for r in rows:
-      if r.policy.trigger not in (TRIGGER_NONE, TRIGGER_RANDOM):
+      if r.policy.uncertainty_trigger():
         groups.setdefault((*r.student_key, r.policy.spec), []).append(r)
     out = []
     for group, members in groups.items():
       rate = realized_rate(self.store.rows[r.row_id] for r in members if self.store.done(r.row_id))
       if rate != rate:  # no step starts: nothing to match
         continue
-      control = parse_policy(matched_random_spec(rate))
+      control = matched_control(members[0].policy, rate)
       out += [dataclasses.replace(r, policy=control, matched_to=group[-1]) for r in members]
     return out
 
@@ -172,7 +172,7 @@ class SweepRunner:
     base: dict[tuple, RowResult] = {  # finished student-only runs are reused, not re-decoded
       record_base_key(rec): RowResult.from_record(rec)
       for rec in self.store.rows.values()
-      if rec["policy"] == "never"
+      if rec["policy"] == STUDENT_ONLY
     }
     plan = plan_rows(
       rows,
