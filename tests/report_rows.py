@@ -17,13 +17,14 @@ def rows_for(
   correct: dict[str, Iterable[int]],
   checkpoint: str | None = None,
   teacher: str | None = "teacher-big",
+  n: int = N,
 ) -> list[dict[str, Any]]:
-  """One row per (policy, problem); `correct` lists the problems each policy gets right."""
+  """One row per (policy, problem) of `n` problems; `correct` lists the problems each policy gets right."""
   out = []
   for policy, right in correct.items():
     right = set(right)
     tt = 0 if policy == "never" else 20 if policy == "always" else 5
-    for i in range(N):
+    for i in range(n):
       out.append(
         dict(
           row_id=f"{student}|{checkpoint}|{policy}|0|p{i}",

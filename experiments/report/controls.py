@@ -2,14 +2,16 @@
 
 A trigger that helps only because it hands the teacher a fraction of the steps is matched by a
 random policy with that fraction; the difference, paired over (seed, problem), is what the
-trigger's choice of *when* adds. Rows of a control name their trigger in `matched_to`.
+trigger's choice of *when* adds. Rows of a control name their trigger in `matched_to`. Both realized
+rates are measured on the units compared (scored rows only, loading.scored_rows): a control whose
+rate strays more than RATE_TOLERANCE from its trigger's does not match it, and the report says so.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from experiments.report.loading import UNIT_KEYS
+from experiments.report.loading import UNIT_KEYS, scored_rows
 from experiments.report.outputs import CONFIG_COLUMNS
 from experiments.report.stats import paired_difference
 from experiments.sweep.calibration import realized_rate
@@ -26,10 +28,21 @@ CONTROL_COLUMNS = CONFIG_COLUMNS + [
   "diff_ci_low",
   "diff_ci_high",
 ]
+# A control matches its trigger when their realized rates differ by at most this (a fraction).
+RATE_TOLERANCE = 0.05
+
+
+def _rate(pairs: pd.DataFrame, suffix: str) -> float:
+  cols = {f"step_ids{suffix}": "step_ids", f"intervention_steps{suffix}": "intervention_steps"}
+  return realized_rate(pairs[list(cols)].rename(columns=cols).to_dict("records"))
 
 
 def matched_controls(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-  """One row per (config, trigger) with a matched control: accuracies, rates and trigger - control."""
+  """One row per (config, trigger) with a matched control: accuracies, rates and trigger - control.
+
+  `df`: prepared rows (loading.prepare); rows without a correctness value are left out.
+  """
+  df = scored_rows(df)
   out = []
   controls = df[df["matched_to"].notna()]
   for keys, ctrl in controls.groupby(CONFIG_COLUMNS + ["matched_to", "policy"], dropna=False, sort=True):
@@ -53,8 +66,8 @@ def matched_controls(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.
         zip(CONFIG_COLUMNS, config),
         trigger=trigger,
         control=control,
-        trigger_rate=realized_rate(trig[["step_ids", "intervention_steps"]].to_dict("records")),
-        control_rate=realized_rate(ctrl[["step_ids", "intervention_steps"]].to_dict("records")),
+        trigger_rate=_rate(pairs, "_t"),  # over the compared units, as the accuracies
+        control_rate=_rate(pairs, "_c"),
         n=n,
         trigger_accuracy=float(pairs["correct_t"].astype(float).mean()),
         control_accuracy=float(pairs["correct_c"].astype(float).mean()),

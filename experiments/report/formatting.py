@@ -45,6 +45,19 @@ def ci(low: Any, high: Any) -> str:
   return NOT_AVAILABLE if missing(low) or missing(high) else f"[{float(low):+.1f}, {float(high):+.1f}]"
 
 
+def paired_reading(low: Any, high: Any, first: str, second: str) -> str:
+  """The verdict of a paired difference first - second from its CI, the only way the report separates
+  two policies (never the overlap of their marginal CIs): "<first> better", "<second> better" or "not
+  separated"; NOT_AVAILABLE without a CI."""
+  if missing(low) or missing(high):
+    return NOT_AVAILABLE
+  if low > 0:
+    return f"{first} better"
+  if high < 0:
+    return f"{second} better"
+  return "not separated"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """A GitHub-markdown table (no tabulate dependency); '|' in cells is escaped."""
 

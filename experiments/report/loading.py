@@ -6,6 +6,12 @@ half-written last line a killed writer can leave and refusing any other corrupti
 line. `prepare` enforces the schema: the required columns, a default for every optional one (older
 results files lack the newer fields) and the types the joins need. The key lists say which columns
 name a configuration, a policy's group and a paired unit.
+
+A row is *scored* (`scored`) when it carries a correctness value and no `error`: a row stopped early
+(non-finite logits) is written with `correct: false`, but its text is not the model's answer, and a
+row with `correct` None/NaN has no value at all. Unscored rows keep `correct` as <NA> (a "boolean"
+column), so no analysis can read them as right or wrong by accident; `scored_rows` is the table every
+number is computed from, and the summary counts the rest (`n_unscored`).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
   "teacher_tokens": 0,
   "teacher_prefilled": 0,
   "switches": 0,
-  "teacher_text": "",
+  "teacher_text": None,  # None = not recorded: leakage is not measured on the row
   "prediction": None,
   "gold_steps": None,  # steps of the gold solution; None = unknown (excluded from no-leak columns)
   "exemplar_answers": None,  # final answers of the prompt's exemplars; None = not recorded
@@ -126,8 +132,13 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
   d["seed"] = d["seed"].fillna(0).astype(int)
   for col in ("student_tokens", "teacher_tokens", "teacher_prefilled", "switches"):
     d[col] = pd.to_numeric(d[col]).fillna(0)
-  d["teacher_text"] = d["teacher_text"].fillna("").astype(str)
-  d["correct"] = d["correct"].astype(bool)
+  d["text_recorded"] = np.array([not absent(v) for v in d["teacher_text"]], dtype=bool)  # leakage checkable
+  d["teacher_text"] = ["" if absent(v) else str(v) for v in d["teacher_text"]]
+  has_error = [not absent(e) and str(e) != "" for e in d["error"]]
+  d["scored"] = np.array([not absent(c) and not e for c, e in zip(d["correct"], has_error)], dtype=bool)
+  d["correct"] = pd.array(
+    [bool(c) if ok else pd.NA for c, ok in zip(d["correct"], d["scored"])], dtype="boolean"
+  )
   d["gold_steps"] = pd.to_numeric(d["gold_steps"], errors="coerce").astype(float)  # NaN: unknown
   d["prediction"] = [None if absent(v) else str(v) for v in d["prediction"]]
   d["exemplar_answers"] = [
@@ -137,6 +148,12 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
   return d
 
 
+def scored_rows(d: pd.DataFrame) -> pd.DataFrame:
+  """The prepared rows with a correctness value (`scored`), `correct` as plain bool: what every
+  accuracy, gain and rate is computed over; the others are left out and counted, never read."""
+  return d[d["scored"]].astype({"correct": bool})
+
+
 def absent(value: Any) -> bool:
-  """None or a float NaN (what pandas puts in a column a row did not have)."""
-  return value is None or (isinstance(value, float) and math.isnan(value))
+  """None, pandas' NA or a float NaN (what pandas puts in a column a row did not have)."""
+  return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))

@@ -22,6 +22,7 @@ from experiments.report.sections_summary import (
 )
 from experiments.report.sections_timing import counterfactual_section, no_leak_section
 from experiments.report.summary_views import keyed
+from experiments.report.versus import versus_reference
 
 
 def render_markdown(
@@ -35,7 +36,8 @@ def render_markdown(
   """The report text; `plots` maps a caption to an image path relative to report.md.
 
   `timing` (analysis.timing_differences) and `rescue` (analysis.earliest_rescue_distribution) are
-  computed from `df` when not given.
+  computed from `df` when not given. The findings read every comparison of two policies off a paired
+  difference: step 1 vs step K from `timing`, the best guided policy vs `always` from versus_reference.
   """
   if timing is None:
     timing = analysis.timing_differences(df)
@@ -47,13 +49,15 @@ def render_markdown(
     "",
     f"Generated from {len(df)} result rows in `{source}`. Accuracy is exact-match on the final "
     "number; gains are paired with the student-only (`never`) row of the same problem and seed, "
-    "with 95% bootstrap CIs resampling problems.",
+    "with 95% bootstrap CIs resampling problems. Two policies are told apart only by their paired "
+    "difference on the same (seed, problem) units, never by whether their own CIs overlap; rows "
+    "without a correctness value are left out and counted (Data).",
     "",
   ]
   sections = [
-    ("Data", data_section(df)),
+    ("Data", data_section(df, s)),
     ("Student-only accuracy", student_only_section(s)),
-    ("Findings", findings_section(s)),
+    ("Findings", findings_section(s, keyed(timing), keyed(versus_reference(df)))),
     ("Plots", plots_section(s, plots)),
     ("Summary", summary_section(s)),
     ("Rescue and harm", rescue_harm_section(s)),

@@ -8,7 +8,6 @@ themselves are in answer_checks. `leakage_text` is the Leakage section's paragra
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from decode.core.policy import TEACHER_ONLY
@@ -24,16 +23,14 @@ COPY_WARN_MARGIN = 0.10
 
 def leakage_text(df: pd.DataFrame, s: pd.DataFrame) -> str:
   """How often the teacher's own text already contains the gold answer (as a whole number)."""
-  d = analysis.prepare(df)
-  wrote = d[d.teacher_text.str.len() > 0]
+  d = analysis.scored_rows(analysis.prepare(df))
+  wrote = d[d.text_recorded & (d.teacher_text.str.len() > 0)]
   if wrote.empty:
     return "No row records any teacher text (`teacher_text`), so leakage is not measured."
-  leaked = [analysis.answer_leaked(t, a) for t, a in zip(wrote.teacher_text, wrote.answer)]
-  n_leak = int(np.sum(leaked))
+  leaked = analysis.leaked_rows(wrote)  # the rule the no-leak columns use too
+  n_leak = int(leaked.sum())
+  n_partial = int(leaked[(wrote.policy != TEACHER_ONLY).to_numpy()].sum())
   partial = wrote[wrote.policy != TEACHER_ONLY]
-  n_partial = int(
-    np.sum([analysis.answer_leaked(t, a) for t, a in zip(partial.teacher_text, partial.answer)])
-  )
   lines = [
     f"The gold answer appears as a number in the teacher's text in {n_leak} of {len(wrote)} rows "
     f"where the teacher wrote ({pct(n_leak / len(wrote))})."

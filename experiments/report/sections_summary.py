@@ -23,10 +23,32 @@ from experiments.report.formatting import (
 from experiments.report.outputs import PLOT_CHECKPOINTS
 
 
-def data_section(df: pd.DataFrame) -> list[str]:
-  """Rows, problems, seeds, policies and models per task."""
+def data_section(df: pd.DataFrame, s: pd.DataFrame) -> list[str]:
+  """Rows, problems, seeds, policies and models per task; the rows left out for lacking a correctness value."""
   sizes = analysis.dataset_sizes(df)
-  return [markdown_table(list(sizes.columns), sizes.itertuples(index=False)), ""]
+  parts = [markdown_table(list(sizes.columns), sizes.itertuples(index=False)), ""]
+  n_unscored = int(sizes.unscored.sum())
+  if n_unscored:
+    left = s[s.n_unscored > 0]
+    parts += [
+      f"{n_unscored} of {int(sizes.rows.sum())} rows carry no correctness value (an `error`, e.g. "
+      "non-finite logits, or `correct` missing): they are left out of every accuracy, gain and rate "
+      "below, never read as right or wrong (`n_unscored` in summary.csv; `n` counts the scored rows).",
+      "",
+      markdown_table(
+        ["task", "student", "teacher", "checkpoint", "policy", "scored", "left out", "of them errors"],
+        [[*policy_cells(r), r.n, r.n_unscored, r.n_errors] for r in left.itertuples()],
+      ),
+      "",
+    ]
+  return parts
+
+
+def _accuracy(r: object) -> str:
+  """The accuracy, and the accuracy on the rows the gain is over when those are fewer (both stated)."""
+  if r.n_paired == r.n or not r.n_paired:
+    return pct(r.accuracy)
+  return f"{pct(r.accuracy)} ({pct(r.paired_accuracy)} on {r.n_paired} paired)"
 
 
 def student_only_section(s: pd.DataFrame) -> list[str]:
@@ -64,7 +86,7 @@ def plots_section(s: pd.DataFrame, plots: dict[str, str]) -> list[str]:
               label(r.teacher),
               r.checkpoint,
               pct(r.baseline_accuracy),
-              pct(r.accuracy),
+              pct(r.paired_accuracy),  # the rows the baseline and the gain are over
               points(r.gain_points),
               ci(r.gain_ci_low, r.gain_ci_high),
             ]
@@ -99,7 +121,7 @@ def summary_section(s: pd.DataFrame) -> list[str]:
         [
           *policy_cells(r),
           r.n,
-          pct(r.accuracy),
+          _accuracy(r),
           points(r.gain_points),
           ci(r.gain_ci_low, r.gain_ci_high),
           NOT_AVAILABLE if missing(r.gain_rel_pct) else f"{r.gain_rel_pct:+.0f}%",

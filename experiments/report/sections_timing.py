@@ -9,17 +9,22 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments.report import analysis
-from experiments.report.formatting import NOT_AVAILABLE, ci, label, markdown_table, missing, pct, points
+from experiments.report.formatting import ci, label, markdown_table, paired_reading, pct, points
 from experiments.report.outputs import CONFIG_COLUMNS, COUNTERFACTUALS
 
 NO_LEAK_INTRO = (
-  "The teacher's step K cannot be the final computation on a problem whose gold solution has more "
-  "than K steps (non-empty lines of the worked solution; GSM8K: the lines before `#### N`), so the "
-  "no-leak columns repeat each timing policy's gain on those problems only (for `step:K,n=N` the "
-  "teacher's last step K+N-1 counts). Gold steps are counted on the dataset's solution, not on the "
-  "prompt style's lines. The differences compare `step:1` with each later `step:K` on the same "
-  "(seed, problem) units: gain(step:1) - gain(step:K), > 0 when step 1 is the better timing, with "
-  "95% CIs resampling problems."
+  "A row is leak-free when the teacher's step K cannot be the final computation, its problem's gold "
+  "solution having more than K steps (non-empty lines of the worked solution; GSM8K: the lines before "
+  "`#### N`), AND the teacher's text does not state the gold answer (the Leakage section's rule). The "
+  "no-leak columns repeat each timing policy's accuracy and gain on its leak-free rows paired with the "
+  "student alone (for `step:K,n=N` the teacher's last step K+N-1 counts). Gold steps are counted on the "
+  "dataset's solution, not on the prompt style's lines. Each K keeps a different set of problems (fewer "
+  "as K grows), so the common-set table repeats the curve on one set for every K: the (seed, problem) "
+  "units that ran every swept `step:K` and the student alone, whose gold solution has more steps than "
+  "the largest K swept and none of whose `step:K` rows' teacher text states the gold answer. The "
+  "differences compare `step:1` with each later `step:K` on the same (seed, problem) units: "
+  "gain(step:1) - gain(step:K), > 0 when step 1 is the better timing, with 95% CIs resampling problems "
+  "(without leakage: the units where both rows are leak-free)."
 )
 
 
@@ -48,7 +53,7 @@ def _winner_sentences(rows: pd.DataFrame) -> list[str]:
     out.append("- Without leakage: not measured (no paired problem has more gold steps than K).")
   else:
     line = (
-      f"- Without leakage (each `step:K` on problems with more than K gold steps): `{clean.policy}` gains "
+      f"- Without leakage (each `step:K` on its own leak-free rows): `{clean.policy}` gains "
       f"most, {points(clean.gain_no_leak_points)} points on {clean.n_no_leak} rows "
       f"(95% CI {ci(clean.gain_no_leak_ci_low, clean.gain_no_leak_ci_high)})."
     )
@@ -59,17 +64,52 @@ def _winner_sentences(rows: pd.DataFrame) -> list[str]:
         else f" Leakage changes the winner (`{raw.policy}` on all problems)."
       )
     out.append(line)
+  common = _winner(steps, "gain_no_leak_common_points")
+  if common is not None:
+    out.append(
+      f"- On one common set ({common.n_no_leak_common} units with more than {common.no_leak_common_k} "
+      f"gold steps and no leak in any `step:K` row): `{common.policy}` gains most, "
+      f"{points(common.gain_no_leak_common_points)} points "
+      f"(95% CI {ci(common.gain_no_leak_common_ci_low, common.gain_no_leak_common_ci_high)})."
+    )
   return out
 
 
 def _difference_words(low: float, high: float, k: int) -> str:
-  if missing(low) or missing(high):
-    return NOT_AVAILABLE
-  if low > 0:
-    return "step 1 better"
-  if high < 0:
-    return f"step {k} better"
-  return "not separated"
+  return paired_reading(low, high, "step 1", f"step {k}")
+
+
+def _common_table(steps: pd.DataFrame) -> list[str]:
+  """The no-leak curve over K on one common set of units (timing.common_no_leak), when measured."""
+  steps = steps[steps.no_leak_common_k.notna()]
+  if steps.empty:
+    return []
+  k, n = int(steps.no_leak_common_k.iloc[0]), int(steps.n_no_leak_common.iloc[0])
+  if n == 0:
+    return [
+      f"Common set: no (seed, problem) unit has more than {k} gold steps, every `step:K` run and no leak "
+      "in any of its rows, so the curve on one set is not measured.",
+      "",
+    ]
+  return [
+    f"The curve on one common set: {n} (seed, problem) units with more than {k} gold steps, every "
+    "`step:K` run and no leak in any of their rows:",
+    "",
+    markdown_table(
+      ["policy", "units", "accuracy", "gain (points)", "95% CI"],
+      [
+        [
+          f"`{r.policy}`",
+          r.n_no_leak_common,
+          pct(r.accuracy_no_leak_common),
+          points(r.gain_no_leak_common_points),
+          ci(r.gain_no_leak_common_ci_low, r.gain_no_leak_common_ci_high),
+        ]
+        for r in steps.itertuples()
+      ],
+    ),
+    "",
+  ]
 
 
 def _policies(ks: list[int]) -> str:
@@ -110,8 +150,8 @@ def no_leak_section(s: pd.DataFrame, timing: pd.DataFrame) -> list[str]:
     return ["No `step:K` or `hint:K` rows: timing is not swept here.", ""]
   if s.n_no_leak.isna().all():
     return [
-      "No row records `gold_steps` (results written before it was recorded, or a dataset without "
-      "worked solutions), so gains without leakage are not measured.",
+      "No row records `gold_steps` together with its teacher text (results written before they were "
+      "recorded, or a dataset without worked solutions), so gains without leakage are not measured.",
       "",
     ]
   parts = [NO_LEAK_INTRO, ""]
@@ -120,7 +160,7 @@ def no_leak_section(s: pd.DataFrame, timing: pd.DataFrame) -> list[str]:
     parts += [_config_heading(*c), "", *_winner_sentences(rows), ""]
     parts += [
       markdown_table(
-        ["policy", "n", "gain (points)", "95% CI", "rows with > K gold steps", "accuracy", "gain", "95% CI"],
+        ["policy", "n", "gain (points)", "95% CI", "leak-free rows", "accuracy", "gain", "95% CI"],
         [
           [
             f"`{r.policy}`",
@@ -137,6 +177,7 @@ def no_leak_section(s: pd.DataFrame, timing: pd.DataFrame) -> list[str]:
       ),
       "",
     ]
+    parts += _common_table(rows[rows.step_k.notna()])
     diffs = timing[(timing[CONFIG_COLUMNS] == pd.Series(c._asdict())).all(axis=1)]
     if diffs.empty:
       continue
@@ -150,7 +191,7 @@ def no_leak_section(s: pd.DataFrame, timing: pd.DataFrame) -> list[str]:
           "step:1 - step:K",
           "95% CI",
           "reading",
-          "paired, > K gold steps",
+          "paired, leak-free",
           "step:1 - step:K",
           "95% CI",
           "reading",

@@ -19,14 +19,15 @@ from experiments.report.loading import CONFIG_KEYS, NO_LABEL, UNIT_KEYS
 
 
 def attach_baseline(d: pd.DataFrame) -> pd.DataFrame:
-  """Add `base_correct` (float, NaN when unpaired) from the matching "never" row.
+  """Add `base_correct` (float, NaN when unpaired) from the matching scored "never" row.
 
-  The exact key is (task, student, teacher, checkpoint, seed, problem_id). The student-only
+  A never row without a correctness value (loading.scored_rows) pairs with nothing. The exact key is (task, student, teacher, checkpoint, seed, problem_id). The student-only
   run does not depend on the teacher, so a never row recorded without a teacher also serves
   as the baseline for every teacher's rows when no exact match exists.
   """
-  never = d[d["policy"] == STUDENT_ONLY]
+  never = d[(d["policy"] == STUDENT_ONLY) & d["scored"]]
   exact_keys = CONFIG_KEYS + UNIT_KEYS
+  never = never.astype({"correct": float})
   exact = never.drop_duplicates(exact_keys)[exact_keys + ["correct"]].rename(
     columns={"correct": "base_correct"}
   )
@@ -90,6 +91,22 @@ def paired_gain(g: pd.DataFrame, n_boot: int, seed: int) -> tuple[float, float, 
   base = paired["base_correct"].to_numpy(dtype=float)
   low, high = paired_bootstrap_ci(pol, base, n_boot=n_boot, seed=seed, groups=paired["problem_id"])
   return float(base.mean()), float(pol.mean() - base.mean()), low, high
+
+
+def unit_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int) -> tuple:
+  """(n, mean difference, CI low, CI high) in points of a - b over the (seed, problem) units both ran.
+
+  `a` and `b`: scored rows of one configuration, one per unit each (e.g. two timings, a trigger and
+  its control). The CI resamples problems (`paired_difference`), never the two marginal accuracies.
+  """
+  both = a[UNIT_KEYS + ["correct"]].merge(b[UNIT_KEYS + ["correct"]], on=UNIT_KEYS, suffixes=("_a", "_b"))
+  return paired_difference(
+    both["correct_a"].to_numpy(dtype=float),
+    both["correct_b"].to_numpy(dtype=float),
+    both["problem_id"].to_numpy(),
+    n_boot,
+    seed,
+  )
 
 
 def paired_difference(first: np.ndarray, later: np.ndarray, groups: Any, n_boot: int, seed: int) -> tuple:

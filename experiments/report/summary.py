@@ -4,9 +4,16 @@ Each row holds the policy's accuracy, its paired gain over the student alone wit
 (stats), the leakage-free columns (timing), token shares, rescue and harm counts, the leakage rate
 and the exemplar copy rates (answer_checks). `checkpoints_of` and `dataset_sizes` describe the rows.
 
-Units: `accuracy`, `baseline_accuracy`, `teacher_fraction`, `leakage_rate` and the exemplar rates
-are fractions in [0, 1]; `gain_points`, `gain_no_leak_points` and their CI bounds are percentage
-points; `gain_rel_pct` is the relative gain in percent of the baseline accuracy.
+Denominators: every number is over the group's scored rows (loading.scored_rows); `n` counts them and
+`n_unscored` the rows left out for lacking a correctness value (`n_errors` of them stopped early).
+`accuracy` is over all `n` scored rows; `gain_points` over the `n_paired` rows that have a never row,
+where `paired_accuracy` - `baseline_accuracy` is the gain exactly. A matched random control names its
+trigger (`matched_to`) and carries the trigger's realized rate beside its own (`matched_trigger_rate`).
+
+Units: `accuracy`, `paired_accuracy`, `baseline_accuracy`, `teacher_fraction`, `leakage_rate`, the
+realized rates and the exemplar rates are fractions in [0, 1]; `gain_points`, `gain_no_leak_points`,
+`gain_no_leak_common_points` and their CI bounds are percentage points; `gain_rel_pct` is the relative
+gain in percent of the baseline accuracy.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.report.answer_checks import answer_leaked, exemplar_rates
-from experiments.report.loading import GROUP_KEYS, NO_LABEL, prepare
+from experiments.report.answer_checks import exemplar_rates, leaked_rows
+from experiments.report.loading import CONFIG_KEYS, GROUP_KEYS, NO_LABEL, absent, prepare, scored_rows
 from experiments.report.policies import (
   intervention_step,
   last_teacher_step,
@@ -25,7 +32,7 @@ from experiments.report.policies import (
   policy_sort_key,
 )
 from experiments.report.stats import attach_baseline, paired_gain
-from experiments.report.timing import NO_LEAK_COLUMNS, no_leak_columns
+from experiments.report.timing import COMMON_COLUMNS, NO_LEAK_COLUMNS, common_no_leak_table, no_leak_columns
 from experiments.sweep.calibration import realized_rate
 
 SUMMARY_COLUMNS = [
@@ -60,6 +67,12 @@ SUMMARY_COLUMNS = [
   "leakage_rate",
   "exemplar_copy_rate",
   "gold_exemplar_rate",
+  # added later, at the end so positional readers of older summaries keep working
+  "n_unscored",
+  "paired_accuracy",
+  *COMMON_COLUMNS,
+  "matched_to",
+  "matched_trigger_rate",
 ]
 
 
@@ -69,13 +82,14 @@ NOT_MEASURED_COLUMNS = [
   "leakage_rate",
   *EXEMPLAR_COLUMNS,
   *(c for c in NO_LEAK_COLUMNS if c != "n_no_leak"),  # n_no_leak: an Int64 column, <NA>
+  *(c for c in COMMON_COLUMNS if c not in ("no_leak_common_k", "n_no_leak_common")),
 ]
+INT_COLUMNS = ["n_no_leak", "no_leak_common_k", "n_no_leak_common"]  # Int64: <NA> where not measured
 
 
-def _summarize_group(
-  g: pd.DataFrame, n_boot: int, seed: int, has_text: bool, last_step: int | None
-) -> dict[str, Any]:
-  correct = g["correct"].to_numpy(dtype=float)
+def _summarize_group(g_all: pd.DataFrame, n_boot: int, seed: int, last_step: int | None) -> dict[str, Any]:
+  """One summary row from a group's prepared rows (`g_all`, with `base_correct`); numbers over the scored."""
+  g = scored_rows(g_all)
   paired = g[g["base_correct"].notna()]
   pol = paired["correct"].to_numpy(dtype=float)
   base = paired["base_correct"].to_numpy(dtype=float)
@@ -84,13 +98,15 @@ def _summarize_group(
   rel = 100.0 * gain / base_acc if base_acc > 0 else float("nan")
   tokens_t = float(g["teacher_tokens"].sum())
   tokens_all = tokens_t + float(g["student_tokens"].sum())
-  leaks = [answer_leaked(t, a) for t, a in zip(g["teacher_text"], g["answer"])]
+  recorded = g[g["text_recorded"]]
   return {
     "n": int(len(g)),
-    "n_errors": int(g["error"].notna().sum()),  # rows stopped by non-finite logits (scored wrong)
+    "n_errors": int(sum(not absent(e) and str(e) != "" for e in g_all["error"])),  # stopped early: unscored
+    "n_unscored": int(len(g_all) - len(g)),
     "n_problems": int(g["problem_id"].nunique()),
     "n_paired": n_paired,
-    "accuracy": float(correct.mean()),
+    "accuracy": float(g["correct"].mean()) if len(g) else float("nan"),
+    "paired_accuracy": float(pol.mean()) if n_paired else float("nan"),
     "baseline_accuracy": base_acc,
     "gain_points": 100.0 * gain,
     "gain_rel_pct": rel,
@@ -105,21 +121,39 @@ def _summarize_group(
     "mean_switches": float(g["switches"].mean()),
     "rescue": int(((base == 0) & (pol == 1)).sum()),
     "harm": int(((base == 1) & (pol == 0)).sum()),
-    "leakage_rate": float(np.mean(leaks)) if has_text else None,
+    # over the rows that record the teacher's text; None (not measured) when none does
+    "leakage_rate": float(np.mean(leaked_rows(recorded))) if len(recorded) else None,
     **dict(zip(EXEMPLAR_COLUMNS, exemplar_rates(g) or (None, None))),
+    "matched_to": _matched_to(g_all),
   }
+
+
+def _matched_to(g: pd.DataFrame) -> str | None:
+  """The trigger(s) a matched random control's rows name (';'-joined), None for any other policy."""
+  names = sorted({str(v) for v in g["matched_to"] if not absent(v)})
+  return ";".join(names) or None
+
+
+def _matched_trigger_rates(out: pd.DataFrame) -> list[float]:
+  """Per summary row: its trigger's realized rate when it is a matched control of one trigger, else NaN."""
+  rate = {tuple(r[c] for c in GROUP_KEYS): r["realized_rate"] for r in out.to_dict("records")}
+  keys = zip(*(out[c] for c in CONFIG_KEYS), out["matched_to"])
+  return [
+    float("nan") if absent(trigger) else rate.get((*config, trigger), float("nan"))
+    for *config, trigger in keys
+  ]
 
 
 def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
   """One row per (task, student, teacher, checkpoint, policy); see the module docstring for units.
 
-  Missing teacher/checkpoint labels come back as None; leakage_rate is missing when the rows
-  carry no teacher_text column (not measured, rather than "no leak"). Rows are sorted for reading:
+  Missing teacher/checkpoint labels come back as None; leakage_rate is missing when no row of the
+  group records its teacher text (not measured, rather than "no leak"). Rows are sorted for reading:
   by task, student, teacher, checkpoint (natural order), then never, step:1..K, ..., always.
 
   A value not measured (None from `_summarize_group`: leakage, exemplar rates, no-leak columns) is
   NaN in the table, pandas' missing value, as an undefined one is: each column keeps one dtype, and
-  summary.csv writes both as an empty cell; `n_no_leak` is <NA> (an Int64 column).
+  summary.csv writes both as an empty cell; the counts in INT_COLUMNS are <NA> (Int64 columns).
   """
   if len(df) == 0:
     return pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -128,12 +162,13 @@ def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
   for key, g in d.groupby(GROUP_KEYS, sort=False):
     rec = dict(zip(GROUP_KEYS, key))
     rec["step_k"] = intervention_step(rec["policy"])
-    rec.update(
-      _summarize_group(
-        g, n_boot, seed, has_text="teacher_text" in df.columns, last_step=last_teacher_step(rec["policy"])
-      )
-    )
+    rec.update(_summarize_group(g, n_boot, seed, last_step=last_teacher_step(rec["policy"])))
     records.append(rec)
+  common = common_no_leak_table(scored_rows(d), n_boot, seed).set_index(CONFIG_KEYS + ["step_k"])
+  for rec in records:
+    key = (*(rec[c] for c in CONFIG_KEYS), rec["step_k"])
+    hit = common.loc[key] if rec["step_k"] is not None and key in common.index else None
+    rec.update({c: None if hit is None else hit[c] for c in COMMON_COLUMNS})
   records.sort(
     key=lambda r: (
       r["task"],
@@ -145,9 +180,11 @@ def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
   )
   out = pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
   out["step_k"] = pd.to_numeric(out["step_k"], errors="coerce").astype(float)
-  out["n_no_leak"] = pd.to_numeric(out["n_no_leak"], errors="coerce").astype("Int64")  # <NA>: not measured
+  for col in INT_COLUMNS:  # <NA>: not measured
+    out[col] = pd.to_numeric(out[col], errors="coerce").astype("Int64")
   for col in NOT_MEASURED_COLUMNS:  # None: not measured -> NaN
     out[col] = out[col].astype(float)
+  out["matched_trigger_rate"] = _matched_trigger_rates(out)
   for col in ("teacher", "checkpoint"):
     out[col] = pd.Series([None if v == NO_LABEL else v for v in out[col]], dtype=object)
   return out
@@ -166,12 +203,13 @@ def checkpoints_of(df: pd.DataFrame) -> list[str]:
 
 
 def dataset_sizes(df: pd.DataFrame) -> pd.DataFrame:
-  """Per task: rows, problems, seeds, policies, students, teachers, checkpoints."""
+  """Per task: rows, those without a correctness value (left out), problems, seeds, policies, models."""
   d = prepare(df)
   return (
     d.groupby("task")
     .agg(
       rows=("problem_id", "size"),
+      unscored=("scored", lambda s: int((~s).sum())),
       problems=("problem_id", "nunique"),
       seeds=("seed", "nunique"),
       policies=("policy", "nunique"),

@@ -1,10 +1,12 @@
 """When the teacher steps in: leakage-free gains, step 1 vs later steps, per-problem counterfactuals.
 
-Leakage control by timing: the teacher's step K cannot be the final computation on a problem whose
-gold solution has more than K steps (`gold_steps`, recorded per row by the sweep), so the no-leak
-columns (`no_leak_columns` for the summary table, `*_no_leak` in `timing_differences`) repeat
-accuracy, gain and step differences on those problems only. Rows without `gold_steps` (older results
-files, datasets without worked solutions) are left out of them.
+Leakage control: a step:K row is *leak-free* when the gold solution has more than K steps (`gold_steps`,
+recorded per row by the sweep: the teacher's step K is not the final computation) AND its teacher text
+does not state the gold answer (answer_checks.leak_free, the leakage rate's own rule). The no-leak
+columns (`no_leak_columns` for the summary table, `*_no_leak` in `timing_differences`) repeat accuracy,
+gain and step differences on leak-free rows only. Rows without `gold_steps` or teacher text (older
+results files, datasets without worked solutions) are left out of them. Each K's leak-free rows are a
+different problem set, so `common_no_leak` also gives the curve over K on one common set of units.
 
 `counterfactuals` is the problems x K table of what the teacher writing step K did to each
 (seed, problem) the student alone ran; `earliest_rescue_distribution` counts the student-alone
@@ -18,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.report.loading import CONFIG_KEYS, NO_LABEL, UNIT_KEYS, absent, prepare
+from experiments.report.answer_checks import leak_free
+from experiments.report.loading import CONFIG_KEYS, NO_LABEL, UNIT_KEYS, absent, prepare, scored_rows
 from experiments.report.policies import intervention_step, natural_sort_key
 from experiments.report.stats import attach_baseline, paired_difference, paired_gain
 
@@ -41,22 +44,37 @@ NO_LEAK_COLUMNS = [
   "gain_no_leak_ci_low",
   "gain_no_leak_ci_high",
 ]
+# The summary table's columns from `common_no_leak`: one common set of units for every step:K.
+COMMON_COLUMNS = [
+  "no_leak_common_k",
+  "n_no_leak_common",
+  "accuracy_no_leak_common",
+  "gain_no_leak_common_points",
+  "gain_no_leak_common_ci_low",
+  "gain_no_leak_common_ci_high",
+]
 # Cell values of the counterfactual table, per (seed, problem) and K, vs the student alone.
 RESCUE, HARM, STAYED_RIGHT, STAYED_WRONG = "rescue", "harm", "right", "wrong"
 NOT_RESCUED = "none"  # the earliest-rescue bucket of failures no swept step rescues
 
 
-def no_leak_columns(g: pd.DataFrame, last_step: int | None, n_boot: int, seed: int) -> dict[str, Any]:
-  """Accuracy and paired gain on the problems whose gold solution has more than `last_step` steps.
+def _leak_measured(g: pd.DataFrame) -> bool:
+  """Can leakage be judged on any row: gold step count known and teacher text recorded?"""
+  return bool((g["gold_steps"].notna() & g["text_recorded"]).any())
 
-  None (not measured) when the policy has no fixed timing or no row of the group knows its gold
-  step count; rows without one are left out, never counted as leaking or not. NaN is an undefined
-  statistic instead (no problem has enough steps, no row is paired).
+
+def no_leak_columns(g: pd.DataFrame, last_step: int | None, n_boot: int, seed: int) -> dict[str, Any]:
+  """Accuracy and paired gain on the group's leak-free rows paired with a never row (one row set for both).
+
+  `g`: scored rows with `base_correct`. Leak-free (answer_checks.leak_free): the gold solution has
+  more than `last_step` steps and the teacher text does not state the gold answer. None (not measured)
+  when the policy has no fixed timing or no row records both its gold step count and its teacher text;
+  rows lacking either are left out, never counted as leaking or not. NaN is an undefined statistic
+  instead (no row is leak-free and paired).
   """
-  known = g[g["gold_steps"].notna()]
-  if last_step is None or known.empty:
+  if last_step is None or not _leak_measured(g):
     return dict.fromkeys(NO_LEAK_COLUMNS)
-  sub = known[known["gold_steps"] > last_step]
+  sub = g[leak_free(g, last_step) & g["base_correct"].notna().to_numpy()]
   _, gain, low, high = paired_gain(sub, n_boot, seed)
   return {
     "n_no_leak": int(len(sub)),
@@ -67,14 +85,52 @@ def no_leak_columns(g: pd.DataFrame, last_step: int | None, n_boot: int, seed: i
   }
 
 
-def _step_rows(df: pd.DataFrame) -> pd.DataFrame:
-  """Prepared step:K rows paired with a never row, one per (config, K, seed, problem), with `step_k`."""
-  d = attach_baseline(prepare(df))
+def _paired_step_rows(d: pd.DataFrame) -> pd.DataFrame:
+  """Scored step:K rows (`d`: scored rows with `base_correct`) paired with a never row, one per
+  (config, K, seed, problem), with `step_k` and `leak_free` (at K)."""
   step_of = {p: intervention_step(p) for p in d["policy"].unique()}
-  d["step_k"] = d["policy"].map(step_of)
+  d = d.assign(step_k=d["policy"].map(step_of))
   d = d[d["step_k"].notna() & d["base_correct"].notna()].copy()
   d["step_k"] = d["step_k"].astype(int)
+  d["leak_free"] = leak_free(d, d["step_k"])
   return d.drop_duplicates(CONFIG_KEYS + ["step_k"] + UNIT_KEYS)
+
+
+def common_no_leak(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+  """`common_no_leak_table` from results rows (summary.csv carries the same numbers as columns)."""
+  return common_no_leak_table(attach_baseline(scored_rows(prepare(df))), n_boot, seed)
+
+
+def _step_rows(df: pd.DataFrame) -> pd.DataFrame:
+  return _paired_step_rows(attach_baseline(scored_rows(prepare(df))))
+
+
+def common_no_leak_table(d: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+  """The no-leak curve over K on one common set of units, per config: CONFIG_KEYS, step_k, COMMON_COLUMNS.
+
+  `d`: scored rows with `base_correct`. The set: the (seed, problem) units that ran every swept
+  step:K and the student alone, whose gold solution has more steps than the largest K swept
+  (`no_leak_common_k`) and none of whose step:K rows' teacher text states the gold answer. Every K is
+  measured on exactly these units, so the points compare like with like (the per-K no-leak columns
+  each use their own, larger set). Not measured (None) where leakage cannot be judged.
+  """
+  steps = _paired_step_rows(d)
+  records = []
+  for key, g in steps.groupby(CONFIG_KEYS, sort=False):
+    ks = sorted(set(g["step_k"]))
+    rec = dict(zip(CONFIG_KEYS, key))
+    if not _leak_measured(g):
+      records += [dict(rec, step_k=k, **dict.fromkeys(COMMON_COLUMNS)) for k in ks]
+      continue
+    ok = g.assign(ok=leak_free(g, max(ks))).groupby(UNIT_KEYS)["ok"].agg(["all", "size"])
+    units = ok[ok["all"] & (ok["size"] == len(ks))].index.to_frame(index=False)
+    for k in ks:
+      sub = g[g["step_k"] == k].merge(units, on=UNIT_KEYS)
+      _, gain, low, high = paired_gain(sub, n_boot, seed)
+      cells = [max(ks), len(sub), float(sub["correct"].mean()) if len(sub) else float("nan")]
+      cells += [100.0 * gain, 100.0 * low, 100.0 * high]
+      records.append(dict(rec, step_k=k, **dict(zip(COMMON_COLUMNS, cells))))
+  return pd.DataFrame.from_records(records, columns=CONFIG_KEYS + ["step_k"] + COMMON_COLUMNS)
 
 
 def _config_labels(rec: dict[str, Any]) -> dict[str, Any]:
@@ -87,22 +143,25 @@ def timing_differences(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> p
 
   Both gains are paired with the same never rows, so on the (seed, problem) units that have all three
   rows the difference of gains is the mean of (step:1 correct - step:K correct); its CI resamples
-  problems. `*_no_leak` repeats it on problems whose gold solution has more than K steps, where
-  neither timing can hand over the final computation. Positive: step 1 is the better timing.
+  problems. `*_no_leak` repeats it on the units where both rows are leak-free (gold solution longer
+  than K, neither teacher text stating the gold answer). Positive: step 1 is the better timing.
   """
   d = _step_rows(df)
   records = []
   for key, g in d.groupby(CONFIG_KEYS, sort=False):
-    first = g[g["step_k"] == 1].set_index(UNIT_KEYS)["correct"]
+    first = g[g["step_k"] == 1].set_index(UNIT_KEYS)[["correct", "leak_free"]]
     if first.empty:
       continue
+    first.columns = ["first", "first_leak_free"]
     for k in sorted(set(g["step_k"]) - {1}):
-      later = g[g["step_k"] == k].set_index(UNIT_KEYS)[["correct", "gold_steps"]]
-      both = later.join(first.rename("first"), how="inner").reset_index()
+      later = g[g["step_k"] == k].set_index(UNIT_KEYS)[
+        ["correct", "gold_steps", "text_recorded", "leak_free"]
+      ]
+      both = later.join(first, how="inner").reset_index()
       rec = dict(zip(CONFIG_KEYS, key), step_k=k)
       parts = [("", both)]
-      if both["gold_steps"].notna().any():  # else not measured: the no-leak columns stay missing
-        parts.append(("_no_leak", both[both["gold_steps"] > k]))
+      if _leak_measured(both):  # else not measured: the no-leak columns stay missing
+        parts.append(("_no_leak", both[both["leak_free"] & both["first_leak_free"]]))
       for suffix, units in parts:
         n, diff, low, high = paired_difference(
           units["first"].to_numpy(dtype=float),
