@@ -2,7 +2,7 @@
 
 from ml_collections import ConfigDict
 
-from decode.host.options import DecodeOptions
+from decode.host.options import DecodeOptions, ServedTeacherOptions
 
 
 def base_config() -> ConfigDict:
@@ -24,8 +24,21 @@ def base_config() -> ConfigDict:
   # path: a model directory; or url: an OpenAI-compatible server (http://HOST:PORT/v1), whose API key
   # is read from the environment variable api_key_env; model: its served name (default: its first).
   # A teacher with another tokenizer than the student's, or a server, writes through the text bridge.
+  # api: "completions" (the text so far) or "chat" (one message: chat_template with {problem} and
+  # {solution} filled; every bridged row records the hash of what its teacher was sent).
+  served = ServedTeacherOptions()
   c.teacher = ConfigDict(
-    dict(name="teacher", path="", url="", model="", api_key_env="OPENAI_API_KEY", timeout_s=120.0, retries=3)
+    dict(
+      name="teacher",
+      path="",
+      url="",
+      model="",
+      api_key_env="OPENAI_API_KEY",
+      timeout_s=served.timeout_s,
+      retries=served.retries,
+      api=served.api,
+      chat_template=served.chat_template,
+    )
   )
   # Calibrated triggers (`entropy:q=0.3`) take their threshold from the `never` rows, so list both.
   c.policies = ("never", "always", "step:1", "step:2", "step:3", "step:4")

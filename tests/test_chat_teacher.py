@@ -90,3 +90,29 @@ def test_chat_requests_are_checked(pair):
   assert "{problem}" in DEFAULT_CHAT_TEMPLATE and "{solution}" in DEFAULT_CHAT_TEMPLATE
   with pytest.raises(Exception, match="problem"):
     ServedTeacher("http://127.0.0.1:9/v1", api="chat", chat_template="no places")
+
+
+def test_a_sweep_with_a_chat_teacher(pair, url, tmp_path):
+  """teacher.api = "chat" in a sweep config: rows through the chat endpoint, each recording what its
+  teacher calls sent; the manifest holds the api and template (they define the rows)."""
+  import json
+
+  from ml_collections import ConfigDict
+
+  from configs.base import base_config
+  from experiments.sweep.run import run_sweep
+
+  c = base_config()
+  c.output_dir = str(tmp_path / "out")
+  c.task.num_problems = 2
+  c.students = [ConfigDict(dict(name="s", path=str(pair[0]), checkpoint=None))]
+  c.teacher.update(name="t", url=url, api="chat", chat_template=TEACHER_TEMPLATE)
+  c.policies = ("never", "step:1")
+  c.batch_size, c.max_new_tokens = 2, 8
+  run_sweep(c, progress=False)
+  rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+  guided = [r for r in rows if r["policy"] == "step:1"]
+  assert guided and all(len(r["teacher_requests"]) == r["round_trips"] >= 1 for r in guided)
+  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+  teacher = manifest["rows"]["teacher"]
+  assert (teacher["api"], teacher["chat_template"]) == ("chat", TEACHER_TEMPLATE)

@@ -19,3 +19,21 @@ class DecodeOptions:
   teacher_sub_batches: int = 3  # teacher forwards on B/2, B/4, B/8 rows when fewer need it (0 = off)
   lockstep: bool = False  # naive baseline: the teacher reads every token (benchmarks only)
   min_shared_prefix: int = 16  # shortest common prompt prefix worth prefilling once (shared_prefix)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedTeacherOptions:
+  """How a teacher behind an OpenAI-compatible server is asked (decode.serving.client.ServedTeacher):
+  the one home of these defaults (decode.generate's flags and configs/base.py read them)."""
+
+  timeout_s: float = 120.0  # per request
+  retries: int = 3  # of a request that may pass (no connection, a timeout, 429, 5xx)
+  api: str = "completions"  # or "chat": one user message, `chat_template` filled
+  # The chat teacher's message: the problem (the student's prompt, few-shot exemplars included) and
+  # the solution so far, asking for the next step only (the paper prompted its GPT teachers with the
+  # question and the steps so far).
+  chat_template: str = (
+    "Here is a math problem and the start of a step-by-step solution, one step per line.\n\n"
+    "Problem:\n{problem}\n\nSolution so far:\n{solution}\n\n"
+    "Write only the next step of the solution, as one line, with nothing before or after it."
+  )

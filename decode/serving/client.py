@@ -27,18 +27,13 @@ from typing import Sequence
 
 from decode.bridge.teachers import Completion, CompletionRequest
 from decode.errors import TeacherServerError
+from decode.host.options import ServedTeacherOptions
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-DEFAULT_TIMEOUT_S, DEFAULT_RETRIES = 120.0, 3  # per request; the CLIs and configs read these
+_DEFAULTS = ServedTeacherOptions()
+DEFAULT_TIMEOUT_S, DEFAULT_RETRIES = _DEFAULTS.timeout_s, _DEFAULTS.retries
+DEFAULT_CHAT_TEMPLATE = _DEFAULTS.chat_template
 APIS = ("completions", "chat")
-# The chat teacher's one message: the problem (the student's prompt, few-shot exemplars included)
-# and the solution so far, asking for the next step only (the paper prompted its GPT teachers with
-# the question and the steps so far). A config value (teacher.chat_template / --teacher-chat-template).
-DEFAULT_CHAT_TEMPLATE = (
-  "Here is a math problem and the start of a step-by-step solution, one step per line.\n\n"
-  "Problem:\n{problem}\n\nSolution so far:\n{solution}\n\n"
-  "Write only the next step of the solution, as one line, with nothing before or after it."
-)
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -60,7 +55,7 @@ class ServedTeacher:
     backoff_s: float = 0.5,
     max_workers: int = 32,
     name: str | None = None,
-    api: str = "completions",
+    api: str = _DEFAULTS.api,
     chat_template: str = DEFAULT_CHAT_TEMPLATE,
   ):
     if api not in APIS:

@@ -67,6 +67,8 @@ class TeacherConfig:
   api_key_env: str  # the environment variable holding the server's API key
   timeout_s: float
   retries: int
+  api: str  # "completions" or "chat"
+  chat_template: str  # a chat teacher's message, with {problem} and {solution}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +187,8 @@ def _teacher(given, defaults) -> TeacherConfig:
     api_key_env=read("api_key_env") or defaults.api_key_env,
     timeout_s=float(read("timeout_s")),
     retries=int(read("retries")),
+    api=str(read("api")),
+    chat_template=str(read("chat_template")),
   )
 
 

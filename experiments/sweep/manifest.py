@@ -174,7 +174,11 @@ def _teacher(cfg: SweepConfig) -> dict | None:
   t = cfg.teacher
   if t.path:
     return {"name": t.name, "model": model_identity(t.path)}
-  return {"name": t.name, "url": t.url, "model": t.model} if t.url else None
+  if not t.url:
+    return None
+  served = {"name": t.name, "url": t.url, "model": t.model}
+  # A chat teacher's rows depend on the message it is sent (completions manifests stay as they were).
+  return served if t.api == "completions" else {**served, "api": t.api, "chat_template": t.chat_template}
 
 
 def row_settings(cfg: SweepConfig, policies: list) -> dict:

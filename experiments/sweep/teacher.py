@@ -34,7 +34,14 @@ def load_teacher(cfg: SweepConfig, mesh=None, rules=None):
   t = cfg.teacher
   if t.url:
     return ServedTeacher(
-      t.url, model=t.model, api_key_env=t.api_key_env, timeout_s=t.timeout_s, retries=t.retries, name=t.name
+      t.url,
+      model=t.model,
+      api_key_env=t.api_key_env,
+      timeout_s=t.timeout_s,
+      retries=t.retries,
+      name=t.name,
+      api=t.api,
+      chat_template=t.chat_template,
     )
   if not t.path:
     return None
