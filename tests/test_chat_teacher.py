@@ -116,3 +116,8 @@ def test_a_sweep_with_a_chat_teacher(pair, url, tmp_path):
   manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
   teacher = manifest["rows"]["teacher"]
   assert (teacher["api"], teacher["chat_template"]) == ("chat", TEACHER_TEMPLATE)
+  import pandas as pd  # the bridge's costs get a summary.csv column each
+
+  summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("policy")
+  assert summary.loc["step:1", "mean_round_trips"] >= 1 and summary.loc["never", "mean_round_trips"] == 0
+  assert summary.loc["step:1", "mean_teacher_read"] > 0

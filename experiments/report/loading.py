@@ -51,6 +51,9 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
   "step_ids": None,  # 1-based step of each generated token (realized rates)
   "intervention_steps": None,  # steps the teacher wrote
   "matched_to": None,  # a matched random control: the trigger policy it matches
+  # The text bridge's costs (None = not a bridged row): teacher tokens read, teacher calls.
+  "teacher_read": None,
+  "round_trips": None,
 }
 NO_LABEL = ""  # the stand-in for a missing teacher/checkpoint label (None never matches in joins)
 

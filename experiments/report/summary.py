@@ -35,6 +35,8 @@ from experiments.report.stats import attach_baseline, paired_gain
 from experiments.report.timing import COMMON_COLUMNS, NO_LEAK_COLUMNS, common_no_leak_table, no_leak_columns
 from experiments.sweep.calibration import realized_rate
 
+# The text bridge's costs per row (teacher tokens read, teacher calls); not measured on loop rows.
+BRIDGE_COLUMNS = ["mean_teacher_read", "mean_round_trips"]
 SUMMARY_COLUMNS = [
   "task",
   "student",
@@ -73,6 +75,7 @@ SUMMARY_COLUMNS = [
   *COMMON_COLUMNS,
   "matched_to",
   "matched_trigger_rate",
+  *BRIDGE_COLUMNS,
 ]
 
 
@@ -80,6 +83,7 @@ EXEMPLAR_COLUMNS = ["exemplar_copy_rate", "gold_exemplar_rate"]
 # Float columns a group may leave unmeasured (None): the rows lack the field they need.
 NOT_MEASURED_COLUMNS = [
   "leakage_rate",
+  *BRIDGE_COLUMNS,
   *EXEMPLAR_COLUMNS,
   *(c for c in NO_LEAK_COLUMNS if c != "n_no_leak"),  # n_no_leak: an Int64 column, <NA>
   *(c for c in COMMON_COLUMNS if c not in ("no_leak_common_k", "n_no_leak_common")),
@@ -125,7 +129,14 @@ def _summarize_group(g_all: pd.DataFrame, n_boot: int, seed: int, last_step: int
     "leakage_rate": float(np.mean(leaked_rows(recorded))) if len(recorded) else None,
     **dict(zip(EXEMPLAR_COLUMNS, exemplar_rates(g) or (None, None))),
     "matched_to": _matched_to(g_all),
+    **{c: _mean_recorded(g, f) for c, f in zip(BRIDGE_COLUMNS, ("teacher_read", "round_trips"))},
   }
+
+
+def _mean_recorded(g: pd.DataFrame, field: str) -> float | None:
+  """Mean of a field over the rows that record it; None (not measured) when none does."""
+  known = [float(v) for v in g[field] if not absent(v)]
+  return float(np.mean(known)) if known else None
 
 
 def _matched_to(g: pd.DataFrame) -> str | None:
