@@ -1,9 +1,11 @@
 """Math word-problem datasets read from local files into one `Problem` record type.
 
-Every loader reads a file already on disk (no downloads), gives each problem a stable,
-unique id "<source>/<split>/<record id>", normalises the gold answer with
-`answers.normalize_number`, and refuses malformed records with a `TaskFormatError` that
-names the file and the line or record -- a silently skipped problem would bias accuracy.
+Every loader reads data already on disk (no downloads): its own published file (GSM8K jsonl,
+SVAMP/MultiArith json, ASDiv xml) or, detected from the path, parquet files and `datasets`
+save_to_disk directories (`dataset_files.py`), with the same record rules either way. Each problem
+gets a stable, unique id "<source>/<split>/<record id>" and its gold answer is normalised with
+`answers.normalize_number`; a malformed record is a `TaskFormatError` that names the file and the
+line, record or row -- a silently skipped problem would bias accuracy.
 """
 
 from __future__ import annotations
@@ -17,13 +19,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from experiments.tasks.answers import normalize_number
+from experiments.tasks.dataset_files import TaskFormatError, is_table_path, task_records
 from model.errors import UserError
 
 logger = logging.getLogger(__name__)
-
-
-class TaskFormatError(UserError):
-  """A task file or one of its records does not have the expected format."""
 
 
 class UnknownTaskError(UserError):
@@ -48,15 +47,6 @@ class Problem:
 
 _GSM8K_FINAL = re.compile(r"^####\s*(.*?)\s*$", re.MULTILINE)
 _ASDIV_UNITS = re.compile(r"\s*\([^()]*\)\s*$")
-
-
-def _split_name(path: Path, split: str | None) -> str:
-  """The split part of problem ids: given explicitly, else the file name stem."""
-  name = split if split is not None else path.stem
-  name = name.strip().lower()
-  if not name or "/" in name:
-    raise TaskFormatError(f"{path}: split name {name!r} must be non-empty without '/'")
-  return name
 
 
 def _numeric_answer(raw: Any, where: str) -> str:
@@ -110,14 +100,8 @@ def parse_gsm8k_solution(solution: str, where: str) -> tuple[str, str]:
   return rationale, _numeric_answer(final.group(1), where)
 
 
-def load_gsm8k(path: str | Path, split: str | None = None, source: str = "gsm8k") -> list[Problem]:
-  """GSM8K jsonl: one {"question", "answer"} object per line; blank lines are allowed.
-
-  `source` lets other GSM8K-format files (the synthetic task) keep their own id prefix.
-  """
-  path = Path(path)
-  split_name = _split_name(path, split)
-  problems: list[Problem] = []
+def _jsonl_records(path: Path):
+  """(where, record) for each non-blank line of a jsonl file."""
   with path.open(encoding="utf-8") as handle:
     for line_number, line in enumerate(handle, start=1):
       if not line.strip():
@@ -129,17 +113,29 @@ def load_gsm8k(path: str | Path, split: str | None = None, source: str = "gsm8k"
         raise TaskFormatError(f"{where}: invalid JSON ({error.msg})") from error
       if not isinstance(record, dict):
         raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-      question = _text_field(record, "question", where)
-      rationale, answer = parse_gsm8k_solution(_text_field(record, "answer", where), where)
-      problems.append(
-        Problem(
-          problem_id=f"{source}/{split_name}/{len(problems)}",
-          question=question,
-          answer=answer,
-          rationale=rationale or None,
-          source=source,
-        )
+      yield where, record
+
+
+def load_gsm8k(path: str | Path, split: str | None = None, source: str = "gsm8k") -> list[Problem]:
+  """GSM8K: jsonl (one {"question", "answer"} object per line; blank lines allowed) or the hub's parquet.
+
+  `source` lets other GSM8K-format files (the synthetic task) keep their own id prefix.
+  """
+  path = Path(path)
+  split_name, records = task_records(path, split, "gsm8k", source, _jsonl_records)
+  problems: list[Problem] = []
+  for where, record in records:
+    question = _text_field(record, "question", where)
+    rationale, answer = parse_gsm8k_solution(_text_field(record, "answer", where), where)
+    problems.append(
+      Problem(
+        problem_id=f"{source}/{split_name}/{len(problems)}",
+        question=question,
+        answer=answer,
+        rationale=rationale or None,
+        source=source,
       )
+    )
   return _check_unique(problems, path)
 
 
@@ -152,20 +148,20 @@ def _record_id(record: dict[str, Any], key: str, index: int) -> str:
 
 
 def _json_records(path: Path):
-  """(index, location for errors, record) for each object of a JSON-list file."""
+  """(location for errors, record) for each object of a JSON-list file."""
   for index, record in enumerate(_read_json_list(path)):
     where = f"{path}: record {index}"
     if not isinstance(record, dict):
       raise TaskFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    yield index, where, record
+    yield where, record
 
 
 def load_svamp(path: str | Path, split: str | None = None) -> list[Problem]:
-  """SVAMP json: a list of {"Body", "Question", "Answer", optional "ID", "Equation"}."""
+  """SVAMP json: a list of {"Body", "Question", "Answer", optional "ID", "Equation"}; or parquet."""
   path = Path(path)
-  split_name = _split_name(path, split)
+  split_name, records = task_records(path, split, "svamp", "svamp", _json_records)
   problems: list[Problem] = []
-  for index, where, record in _json_records(path):
+  for index, (where, record) in enumerate(records):
     body = _text_field(record, "Body", where)
     question = _text_field(record, "Question", where)
     if "Answer" not in record:
@@ -183,13 +179,19 @@ def load_svamp(path: str | Path, split: str | None = None) -> list[Problem]:
 
 
 def load_multiarith(path: str | Path, split: str | None = None) -> list[Problem]:
-  """MultiArith json: a list of {"sQuestion", "lSolutions": [number], "iIndex"}."""
+  """MultiArith json: a list of {"sQuestion", "lSolutions": [number], "iIndex"}; or parquet.
+
+  Parquet copies may hold the answer as one scalar (`final_ans`); it counts as a one-item list.
+  """
   path = Path(path)
-  split_name = _split_name(path, split)
+  split_name, records = task_records(path, split, "multiarith", "multiarith", _json_records)
+  table = is_table_path(path)
   problems: list[Problem] = []
-  for index, where, record in _json_records(path):
+  for index, (where, record) in enumerate(records):
     question = _text_field(record, "sQuestion", where)
     solutions = record.get("lSolutions")
+    if table and isinstance(solutions, (str, int, float)):
+      solutions = [solutions]
     if not isinstance(solutions, list) or len(solutions) != 1:
       raise TaskFormatError(
         f"{where}: 'lSolutions' must be a list with exactly one number, got {solutions!r}"
@@ -257,29 +259,35 @@ def parse_asdiv_answer(raw: str, where: str) -> str:
   return _numeric_answer(_ASDIV_UNITS.sub("", raw).strip(), where)
 
 
+def _asdiv_xml_records(path: Path):
+  """(where, record) per <Problem>, with its ID attribute as the record's "ID"."""
+  for index, record in enumerate(_parse_asdiv_xml(path)):
+    where = f"{path}:{record.line}: Problem {record.problem_id or f'#{index}'}"
+    yield where, {**record.fields, "ID": record.problem_id or None}
+
+
 def load_asdiv(path: str | Path, split: str | None = None, skip_non_numeric: bool = False) -> list[Problem]:
-  """ASDiv XML (<Machine-Reading-Corpus-File><ProblemSet><Problem ID=..>...).
+  """ASDiv XML (<Machine-Reading-Corpus-File><ProblemSet><Problem ID=..>...), or parquet.
 
   The real corpus has a few non-numeric answers ("Sunday", "2:3"); they are an error
   unless `skip_non_numeric=True`, which drops them and logs how many and which.
   """
   path = Path(path)
-  split_name = _split_name(path, split)
+  split_name, records = task_records(path, split, "asdiv", "asdiv", _asdiv_xml_records)
   problems: list[Problem] = []
   skipped: list[str] = []
-  for index, record in enumerate(_parse_asdiv_xml(path)):
-    where = f"{path}:{record.line}: Problem {record.problem_id or f'#{index}'}"
-    body = _text_field(record.fields, "Body", where)
-    question = _text_field(record.fields, "Question", where)
-    raw_answer = _text_field(record.fields, "Answer", where)
+  for index, (where, record) in enumerate(records):
+    body = _text_field(record, "Body", where)
+    question = _text_field(record, "Question", where)
+    raw_answer = _text_field(record, "Answer", where)
+    record_id = _record_id(record, "ID", index)
     try:
       answer = parse_asdiv_answer(raw_answer, where)
     except TaskFormatError:
       if not skip_non_numeric:
         raise
-      skipped.append(record.problem_id or f"#{index}")
+      skipped.append(record["ID"] if record.get("ID") is not None else f"#{index}")
       continue
-    record_id = (record.problem_id or str(index)).replace("/", "_")
     problems.append(
       Problem(
         problem_id=f"asdiv/{split_name}/{record_id}",
@@ -303,7 +311,10 @@ TASK_LOADERS: dict[str, Callable[..., list[Problem]]] = {
 
 
 def load_task(name: str, path: str | Path, **options: Any) -> list[Problem]:
-  """Load a task by name; "synthetic" reads GSM8K-format files under the synthetic id prefix."""
+  """Load a task by name from a file or dataset directory (format from the path; `split` picks one).
+
+  "synthetic" reads GSM8K-format data under the synthetic id prefix.
+  """
   key = name.strip().lower()
   if key == "synthetic":
     return load_gsm8k(path, source="synthetic", **options)
