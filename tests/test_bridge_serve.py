@@ -7,15 +7,14 @@ free port of 127.0.0.1, stops when the module's tests end, and on its own after 
 
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
 import urllib.request
 
 import bridge_models
 import pytest
 from bridge_reference import bridge_greedy
+from served import serve
 
 from decode.bridge.teachers import CompletionRequest, LocalTeacher
 from decode.errors import TeacherServerError
@@ -66,24 +65,8 @@ def in_process_rows(dirs, prompts_file):
 @pytest.fixture(scope="module")
 def server(dirs):
   """(URL, process) of `python -m decode.serve` for the teacher, with an API key from the environment."""
-  cmd = [sys.executable, "-m", "decode.serve", "--model", str(dirs[1]), "--host", "127.0.0.1", "--port", "0"]
-  cmd += ["--batch-wait-ms", "100", "--api-key-env", KEY_ENV, "--exit-after-idle", "300"]
-  proc = subprocess.Popen(
-    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, KEY_ENV: KEY}
-  )
-  lines: queue.Queue = queue.Queue()
-  threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-  try:
-    first = lines.get(timeout=120)  # printed once the model is loaded and the port is listening
-    assert first.startswith("serving teacher at http://127.0.0.1:"), first
-    yield first.split()[-1], proc
-  finally:
-    proc.terminate()
-    try:
-      proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
+  with serve(dirs[1], "--batch-wait-ms", "100", "--api-key-env", KEY_ENV, env={KEY_ENV: KEY}) as running:
+    yield running
 
 
 def _health(url):

@@ -16,22 +16,10 @@ import pytest
 from decode.api import DecodeRequest
 from decode.bridge.decoder import BridgeDecoder, continuation_text, encode_continuation
 from decode.bridge.teachers import Completion
+from experiments.bench.models import fast_tokenizer
 from model.hf_import import load_model
 
 SPECIALS = bridge_models.SPECIALS
-
-
-def _fast(tok):
-  from transformers import PreTrainedTokenizerFast
-
-  return PreTrainedTokenizerFast(
-    tokenizer_object=tok,
-    pad_token="<pad>",
-    bos_token="<bos>",
-    eos_token="<eos>",
-    unk_token="<unk>",
-    clean_up_tokenization_spaces=False,
-  )
 
 
 def metaspace_tokenizer():
@@ -47,7 +35,7 @@ def metaspace_tokenizer():
     ]
   )
   tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-  return _fast(tok)
+  return fast_tokenizer(tok)
 
 
 def wordpiece_decoder_tokenizer():
@@ -60,7 +48,7 @@ def wordpiece_decoder_tokenizer():
     [pre_tokenizers.Split(" ", behavior="removed"), pre_tokenizers.Split("\n", behavior="isolated")]
   )
   tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-  return _fast(tok)
+  return fast_tokenizer(tok)
 
 
 TOKENIZERS = {"metaspace": metaspace_tokenizer, "wordpiece_decoder": wordpiece_decoder_tokenizer}

@@ -3,14 +3,10 @@ template, `ServedTeacher(api="chat")` sends the problem and the solution so far 
 template, and each bridged row records the hash of the exact text its teacher calls sent."""
 
 import hashlib
-import os
-import queue
-import subprocess
-import sys
-import threading
 
 import bridge_models
 import pytest
+from served import serve
 
 from decode.api import DecodeRequest
 from decode.bridge.decoder import BridgeDecoder
@@ -37,16 +33,8 @@ def pair(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def url(pair):
-  cmd = [sys.executable, "-m", "decode.serve", "--model", str(pair[1]), "--port", "0"]
-  cmd += ["--batch-wait-ms", "20", "--exit-after-idle", "300"]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
-  lines: queue.Queue = queue.Queue()
-  threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-  try:
-    yield lines.get(timeout=120).split()[-1]
-  finally:
-    proc.terminate()
-    proc.wait(timeout=20)
+  with serve(pair[1], "--batch-wait-ms", "20") as (address, _):
+    yield address
 
 
 def test_chat_answers_are_the_models_own_template_filled(pair, url):

@@ -10,16 +10,12 @@ is still up at the end. Bounded: a fixed number of requests, each with a timeout
 import concurrent.futures
 import http.client
 import json
-import os
-import queue
 import socket
-import subprocess
-import sys
-import threading
 import time
 
 import bridge_models
 import pytest
+from served import serve
 
 from decode.bridge.teachers import CompletionRequest, LocalTeacher
 from model.hf_import import load_model
@@ -36,23 +32,12 @@ def teacher_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(teacher_dir):
-  cmd = [sys.executable, "-m", "decode.serve", "--model", str(teacher_dir), "--port", "0"]
-  cmd += ["--api-key-env", KEY_ENV, "--max-concurrent", "4", "--timeout-s", str(TIMEOUT_S)]
-  cmd += ["--max-body-bytes", "20000", "--batch-wait-ms", "20", "--exit-after-idle", "300"]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, KEY_ENV: KEY})
-  lines: queue.Queue = queue.Queue()
-  threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-  try:
-    first = lines.get(timeout=120)
-    host, port = first.split()[-1].removeprefix("http://").removesuffix("/v1").split(":")
+  """(host, port) of a server with small limits, so a test reaches them."""
+  args = ["--api-key-env", KEY_ENV, "--max-concurrent", "4", "--timeout-s", str(TIMEOUT_S)]
+  args += ["--max-body-bytes", "20000", "--batch-wait-ms", "20"]
+  with serve(teacher_dir, *args, env={KEY_ENV: KEY}) as (url, _):
+    host, port = url.removeprefix("http://").removesuffix("/v1").split(":")
     yield host, int(port)
-  finally:
-    proc.terminate()
-    try:
-      proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
 
 
 def _post(addr, body: bytes, headers: dict) -> tuple[int, dict, dict]:

@@ -87,11 +87,18 @@ def word_level_tokenizer(vocab: dict[str, int]):
   """A WordLevel tokenizer over pieces "word + one space or newline" (SPECIALS named as such);
   decoding concatenates the pieces, so encode(decode(ids)) == ids."""
   from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-  from transformers import PreTrainedTokenizerFast
 
   tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
   tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[^ \n]+[ \n]?"), behavior="isolated")
   tok.decoder = decoders.Fuse()
+  return fast_tokenizer(tok)
+
+
+def fast_tokenizer(tok):
+  """A `tokenizers.Tokenizer` as transformers' fast tokenizer, with SPECIALS named (<pad> <bos> <eos>
+  <unk>) and no clean-up of spaces, so decoding is the tokenizer's own."""
+  from transformers import PreTrainedTokenizerFast
+
   return PreTrainedTokenizerFast(
     tokenizer_object=tok,
     pad_token="<pad>",
