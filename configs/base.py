@@ -43,6 +43,12 @@ def base_config() -> ConfigDict:
   # Calibrated triggers (`entropy:q=0.3`) take their threshold from the `never` rows, so list both.
   c.policies = ("never", "always", "step:1", "step:2", "step:3", "step:4")
   c.matched_random = False  # add random:P at each trigger policy's realized rate P (its matched control)
+  # A grown sweep reuses the q= thresholds and matched rates recorded when first set (thresholds.json);
+  # True sets them again from this run's rows and re-decodes the rows that used a changed one.
+  c.recalibrate = False
+  # The report covers the rows this config lists; True: every row the output dir holds (earlier
+  # configs' problems, policies, seeds and students too).
+  c.report_all_rows = False
   c.seeds = (0,)
   c.batch_size = 16
   c.max_new_tokens = 128

@@ -102,7 +102,7 @@ def test_a_sweep_with_a_chat_teacher(pair, url, tmp_path):
   guided = [r for r in rows if r["policy"] == "step:1"]
   assert guided and all(len(r["teacher_requests"]) == r["round_trips"] >= 1 for r in guided)
   manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-  teacher = manifest["rows"]["teacher"]
+  teacher = manifest["content"]["teacher"]
   assert (teacher["api"], teacher["chat_template"]) == ("chat", TEACHER_TEMPLATE)
   import pandas as pd  # the bridge's costs get a summary.csv column each
 

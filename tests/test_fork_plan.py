@@ -112,3 +112,17 @@ def test_cut_and_the_batches_of_a_group():
   assert [[cuts[i] for i in b] for b in out] == [[4, 4, 2], [1]]  # longest prefix first
   assert sorted(i for b in out for i in b) == [i for i, c in enumerate(cuts) if c is not None]
   assert len(fork_batches(cuts, B)) <= g.batches
+
+
+def test_a_grown_grid_plans_only_its_new_rows():
+  """A grown sweep: the old problems' `never` rows are in the results, so a new timing forks from
+  them (no base or helper run for them); a new problem's base run is planned once, for all its policies."""
+  old = grid(policies=("never", "step:2"), n=4, seeds=(0,))
+  new = grid(policies=("never", "step:2", "step:3"), n=6, seeds=(0,))
+  base_runs = {r.base_key for r in old if r.policy.student_only()}
+  p = plan(new, finished={r.row_id for r in old}, base_runs=base_runs)
+  check_batches(p)
+  assert not p.helpers and not p.plain
+  assert [r.problem.problem_id for b in p.base for r in b] == ["p/4", "p/5"]
+  forked = sorted((r.policy.spec, r.problem.problem_id) for g in p.forks for r in g.rows)
+  assert forked == sorted([("step:3", f"p/{i}") for i in range(6)] + [("step:2", "p/4"), ("step:2", "p/5")])

@@ -165,4 +165,4 @@ def test_a_sweep_takes_a_gguf_student(model_files, tmp_path):
   rows = ResultsStore(tmp_path / "out" / "results.jsonl").rows.values()
   assert len(rows) == 3 and all(r["token_ids"] for r in rows)
   manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-  assert list(manifest["rows"]["students"][0]["model"]) == [files["F32"].name]
+  assert list(manifest["students"]["s"]) == [files["F32"].name]

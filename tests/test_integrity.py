@@ -17,7 +17,8 @@ import pytest
 from ml_collections import ConfigDict
 from sweep_configs import rows_of, sweep_argv, tiny_sweep_config, write_config_file
 
-from experiments.sweep import manifest
+from experiments.sweep import identity, manifest
+from experiments.sweep.content import CONTENT_KEYS
 from experiments.sweep.distributed import DistributedConfigError
 from experiments.sweep.lock import ResultsLockedError, WriterLock
 from experiments.sweep.run import run_sweep
@@ -76,10 +77,13 @@ def test_manifest_is_written_before_the_first_row(pair_dir, tmp_path, monkeypatc
   run_sweep(sweep_config(pair_dir, out), progress=False)
   assert seen and all(seen)
   m = json.loads((out / manifest.MANIFEST).read_text())
-  assert tuple(m["rows"]) == manifest.ROW_KEYS
-  assert m["rows"]["policies"] == ["never", "step:1", "step:2"] and m["rows"]["temperature"] == 0.0
-  assert set(m["rows"]["students"][0]["model"]) >= {"config.json", "model.safetensors", "tokenizer.json"}
+  assert m["format"] == 2 and tuple(m["content"]) == CONTENT_KEYS and m["content"]["temperature"] == 0.0
+  assert m["extent"]["policies"] == ["never", "step:1", "step:2"] and m["extent"]["problems"] == 2
+  assert m["extent"]["students"] == [{"name": "s", "checkpoint": None}] and m["report_rows"] == "extent"
+  assert set(m["students"]["s"]) >= {"config.json", "model.safetensors", "tokenizer.json"}
   assert m["code"]["package"] == "first-step-guidance" and "git_commit" in m["code"]
+  (run,) = m["runs"]
+  assert run["code"] == m["code"] and run["decoded"] == 6 and run["kept"] == 0 and "finished" in run
   assert m["paths"]["teacher"] == str(pair_dir / "t")
 
 
@@ -91,14 +95,9 @@ def test_changed_settings_are_refused_before_anything_is_written(pair_dir, tmp_p
   with pytest.raises(manifest.ManifestError) as e:
     run_sweep(changed, progress=False)
   msg = str(e.value)
-  for part in (
-    "temperature: 0.0 -> 1.0",
-    "max_new_tokens: 10 -> 12",
-    '["never", "step:1", "step:2"] -> [',
-    "--config.output_dir",
-  ):
+  for part in ("temperature: 0.0 -> 1.0", "max_new_tokens: 10 -> 12", "--config.output_dir"):
     assert part in msg, msg
-  assert "top_p" not in msg  # only the keys that differ
+  assert "top_p" not in msg and "policies:" not in msg  # only the content keys that differ
   assert snapshot(out) == before  # nothing written: no row, no manifest, not even the lock file
 
 
@@ -114,7 +113,7 @@ def test_changed_model_files_are_refused_but_a_copy_is_the_same_model(pair_dir, 
   data = bytearray(weights.read_bytes())
   data[-1] ^= 0xFF  # as if retrained: same names and sizes, other weights
   weights.write_bytes(bytes(data))
-  with pytest.raises(manifest.ManifestError, match=r'students\[0\]\.model\["model\.safetensors"\]: "sha256 '):
+  with pytest.raises(manifest.ManifestError, match=r'students\.s\["model\.safetensors"\]: "sha256 '):
     run_sweep(moved, progress=False)
 
 
@@ -137,8 +136,61 @@ def test_results_without_a_manifest_are_adopted_with_a_warning(pair_dir, tmp_pat
   assert (out / manifest.MANIFEST).exists()
 
 
+def fake_manifest(temperature: float = 0.0, code: dict | None = None) -> dict:
+  """A minimal manifest as manifest.build makes one (what ensure and check read)."""
+  extent = {"problems": 1, "students": [], "policies": ["never"], "seeds": [0], "matched_random": False}
+  return {
+    "format": manifest.FORMAT,
+    "created": "2024-01-01T00:00:00+00:00",
+    "content": {"temperature": temperature},
+    "students": {},
+    "extent": {**extent, "problem_ids": ["p/0"]},
+    "held": extent,
+    "runs": [{"started": "2024-01-01T00:00:00+00:00", "extent": extent, "code": code or {}}],
+    "code": code or {},
+  }
+
+
+def format_1(m: dict, num_problems: int, limit: int | None) -> dict:
+  """The manifest the code before issue 22 wrote for the same synthetic-task sweep: every row-defining
+  setting in one `rows` section (keys in its ROW_KEYS order)."""
+  c, e = m["content"], m["extent"]
+  rows = {
+    "task": {"name": c["task"]["name"], "num_problems": num_problems, "synthetic": c["task"]["synthetic"]},
+    "limit": limit,
+    "prompt_style": c["prompt_style"],
+    "exemplars": {k: v for k, v in c["exemplars"].items() if k != "chosen"},
+    "students": [{**s, "model": m["students"][s["name"]]} for s in e["students"]],
+    "teacher": c["teacher"],
+    "policies": e["policies"],
+    "matched_random": e["matched_random"],
+    "seeds": e["seeds"],
+  }
+  rows.update({k: c[k] for k in ("max_new_tokens", "max_steps", "temperature", "top_k", "top_p")})
+  rows.update(step_delimiter=c["step_delimiter"], dtype=c["dtype"])
+  return {"format": 1, "created": m["created"], "rows": rows, "code": m["code"], "paths": m["paths"]}
+
+
+def test_a_manifest_from_before_extents_is_migrated_and_grows(pair_dir, tmp_path):
+  out = tmp_path / "out"
+  run_sweep(sweep_config(pair_dir, out, num_problems=4, limit=2), progress=False)
+  old = format_1(json.loads((out / manifest.MANIFEST).read_text()), num_problems=4, limit=2)
+  (out / manifest.MANIFEST).write_text(json.dumps(old, indent=2))
+  before = (out / "results.jsonl").read_bytes()
+  with pytest.raises(manifest.ManifestError, match="temperature: 0.0 -> 1.0"):
+    run_sweep(sweep_config(pair_dir, out, num_problems=4, limit=2, temperature=1.0), progress=False)
+  stats = run_sweep(sweep_config(pair_dir, out, num_problems=4, limit=2), progress=False)
+  assert (stats["decoded"], stats["kept"], stats["loop_calls"]) == (0, 6, 0)
+  m = json.loads((out / manifest.MANIFEST).read_text())
+  assert m["format"] == 2 and m["code"] == old["code"] and m["created"] == old["created"]
+  assert [r.get("format") for r in m["runs"]] == [1, None] and m["runs"][0]["extent"]["problems"] == 2
+  stats = run_sweep(sweep_config(pair_dir, out, num_problems=4), progress=False)  # grows to 4 problems
+  assert (stats["decoded"], stats["kept"]) == (6, 6)
+  assert (out / "results.jsonl").read_bytes().startswith(before) and len(rows_of(out)) == 12
+
+
 def test_other_processes_wait_for_process_0s_manifest(tmp_path):
-  m = {"rows": {"temperature": 0.0}, "code": {}}
+  m = fake_manifest()
   with pytest.raises(manifest.ManifestError, match="process 0 has not written"):
     manifest.ensure(tmp_path, m, writer=False, wait_s=0.3, poll_s=0.05)
   writer = threading.Timer(0.2, lambda: manifest.ensure(tmp_path, m, writer=True))
@@ -146,39 +198,38 @@ def test_other_processes_wait_for_process_0s_manifest(tmp_path):
   manifest.ensure(tmp_path, m, writer=False, wait_s=30, poll_s=0.05)  # returns once it appears and matches
   writer.join()
   with pytest.raises(manifest.ManifestError, match=r"temperature: 0.0 -> 1.0"):
-    manifest.ensure(tmp_path, {"rows": {"temperature": 1.0}, "code": {}}, writer=False, wait_s=1)
+    manifest.ensure(tmp_path, fake_manifest(temperature=1.0), writer=False, wait_s=1)
   (tmp_path / manifest.MANIFEST).write_text("{not json")
   with pytest.raises(manifest.ManifestError, match="not valid JSON"):
     manifest.check(tmp_path, m)
 
 
 def test_other_code_only_warns(tmp_path, capsys):
-  old = {
-    "rows": {"temperature": 0.0},
-    "code": {"version": "0.1.0", "git_commit": "a" * 40, "git_dirty": False},
-  }
+  old = fake_manifest(code={"version": "0.1.0", "git_commit": "a" * 40, "git_dirty": False})
   manifest.ensure(tmp_path, old, writer=True)
-  new = dict(old, code={"version": "0.2.0", "git_commit": "b" * 40, "git_dirty": True})
+  new = fake_manifest(code={"version": "0.2.0", "git_commit": "b" * 40, "git_dirty": True})
   manifest.ensure(tmp_path, new, writer=True)
   err = capsys.readouterr().err
-  assert "written by code 0.1.0 at aaaaaaaaaaaa; resuming with 0.2.0 at bbbbbbbbbbbb+changes" in err
-  assert json.loads((tmp_path / manifest.MANIFEST).read_text())["code"] == old["code"]  # the first run's
+  assert "last written by code 0.1.0 at aaaaaaaaaaaa; resuming with 0.2.0 at bbbbbbbbbbbb+changes" in err
+  m = json.loads((tmp_path / manifest.MANIFEST).read_text())
+  assert m["code"] == old["code"]  # the first run's; the history has both
+  assert [r["code"]["version"] for r in m["runs"]] == ["0.1.0", "0.2.0"]
 
 
 def test_large_files_are_identified_by_size_and_sampled_blocks(tmp_path, monkeypatch):
-  monkeypatch.setattr(manifest, "FULL_HASH_BYTES", 4096)
-  monkeypatch.setattr(manifest, "SAMPLE_BYTES", 256)
+  monkeypatch.setattr(identity, "FULL_HASH_BYTES", 4096)
+  monkeypatch.setattr(identity, "SAMPLE_BYTES", 256)
   f = tmp_path / "w.bin"
   f.write_bytes(bytes(range(256)) * 40)
-  ident = manifest.file_identity(f)
+  ident = identity.file_identity(f)
   assert ident.startswith("10240 bytes, sampled sha256 ")
   shutil.copy(f, tmp_path / "copy.bin")  # another mtime
-  assert manifest.file_identity(tmp_path / "copy.bin") == ident
+  assert identity.file_identity(tmp_path / "copy.bin") == ident
   for offset in (0, 5000, 10239):  # each sampled block
     data = bytearray(f.read_bytes())
     data[offset] ^= 1
     (tmp_path / "changed.bin").write_bytes(bytes(data))
-    assert manifest.file_identity(tmp_path / "changed.bin") != ident, offset
+    assert identity.file_identity(tmp_path / "changed.bin") != ident, offset
 
 
 # --------------------------------------------------------------------------- one writer per results file

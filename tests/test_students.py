@@ -1,5 +1,8 @@
 """Checkpoint-based students: a run's checkpoints expand to one student per step, loaded as saved."""
 
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,3 +123,102 @@ def test_orbax_step_loads_into_per_layer_params_too(run):
   )
   assert "layers_0" in unrolled.params["params"]
   np.testing.assert_allclose(_logits(unrolled), _logits(scanned), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- a run that grows
+
+
+def _save_steps(ckpt_dir, cfg, steps):
+  """Checkpoints of a training run, as experiments.training.train saves them (params differ per step)."""
+  opt = optax.adamw(1e-3)
+  options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+  with ocp.CheckpointManager(ckpt_dir, options=options) as mngr:
+    for step in steps:
+      params = init_params(cfg, jax.random.key(step))
+      mngr.save(
+        step, args=ocp.args.StandardSave({"params": params, "opt_state": opt.init(params)}), force=True
+      )
+    mngr.wait_until_finished()
+
+
+@pytest.fixture
+def growing_run(tmp_path):
+  """A run with steps 10 and 20 so far, its HF export (config, tokenizer; the sweep's teacher too),
+  and a sweep over its checkpoints (steps="all")."""
+  from configs.base import base_config
+
+  cfg = _cfg().replace(max_position_embeddings=1024)  # the synthetic task's prompts
+  tok_dir = tmp_path / "tok"
+  tiny_models.make_tokenizer(tok_dir)
+  export_hf(tmp_path / "hf", cfg, init_params(cfg, jax.random.key(0)), tokenizer=tok_dir)
+  _save_steps(tmp_path / "checkpoints", cfg, (10, 20))
+  c = base_config()
+  c.output_dir = str(tmp_path / "out")
+  c.task.num_problems = 3
+  c.students = [
+    ConfigDict(
+      dict(name="s", checkpoints=str(tmp_path / "checkpoints"), path=str(tmp_path / "hf"), steps="all")
+    )
+  ]
+  c.teacher = ConfigDict(dict(name="t", path=str(tmp_path / "hf")))
+  c.policies = ("never", "step:2")
+  c.batch_size, c.max_new_tokens, c.step_delimiter = 4, 10, "e"
+  return cfg, tmp_path / "checkpoints", c
+
+
+def _loaded(monkeypatch) -> list:
+  """The checkpoints the sweep loads a student for."""
+  from experiments.sweep import run as sweep_run
+
+  seen = []
+  load = sweep_run.load_student
+  monkeypatch.setattr(
+    sweep_run, "load_student", lambda entry, **kw: seen.append(entry.checkpoint) or load(entry, **kw)
+  )
+  return seen
+
+
+def test_a_new_checkpoint_of_a_run_decodes_only_its_rows(growing_run, monkeypatch):
+  from sweep_configs import rows_of
+
+  from experiments.sweep.run import run_sweep
+
+  cfg, ckpts, c = growing_run
+  loaded = _loaded(monkeypatch)
+  assert run_sweep(c, progress=False)["decoded"] == 2 * 3 * 2 and loaded == ["step_10", "step_20"]
+  before = (Path(c.output_dir) / "results.jsonl").read_bytes()
+  _save_steps(ckpts, cfg, (30,))  # the run goes on training
+  loaded.clear()
+  stats = run_sweep(c, progress=False)
+  assert (stats["decoded"], stats["kept"]) == (3 * 2, 2 * 3 * 2) and loaded == ["step_30"]
+  assert (Path(c.output_dir) / "results.jsonl").read_bytes().startswith(before)
+  assert {r["checkpoint"] for r in rows_of(c.output_dir).values()} == {"step_10", "step_20", "step_30"}
+  m = json.loads((Path(c.output_dir) / "manifest.json").read_text())
+  assert list(m["students"]) == ["s@step_10", "s@step_20", "s@step_30"]
+
+
+def test_watch_runs_again_when_a_checkpoint_arrives(growing_run):
+  from experiments.sweep.config import parse_config
+  from experiments.sweep.run import run_sweep
+  from experiments.sweep.watch import watch
+
+  cfg, ckpts, c = growing_run
+  stats, polls, said = [], [], []
+
+  def sleep(seconds):
+    polls.append(seconds)
+    if len(polls) == 2:
+      _save_steps(ckpts, cfg, (30,))  # seen at the 2nd poll, unchanged at the 3rd: run
+
+  runs = watch(
+    parse_config(c), lambda s: stats.append(run_sweep(s, progress=False)), 5.0, 2, sleep, said.append
+  )
+  assert runs == 2 and polls == [5.0] * 3 and "step_30" in said[0]
+  assert [s["decoded"] for s in stats] == [2 * 3 * 2, 3 * 2]
+
+  def interrupted(seconds):
+    raise KeyboardInterrupt
+
+  said.clear()
+  assert watch(parse_config(c), lambda s: run_sweep(s, progress=False), 5.0, 0, interrupted, said.append) == 1
+  assert said == ["watch: stopped after 1 run(s); finished rows are in the results (run again to resume)"]

@@ -98,6 +98,8 @@ class SweepConfig:
   teacher: TeacherConfig
   policies: tuple[str, ...]  # specs as given (decode.core.policy.parse_policy parses them)
   matched_random: bool
+  recalibrate: bool  # set q= thresholds and matched rates again; rows that used changed ones re-decode
+  report_all_rows: bool  # the report covers every row of the dir, not only those this config lists
   seeds: tuple
   batch_size: int
   max_new_tokens: int
@@ -216,6 +218,8 @@ def parse_config(cfg) -> SweepConfig:
     teacher=_teacher(read("teacher"), base.teacher),
     policies=tuple(read("policies")),
     matched_random=bool(read("matched_random")),
+    recalibrate=bool(read("recalibrate")),
+    report_all_rows=bool(read("report_all_rows")),
     seeds=tuple(read("seeds")),
     batch_size=read("batch_size"),
     max_new_tokens=int(read("max_new_tokens")),

@@ -1,235 +1,165 @@
-"""manifest.json: an output dir holds one sweep, and a resume must be the same sweep.
+"""manifest.json: what an output dir's rows are, which of them the latest config lists, and its runs.
 
 Resuming skips every row whose id is already in the results, so a resume with settings that change
-what a row holds (another temperature, a retrained model, an edited dataset) would silently mix two
-sweeps under one report. The first run writes `manifest.json` (atomically, before any result row):
+what a row IS (another temperature, a retrained model, an edited dataset) would silently mix two
+sweeps under one report. Settings that only decide WHICH rows exist may change: a sweep grows with
+the research. The first run writes `manifest.json` (atomically, before any result row); each later
+run checks it and records itself:
 
-- `rows`: the settings that define which rows exist and what each one holds (ROW_KEYS). Files are
-  compared by content, not path: a data file by its bytes' sha256, a model directory by each top-level
-  file's sha256 (config.json, tokenizer files, the safetensors index) and, for files over
-  FULL_HASH_BYTES (the weights), their size plus the sha256 of three sampled blocks. Not mtimes: a
-  copy (rsync, another host's copy of the model) changes them without changing a row, and a
-  retrained model of the same shape changes the sampled blocks.
-- `code`: package version and git commit, recorded for provenance; a resume on other code only warns.
-- `paths`: where the files were (informational).
+- `content` (CONTENT_KEYS): the settings that define what a row holds: the task (name, its file's
+  sha256, the generator's settings), prompt style, exemplars (and the ones chosen), teacher, sampling
+  and limits, step delimiter, dtype. A resume whose content differs is refused before anything is
+  written, naming each differing key (old -> new) and the fix.
+- `students`: each student's model identity (experiments.sweep.identity), by label (`name`, or
+  `name@checkpoint`). A student the dir holds must keep its files; a new student may join.
+- `extent` (experiments.sweep.extent): which rows the latest run's config lists (problems by id,
+  students, policies, seeds, matched controls): what the report covers by default (`report_rows`:
+  "extent", or "all" with --config.report_all_rows); `held`: the union over every run.
+- `runs`: each run's start, extent, code version and, once it finished, the rows it decoded and kept.
+- `code`: the first run's package version and git commit; a resume on other code only warns.
+- `paths`: where the latest run's files were (informational).
 
 Everything else may change between runs because it does not change a row: batch_size, teacher_chunk,
-teacher_sub_batches, fork, shared_prefix, mesh, sharding rules, distributed, output_dir, and the
-paths themselves (tests compare rows across fork, shared_prefix, sub-batches, meshes and processes). A resume whose `rows` differ is refused before anything is
-written, naming each differing key (old -> new) and the fix. Multi-process sweeps: process 0 writes
-the manifest; the others wait for it (on the shared output dir) and check it.
+teacher_sub_batches, fork, shared_prefix, mesh, sharding rules, distributed, output_dir and the
+paths. Format-1 manifests (every row-defining key in one `rows` section) are migrated on read.
+Multi-process sweeps: process 0 writes the manifest; the others wait for it (on the shared output
+dir) and check it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import hashlib
-import importlib.metadata
 import json
-import subprocess
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ml_collections import ConfigDict
-
 from experiments.files import atomic_write_text
-from experiments.sweep.config import ExemplarsConfig, SweepConfig, TaskConfig
-from experiments.sweep.students import student_entries
-from model.errors import MissingFileError, UserError
+from experiments.sweep import extent as sweep_extent
+from experiments.sweep.config import SweepConfig
+from experiments.sweep.content import CONTENT_KEYS, content_settings, student_label
+from experiments.sweep.grid import ModelEntry
+from experiments.sweep.identity import code_version, describe_code, model_identity
+from model.errors import UserError
 
 MANIFEST = "manifest.json"
-FORMAT = 1
-PACKAGE = "first-step-guidance"
-FULL_HASH_BYTES = 16 << 20  # files up to this size are hashed whole; larger ones are sampled
-SAMPLE_BYTES = 64 << 10  # each of the three sampled blocks (start, middle, end) of a large file
+FORMAT = 2
 WAIT_S = 300.0  # how long a process other than 0 waits for process 0's manifest
 MAX_LISTED = 12  # differing keys named in the error before "and N more"
-ROW_KEYS = (
-  "task",
-  "limit",
-  "prompt_style",
-  "exemplars",
-  "students",
-  "teacher",
-  "policies",
-  "matched_random",
-  "seeds",
-  "max_new_tokens",
-  "max_steps",
-  "temperature",
-  "top_k",
-  "top_p",
-  "step_delimiter",
-  "dtype",
-)
+# Recorded since format 2: a migrated manifest lacks them, and they are not compared there.
+LATER_KEYS = ("exemplars.chosen",)
 
 
 class ManifestError(UserError):
   """The output dir holds another sweep, or its manifest is unreadable or missing where required."""
 
 
-# --------------------------------------------------------------------------- identities
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def file_identity(path: str | Path, what: str = "file") -> str:
-  """sha256 of a file's bytes, or for a large file its size and the sha256 of three sampled blocks."""
-  path = Path(path)
-  if not path.is_file():
-    raise MissingFileError(f"{what} {path} does not exist")
-  size = path.stat().st_size
-  h = hashlib.sha256()
-  with path.open("rb") as f:
-    if size <= FULL_HASH_BYTES:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-      return f"sha256 {h.hexdigest()}"
-    for offset in (0, (size - SAMPLE_BYTES) // 2, size - SAMPLE_BYTES):
-      f.seek(offset)
-      h.update(f.read(SAMPLE_BYTES))
-  return f"{size} bytes, sampled sha256 {h.hexdigest()}"
-
-
-def model_identity(model_dir: str | Path) -> dict[str, str]:
-  """Identity of every top-level file of a model directory (hidden files and *.md aside)."""
-  root = Path(model_dir)
-  if root.is_file():  # a .gguf file: config, tokenizer and weights in one
-    return {root.name: file_identity(root)}
-  dirs = [root] + ([root / "default"] if (root / "default").is_dir() else [])  # an orbax step's params
-  files = sorted(p for d in dirs for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
-  return {str(p.relative_to(root)): file_identity(p) for p in files if p.suffix != ".md"}
-
-
-def code_version() -> dict[str, Any]:
-  """Package version and git commit of this checkout (None where unknown; git is never required)."""
-  try:
-    version = importlib.metadata.version(PACKAGE)
-  except importlib.metadata.PackageNotFoundError:
-    version = None
-  root = Path(__file__).resolve().parents[2]
-
-  def git(*args: str) -> str | None:
-    try:
-      r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-      return None
-    return r.stdout.strip() if r.returncode == 0 else None
-
-  commit = git("rev-parse", "HEAD")
-  dirty = git("status", "--porcelain", "--untracked-files=no") if commit else None
-  return {
-    "package": PACKAGE,
-    "version": version,
-    "git_commit": commit,
-    "git_dirty": bool(dirty) if commit else None,
-  }
-
-
-# --------------------------------------------------------------------------- row-defining settings
-
-
-def _plain(value: Any) -> Any:
-  """JSON's view of a config value (ConfigDicts -> dicts, tuples -> lists), as a reread manifest holds it."""
-  if isinstance(value, ConfigDict):
-    value = value.to_dict()
-  return json.loads(json.dumps(value))
-
-
-def _synthetic(task: TaskConfig) -> dict:
-  """The generator's settings that differ from its defaults: an explicit default equals an omitted
-  one, and a knob added later (at its default) does not make older output dirs look different."""
-  from experiments.tasks.synthetic import SyntheticConfig
-
-  settings = _plain(dataclasses.asdict(task.synthetic))
-  defaults = _plain(dataclasses.asdict(SyntheticConfig()))
-  return {k: v for k, v in settings.items() if v != defaults[k]}
-
-
-def _task(task: TaskConfig) -> dict:
-  out = {"name": task.name}
-  if task.path:
-    out["file"] = file_identity(task.path, "task file")
-  else:  # only the embedded generator reads these
-    out["num_problems"] = task.num_problems
-    out["synthetic"] = _synthetic(task) if task.synthetic is not None else None
-  out.update({k: _plain(v) for k, v in task.extra})
-  return out
-
-
-def _exemplars(ex: ExemplarsConfig) -> dict:
-  if not ex.k:
-    return {"k": 0}  # zero-shot: the other exemplar settings are unused
-  return {
-    "k": ex.k,
-    "seed": ex.seed,
-    "distinct_answers": ex.distinct_answers,
-    "task": ex.task,
-    "file": file_identity(ex.path, "exemplar file") if ex.path else None,
-  }
-
-
-def _teacher(cfg: SweepConfig) -> dict | None:
-  t = cfg.teacher
-  if t.path:
-    return {"name": t.name, "model": model_identity(t.path)}
-  if not t.url:
-    return None
-  served = {"name": t.name, "url": t.url, "model": t.model}
-  # A chat teacher's rows depend on the message it is sent (completions manifests stay as they were).
-  return served if t.api == "completions" else {**served, "api": t.api, "chat_template": t.chat_template}
-
-
-def row_settings(cfg: SweepConfig, policies: list) -> dict:
-  """ROW_KEYS of a validated config, normalized as the sweep reads them (defaults, -1 = none, specs)."""
-  rows = {
-    "task": _task(cfg.task),
-    "limit": cfg.limit,
-    "prompt_style": cfg.prompt_style,
-    "exemplars": _exemplars(cfg.exemplars),
-    "students": [
-      {"name": e.name, "checkpoint": e.checkpoint, "model": model_identity(e.path)}
-      for e in student_entries(cfg.students)  # checkpoint runs expanded: one identity per step
-    ],
-    "teacher": _teacher(cfg),
-    "policies": sorted({p.spec for p in policies}),
-    "matched_random": cfg.matched_random,
-    "seeds": sorted({int(s) for s in cfg.seeds}),
-    "max_new_tokens": cfg.max_new_tokens,
-    "max_steps": cfg.max_steps,
-    "temperature": cfg.temperature,
-    "top_k": cfg.top_k,
-    "top_p": cfg.top_p,
-    "step_delimiter": cfg.step_delimiter,
-    "dtype": cfg.dtype,
-  }
-  return _plain(rows)
-
-
-def build(cfg: SweepConfig, policies: list) -> dict:
-  """The manifest of this run (nothing is read from or written to the output dir)."""
+def build(
+  cfg: SweepConfig, policies: list, entries: list[ModelEntry], problem_ids: list[str], chosen: list[str]
+) -> dict:
+  """The manifest of this run as a new dir would hold it (nothing is read from or written to the dir)."""
   paths = {"task": cfg.task.path, "exemplars": cfg.exemplars.path}
-  paths.update({f"students[{i}]": e.path for i, e in enumerate(student_entries(cfg.students))})
+  paths.update({f"students[{i}]": e.path for i, e in enumerate(entries)})
   paths["teacher"] = cfg.teacher.path
+  extent = sweep_extent.extent_of(
+    problem_ids,
+    [(e.name, e.checkpoint) for e in entries],
+    [p.spec for p in policies],
+    cfg.seeds,
+    cfg.matched_random,
+  )
+  code = code_version()
   return {
     "format": FORMAT,
-    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    "rows": row_settings(cfg, policies),
-    "code": code_version(),
+    "created": _now(),
+    "content": content_settings(cfg, chosen),
+    "students": {student_label(e.name, e.checkpoint): model_identity(e.path) for e in entries},
+    "extent": extent,
+    "held": sweep_extent.summary(extent),
+    "report_rows": "all" if cfg.report_all_rows else "extent",
+    "runs": [{"started": _now(), "extent": sweep_extent.summary(extent), "code": code}],
+    "code": code,
     "paths": paths,
   }
+
+
+# --------------------------------------------------------------------------- reading (and migrating)
+
+
+def _migrate_v1(data: dict) -> dict:
+  """A format-1 manifest (every row-defining setting in `rows`) as format 2: content apart, the
+  extent rebuilt from limit / num_problems, policies, seeds and students (problem ids unknown)."""
+  rows = data["rows"]
+  task = dict(rows.get("task") or {})
+  num_problems = task.pop("num_problems", None)
+  limit = rows.get("limit")
+  if "file" in task:  # a task file: its first `limit` problems, or all of them
+    count = limit
+  else:  # the generator made num_problems; the first `limit` of them were evaluated
+    count = min(c for c in (limit, num_problems) if c is not None) if (limit or num_problems) else None
+  content = {k: rows[k] for k in CONTENT_KEYS if k in rows}
+  content["task"] = task
+  students = rows.get("students") or []
+  extent = {
+    "problems": count,
+    "students": [{"name": s["name"], "checkpoint": s.get("checkpoint")} for s in students],
+    "policies": sorted(rows.get("policies") or []),
+    "seeds": sorted(rows.get("seeds") or []),
+    "matched_random": bool(rows.get("matched_random")),
+  }
+  return {
+    "format": FORMAT,
+    "created": data.get("created"),
+    "content": content,
+    "students": {student_label(s["name"], s.get("checkpoint")): s.get("model") for s in students},
+    "extent": extent,
+    "held": dict(extent),
+    "report_rows": "extent",
+    "runs": [{"started": data.get("created"), "extent": dict(extent), "code": data.get("code"), "format": 1}],
+    "code": data.get("code"),
+    "paths": data.get("paths", {}),
+  }
+
+
+def read(output_dir: str | Path) -> dict | None:
+  """The output dir's manifest in the current format, None when it has none; an unreadable one is a
+  ManifestError. A format-1 manifest is migrated here (the file is rewritten by the next run)."""
+  path = Path(output_dir) / MANIFEST
+  if not path.exists():
+    return None
+  try:
+    data = json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise ManifestError(f"{path} is not valid JSON ({e}); restore it, or move {output_dir} aside") from None
+  if isinstance(data, dict) and data.get("format", 1) == 1 and isinstance(data.get("rows"), dict):
+    return _migrate_v1(data)
+  if not isinstance(data, dict) or not isinstance(data.get("content"), dict):
+    raise ManifestError(
+      f"{path} is not a sweep manifest (no 'content' or 'rows'); restore it, or move {output_dir} aside"
+    )
+  return data
 
 
 # --------------------------------------------------------------------------- comparing
 
 
+def _key(k: str) -> str:
+  return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else f'["{k}"]'
+
+
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-  """Nested dicts (and lists of dicts) -> {'a.b': v, 'students[0].model["config.json"]': v}."""
+  """Nested dicts (and lists of dicts) -> {'a.b': v, 'students.s["config.json"]': v}."""
   if isinstance(value, dict):
     out: dict[str, Any] = {}
     for k, v in value.items():
-      key = f'{prefix}["{k}"]' if "." in k else f"{prefix}.{k}" if prefix else k
+      key = _key(k)
+      key = key if not prefix else f"{prefix}{key}" if key.startswith("[") else f"{prefix}.{key}"
       out.update(flatten(v, key))
     return out or {prefix: {}}
   if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
@@ -256,74 +186,84 @@ def differences(old: dict, new: dict) -> list[str]:
   ]
 
 
-def read(output_dir: str | Path) -> dict | None:
-  """The output dir's manifest, None when it has none; an unreadable one is a ManifestError."""
-  path = Path(output_dir) / MANIFEST
-  if not path.exists():
-    return None
-  try:
-    data = json.loads(path.read_text())
-  except (ValueError, UnicodeDecodeError) as e:
-    raise ManifestError(f"{path} is not valid JSON ({e}); restore it, or move {output_dir} aside") from None
-  if not isinstance(data, dict) or not isinstance(data.get("rows"), dict):
-    raise ManifestError(f"{path} is not a sweep manifest (no 'rows'); restore it, or move {output_dir} aside")
-  return data
+def _compared(old: dict, new: dict) -> tuple[dict, dict]:
+  """What must match: content (keys recorded since format 2 only where the old manifest has them)
+  and the identity of every student both runs name."""
+  a, b = flatten(old["content"]), flatten(new["content"])
+  for later in LATER_KEYS:
+    if later not in a:
+      b.pop(later, None)
+  shared = [s for s in new["students"] if s in old["students"]]
+  return (
+    {"content": a, "students": {s: old["students"][s] for s in shared}},
+    {"content": b, "students": {s: new["students"][s] for s in shared}},
+  )
 
 
 def check(output_dir: str | Path, manifest: dict, warn: bool = True) -> dict | None:
-  """Refuses (ManifestError) a manifest on disk whose rows differ; returns it (None when absent).
-
-  `warn`: say so on stderr when the matching manifest was written by other code.
-  """
-  old = read(output_dir)  # the manifest on disk, as parsed JSON (plain dicts)
+  """Refuses (ManifestError) a manifest on disk whose content or shared students differ; returns it
+  (None when absent). `warn`: say so on stderr when the latest run was on other code."""
+  old = read(output_dir)
   if old is None:
     return None
-  diffs = differences(old["rows"], manifest["rows"])
+  a, b = _compared(old, manifest)
+  diffs = differences(a["content"], b["content"]) + differences(
+    {"students": a["students"]}, {"students": b["students"]}
+  )
   if diffs:
     listed = "; ".join(diffs[:MAX_LISTED]) + (
       f"; and {len(diffs) - MAX_LISTED} more" if len(diffs) > MAX_LISTED else ""
     )
     raise ManifestError(
       f"{output_dir} holds a different sweep; these settings differ (before -> now): {listed}. Give this "
-      f"run a new --config.output_dir, or restore those settings to resume it (the sweep's settings are in "
-      f"{Path(output_dir) / MANIFEST})"
+      f"run a new --config.output_dir, or restore those settings to resume it (problems, policies, seeds "
+      f"and students may change; the sweep's settings are in {Path(output_dir) / MANIFEST})"
     )
-  if warn and old.get("code") != manifest["code"]:
+  last = (old.get("runs") or [{}])[-1].get("code", old.get("code"))
+  if warn and last != manifest["code"]:
     print(
-      f"warning: {Path(output_dir) / MANIFEST} was written by code {_code(old.get('code'))}; resuming with "
-      f"{_code(manifest['code'])} (the row-defining settings match)",
+      f"warning: {Path(output_dir) / MANIFEST} was last written by code {describe_code(last)}; resuming "
+      f"with {describe_code(manifest['code'])} (the row-defining settings match)",
       file=sys.stderr,
     )
   return old
 
 
-def _code(code: dict | None) -> str:
-  code = code or {}
-  commit = code.get("git_commit")
-  return f"{code.get('version')}" + (
-    f" at {commit[:12]}{'+changes' if code.get('git_dirty') else ''}" if commit else ""
-  )
+def merged(old: dict | None, new: dict) -> dict:
+  """The manifest after this run starts: the old one's content, first code and runs, the students it
+  holds, with this run's extent, report choice and paths, the union held, and this run appended."""
+  if old is None:
+    return new
+  held = sweep_extent.union(old.get("held"), new["extent"])
+  return {
+    **new,
+    "created": old.get("created", new["created"]),
+    "content": new["content"],  # equal to the old where compared, and with the LATER_KEYS it lacked
+    "students": {**old["students"], **new["students"]},
+    "held": held,
+    "runs": list(old.get("runs") or []) + new["runs"],
+    "code": old.get("code", new["code"]),
+  }
 
 
 def ensure(
   output_dir: str | Path, manifest: dict, *, writer: bool, wait_s: float = WAIT_S, poll_s: float = 0.2
 ) -> None:
-  """The writer (process 0) checks or writes the manifest; the others wait for it and check it.
+  """The writer (process 0) checks the manifest and records this run; the others wait for it and check.
 
   Called while holding this process's results lock, before any result row is written.
   """
   output_dir = Path(output_dir)
   path = output_dir / MANIFEST
   if writer:
-    if check(output_dir, manifest) is not None:
-      return
-    if any(p.stat().st_size for p in output_dir.glob("results*.jsonl")):
+    old = check(output_dir, manifest)
+    if old is None and any(p.stat().st_size for p in output_dir.glob("results*.jsonl")):
       print(
         f"warning: {output_dir} has results but no {MANIFEST} (written before sweeps recorded one): "
         "recording this run's settings; the rows already there were not checked against them",
         file=sys.stderr,
       )
-    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(merged(old, manifest), indent=2) + "\n")
     return
   deadline = time.monotonic() + wait_s
   while not path.exists():
@@ -334,3 +274,10 @@ def ensure(
       )
     time.sleep(poll_s)
   check(output_dir, manifest)
+
+
+def finish(output_dir: str | Path, counts: dict) -> None:
+  """Records the end of this run (the last in `runs`: process 0 alone writes, under its lock)."""
+  m = read(output_dir)
+  m["runs"][-1].update(finished=_now(), **counts)
+  atomic_write_text(Path(output_dir) / MANIFEST, json.dumps(m, indent=2) + "\n")

@@ -2,10 +2,12 @@
 
   python -m experiments.sweep --config configs/NAME.py [--config.key=value ...]
 
-Writes into config.output_dir: manifest.json (the settings that define the rows; a resume with
-other such settings is refused, see manifest.py), results.jsonl (one row per problem x policy x seed x
-student; append-only, so re-running the same command resumes; one writer at a time, see lock.py),
-summary.csv, report.md and plots.
+Writes into config.output_dir: manifest.json (what the rows are, which ones this config lists, and
+the dir's runs; a resume with other content settings is refused, one with more or fewer problems,
+policies, seeds or students grows the sweep: see manifest.py), results.jsonl (one row per problem x
+policy x seed x student; append-only, so re-running the same command resumes; one writer at a time,
+see lock.py), thresholds.json (calibrated thresholds and matched rates, fixed once set), summary.csv,
+report.md and plots (the rows this config lists, or every row with report_all_rows).
 """
 
 from __future__ import annotations
@@ -16,62 +18,24 @@ from ml_collections import ConfigDict
 
 from decode.bridge.pairing import make_decoder
 from decode.core.policy import parse_policy
+from experiments.sweep import extent as sweep_extent
 from experiments.sweep import manifest as sweep_manifest
-from experiments.sweep.config import ExemplarsConfig, SweepConfig, SweepConfigError, TaskConfig, parse_config
-from experiments.sweep.grid import expand_grid
-from experiments.sweep.runner import DecodeSettings, SweepRunner
+from experiments.sweep.config import SweepConfig, SweepConfigError, parse_config
+from experiments.sweep.grid import ModelEntry, expand_grid
+from experiments.sweep.problems import build_prompts, check_not_exemplars, choose_exemplars, load_problems
+from experiments.sweep.runner import DecodeSettings, SweepRunner, done_already
 from experiments.sweep.store import ResultsStore
 from experiments.sweep.students import load_student, student_entries
 from experiments.sweep.teacher import check_teacher, load_teacher
-from experiments.tasks.datasets import Problem, load_task
-from experiments.tasks.prompts import build_prompt, select_exemplars
-from experiments.tasks.synthetic import generate_problems
-from model.errors import MissingFileError, ModelLoadError
+from experiments.sweep.thresholds import CalibrationBook, book_path
+from experiments.tasks.datasets import Problem
+from model.errors import ModelLoadError
 from model.hf_import import model_exists
 
 
-def load_problems(task: TaskConfig) -> list[Problem]:
-  """Evaluation problems from a local file, or the embedded synthetic generator when no path."""
-  if task.name == "synthetic" and not task.path:
-    return generate_problems(task.synthetic, task.num_problems, "test")
-  if not task.path:
-    raise SweepConfigError(f"task {task.name!r} needs --config.task.path pointing at a local file")
-  path = Path(task.path)
-  if not path.exists():
-    raise MissingFileError(f"task file {path} does not exist; check --config.task.path")
-  return load_task(task.name, path)
-
-
-def load_exemplar_pool(ex: ExemplarsConfig, task: TaskConfig) -> list[Problem]:
-  if ex.path:
-    return load_task(ex.task, ex.path)
-  if task.name == "synthetic":
-    return generate_problems(task.synthetic, max(4 * ex.k, 16), "train")
-  if ex.k:
-    raise SweepConfigError("few-shot prompts need exemplars: set --config.exemplars.path to a train split")
-  return []
-
-
-def build_prompts(cfg: SweepConfig, problems: list[Problem], tokenizer) -> dict[str, str]:
-  ex = cfg.exemplars
-  pool = load_exemplar_pool(ex, cfg.task)
-  exemplars = (
-    select_exemplars(
-      pool,
-      ex.k,
-      exclude_ids={p.problem_id for p in problems},
-      seed=ex.seed,
-      exclude_questions={p.question for p in problems},
-      distinct_answers=ex.distinct_answers,
-    )
-    if ex.k
-    else []
-  )
-  return {p.problem_id: build_prompt(p, cfg.prompt_style, exemplars, tokenizer=tokenizer) for p in problems}
-
-
-def validate(cfg: SweepConfig) -> list:
-  """Everything that can be checked before loading a model or touching the output dir."""
+def validate(cfg: SweepConfig) -> tuple[list, list[ModelEntry]]:
+  """Everything that can be checked before loading a model or touching the output dir; returns the
+  policies and the students (a run's checkpoints listed once, here: one arriving later waits)."""
   if not cfg.output_dir:
     raise SweepConfigError("set config.output_dir (e.g. --config.output_dir=runs/my_sweep)")
   policies = [parse_policy(p) for p in cfg.policies]
@@ -84,7 +48,8 @@ def validate(cfg: SweepConfig) -> list:
     raise SweepConfigError(
       "teacher_chunk must be >= 1 and teacher_sub_batches >= 0 (0 = teacher on whole batches)"
     )
-  for entry in student_entries(cfg.students):
+  entries = student_entries(cfg.students)
+  for entry in entries:
     if not model_exists(entry.path):
       raise ModelLoadError(
         f"student {entry.name!r}: {entry.path} does not exist (a model directory or .gguf file)"
@@ -92,7 +57,7 @@ def validate(cfg: SweepConfig) -> list:
   from experiments.sweep.distributed import check_settings
 
   check_settings(cfg.distributed)
-  return policies
+  return policies, entries
 
 
 def _other_results(output_dir: Path, mine: str) -> list[Path]:
@@ -101,47 +66,89 @@ def _other_results(output_dir: Path, mine: str) -> list[Path]:
 
 
 def run_sweep(cfg: ConfigDict | SweepConfig, progress: bool = True) -> dict:
-  """Runs (or resumes) the sweep; returns stats (compiles, loop calls) for callers and tests.
+  """Runs (or resumes, or grows) the sweep; returns stats for callers and tests: compiles, loop
+  calls, rows (listed here), decoded (new rows written), kept (listed rows already there), superseded,
+  and on process 0 outside (rows the config no longer lists, left out of the report by default).
 
   `cfg`: the CLI's parsed SweepConfig, or a ConfigDict (demo, tests), parsed here.
   """
   from experiments.sweep import distributed as mesh_setup
 
   cfg = parse_config(cfg)
-  policies = validate(cfg)
+  policies, entries = validate(cfg)
   ctx = mesh_setup.setup(cfg)
-  problems = load_problems(cfg.task)
-  if cfg.limit is not None:
-    problems = problems[: cfg.limit]
+  source = load_problems(cfg.task)
+  problems = source[: cfg.limit] if cfg.limit is not None else source
   if not problems:
     raise SweepConfigError(f"task {cfg.task.name!r} has no problems to evaluate (empty file or limit)")
   out = Path(cfg.output_dir)
-  manifest = sweep_manifest.build(cfg, policies)
+  exemplars = choose_exemplars(cfg, source, sweep_manifest.read(out))
+  manifest = sweep_manifest.build(
+    cfg, policies, entries, [p.problem_id for p in problems], [e.problem_id for e in exemplars]
+  )
   # A different sweep in this dir is refused before anything (the lock file included) is written.
   sweep_manifest.check(out, manifest, warn=False)
+  check_not_exemplars(problems, exemplars)
   # One writer per results file (a second sweep here is refused), held until the sweep ends or dies.
   store = ResultsStore(out / ctx.results_name, others=_other_results(out, ctx.results_name))
   try:
     wait_s = cfg.distributed.initialization_timeout
     sweep_manifest.ensure(out, manifest, writer=ctx.is_reporter, wait_s=wait_s)
-    stats = _run(cfg, ctx, policies, problems, store, progress)
+    book = CalibrationBook(book_path(store.path))
+    stats = _run(cfg, ctx, policies, entries, problems, exemplars, store, book, progress)
     ctx.barrier()
     if ctx.is_reporter:
-      from experiments.report.writer import write_report
-
-      write_report(cfg.output_dir)
+      stats["outside"] = _write_report(out, None if cfg.report_all_rows else manifest["extent"])
+      counts = ("decoded", "kept", "superseded", "outside")
+      sweep_manifest.finish(out, {k: stats[k] for k in counts})
   finally:
     store.close()
   return stats
 
 
+def _write_report(out: Path, extent: dict | None) -> int:
+  """The report over the rows `extent` lists (every row when None); returns how many it left out."""
+  from experiments.report.analysis import load_results
+  from experiments.report.writer import write_report
+
+  df = load_results(out)
+  if extent is None:
+    write_report(out, df)
+    return 0
+  keep = sweep_extent.lister(extent)
+  mask = [keep(r) for r in df.to_dict("records")]
+  write_report(out, df[mask].reset_index(drop=True))
+  return len(mask) - sum(mask)
+
+
 def _run(
-  cfg: SweepConfig, ctx, policies: list, problems: list[Problem], store: ResultsStore, progress: bool
+  cfg: SweepConfig,
+  ctx,
+  policies: list,
+  entries: list[ModelEntry],
+  problems: list[Problem],
+  exemplars: list[Problem],
+  store: ResultsStore,
+  book: CalibrationBook,
+  progress: bool,
 ) -> dict:
-  """Loads the models and decodes this process's pending rows into `store`."""
-  teacher = load_teacher(cfg, mesh=ctx.mesh, rules=ctx.teacher_rules)  # a server: checked to answer
-  stats = {"compiles": 0, "loop_calls": 0, "rows": 0}
-  for entry in student_entries(cfg.students):
+  """Loads the models a student with pending rows needs and decodes this process's pending rows."""
+  t = cfg.teacher
+  teacher_name = t.name if (t.path or t.url) else None
+  teacher = None  # loaded once, by the first student with rows to decode (a server: checked to answer)
+  stats = {"compiles": 0, "loop_calls": 0, "rows": 0, "decoded": 0, "kept": 0, "superseded": 0}
+  ids = {p.problem_id: "" for p in problems}  # row ids do not depend on the prompt's text
+  for entry in entries:
+    listed = ctx.my_rows(
+      expand_grid(cfg.task.name, problems, ids, [entry], teacher_name, policies, list(cfg.seeds))
+    )
+    stats["rows"] += len(listed)
+    done = None if cfg.recalibrate else done_already(listed, store, book, cfg.matched_random)
+    if done is not None:  # every row it lists is in the results: no model to load
+      stats["kept"] += done
+      continue
+    if teacher is None and teacher_name is not None:
+      teacher = load_teacher(cfg, mesh=ctx.mesh, rules=ctx.teacher_rules)
     student = load_student(
       entry, dtype=cfg.dtype, mesh=ctx.mesh, rules=ctx.student_rules, scan_layers=cfg.scan_layers
     )
@@ -155,10 +162,8 @@ def _run(
       student_rules=ctx.student_rules,
       teacher_rules=ctx.teacher_rules,
     )
-    prompts = build_prompts(cfg, problems, student.tokenizer)
-    rows = expand_grid(
-      cfg.task.name, problems, prompts, [entry], teacher.name if teacher else None, policies, list(cfg.seeds)
-    )
+    prompts = build_prompts(cfg, problems, exemplars, student.tokenizer)
+    rows = expand_grid(cfg.task.name, problems, prompts, [entry], teacher_name, policies, list(cfg.seeds))
     mine = ctx.my_rows(rows)
     prompt_ids = decoder.encode(list(prompts.values()))
     max_len = decoder.buffer_length(
@@ -183,9 +188,13 @@ def _run(
       progress=progress,
       shared_prefix=shared,
       matched_random=cfg.matched_random,
+      calibrations=book,
+      recalibrate=cfg.recalibrate,
     )
     runner.run(mine)
     stats["compiles"] += decoder.compiles
     stats["loop_calls"] += runner.loop_calls
-    stats["rows"] += len(mine)
+    stats["kept"] += len(runner.kept)
+    stats["superseded"] += runner.superseded
+  stats["decoded"] = store.appended
   return stats

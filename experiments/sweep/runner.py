@@ -6,6 +6,10 @@ run once (`Decoder.prefill`, a batch of problems at a time), and every timing's 
 from those caches, so no prefix is decoded or prefilled twice. Because a row's sampling key depends
 only on (problem, seed, position), forked rows equal plain rows exactly. Which rows run how, in which
 batches, is decided up front (fork_plan.py); this module runs that plan and records the rows.
+
+A resumed or grown sweep: rows already in the results are never decoded again, and their `never`
+rows are the base runs new timings fork from (prefilled again, not decoded again). Calibrated
+thresholds and matched rates come from the dir's record (thresholds.py) once set.
 """
 
 from __future__ import annotations
@@ -20,8 +24,18 @@ from decode.host.prefix_caches import SharedPrefix
 from decode.host.results import RowResult
 from experiments.sweep.calibration import calibrate, matched_control, realized_rate
 from experiments.sweep.fork_plan import ForkGroup, cut, fork_batches, plan_rows, prefill_lengths
-from experiments.sweep.grid import SweepRow, record_base_key, record_student_key
+from experiments.sweep.grid import SweepRow, record_base_key
 from experiments.sweep.store import ResultsStore
+from experiments.sweep.thresholds import (
+  CalibrationBook,
+  control_rows,
+  held_rate,
+  held_threshold,
+  never_records,
+  source,
+  superseded_path,
+  trigger_rows,
+)
 from experiments.tasks.answers import score
 from experiments.tasks.prompts import exemplar_answers, gold_step_count
 
@@ -50,12 +64,19 @@ class SweepRunner:
     progress: bool = True,
     shared_prefix: SharedPrefix | None = None,
     matched_random: bool = False,
+    calibrations: CalibrationBook | None = None,
+    recalibrate: bool = False,
   ):
     self.decoder, self.store, self.settings, self.fork = decoder, store, settings, fork
     self.shared_prefix = shared_prefix  # caches of the prompts' common prefix (few-shot exemplars)
     self.matched_random = matched_random  # add random:P at each trigger's realized rate P
+    self.book = calibrations or CalibrationBook()  # thresholds and matched rates, fixed once set
+    self.recalibrate = recalibrate  # compute them again; rows that used a changed one are re-decoded
     self.progress = progress
     self.loop_calls = 0
+    self.kept: set[str] = set()  # rows this run lists that were in the results before it
+    self.new: set[str] = set()  # rows this run wrote
+    self.superseded = 0  # rows moved aside because their threshold or matched rate was recalibrated
     self._bar = None
 
   # -- records -----------------------------------------------------------------------------------
@@ -132,43 +153,80 @@ class SweepRunner:
     self.decoder.check_steps([r.policy for r in rows], self.settings.max_steps)  # before any row is written
     if any(r.policy.needs_calibration for r in rows):
       self._run_rows([r for r in rows if r.policy.student_only()])
-      thresholds = {}
-      rows = [self._calibrated(r, thresholds) if r.policy.needs_calibration else r for r in rows]
+      cache: dict[tuple, object] = {}
+      rows = [self._calibrated(r, rows, cache) if r.policy.needs_calibration else r for r in rows]
     self._run_rows(rows)
     if self.matched_random:
       self._run_rows(self._matched_random_rows(rows))
 
-  def _calibrated(self, row: SweepRow, cache: dict) -> SweepRow:
-    """The row with its `q=` trigger's threshold set from the same student's `never` rows."""
+  def _calibrated(self, row: SweepRow, rows: list[SweepRow], cache: dict) -> SweepRow:
+    """The row with its `q=` trigger's threshold: the recorded one, or set from the same student's
+    `never` rows of this grid (and recorded)."""
     group = (*row.student_key, row.policy.spec)
     if group not in cache:
-      never = [
-        rec
-        for rec in self.store.rows.values()
-        if rec["policy"] == STUDENT_ONLY and record_student_key(rec) == row.student_key
-      ]
-      cache[group] = calibrate(row.policy, never)
+      never = {r.row_id for r in rows if r.policy.student_only() and r.student_key == row.student_key}
+      cache[group] = row.policy.calibrated(self._threshold(group, row.policy, never))
     return dataclasses.replace(row, policy=cache[group])
 
+  def _threshold(self, group: tuple, policy, never_ids: set[str]) -> float:
+    held = held_threshold(self.book, self.store.rows.values(), group)
+    if held is not None and not self.recalibrate:
+      if "threshold" not in self.book.get(group):  # a dir from before thresholds.json: its rows' value
+        self.book.record(group, threshold=held, threshold_from="adopted from its rows in the results")
+      return held
+    never = never_records(self.store.rows.values(), never_ids)
+    threshold = calibrate(policy, never).threshold
+    if held is not None and threshold != held:  # never mixed: the rows of the old one go, and controls
+      self._supersede(
+        trigger_rows(self.store.rows.values(), group) + control_rows(self.store.rows.values(), group)
+      )
+      self.book.record(group, matched_rate=None, matched_rate_from=None)
+    self.book.record(group, threshold=threshold, threshold_from=source(never))
+    return threshold
+
   def _matched_random_rows(self, rows: list[SweepRow]) -> list[SweepRow]:
-    """For each trigger policy, `random:P` rows on the same problems at its realized rate P."""
-    groups: dict[tuple, list[SweepRow]] = {}
-    for r in rows:
-      if r.policy.uncertainty_trigger():
-        groups.setdefault((*r.student_key, r.policy.spec), []).append(r)
+    """For each trigger policy, `random:P` rows on the same problems at its realized rate P (the
+    recorded P once set, so a grown sweep's controls stay one spec)."""
     out = []
-    for group, members in groups.items():
-      rate = realized_rate(self.store.rows[r.row_id] for r in members if self.store.done(r.row_id))
-      if rate != rate:  # no step starts: nothing to match
+    for group, members in trigger_groups(rows).items():
+      rate = self._matched_rate(group, members)
+      if rate is None:  # no step starts: nothing to match
         continue
       control = matched_control(members[0].policy, rate)
       out += [dataclasses.replace(r, policy=control, matched_to=group[-1]) for r in members]
     return out
 
+  def _matched_rate(self, group: tuple, members: list[SweepRow]) -> float | None:
+    held = held_rate(self.book, self.store.rows.values(), group)
+    if held is not None and not self.recalibrate:
+      if "matched_rate" not in self.book.get(group):
+        self.book.record(
+          group, matched_rate=held, matched_rate_from="adopted from its controls in the results"
+        )
+      return held
+    done = [self.store.rows[r.row_id] for r in members if r.row_id in self.store.rows]
+    rate = realized_rate(done)
+    if rate != rate:
+      return None
+    trigger = members[0].policy
+    if held is not None and matched_control(trigger, held).spec != matched_control(trigger, rate).spec:
+      self._supersede(control_rows(self.store.rows.values(), group))
+    self.book.record(group, matched_rate=rate, matched_rate_from=source(done))
+    return rate
+
+  def _supersede(self, records: list[dict]) -> None:
+    self.superseded += self.store.supersede([r["row_id"] for r in records], superseded_path(self.store.path))
+
+  def _append(self, records) -> None:
+    records = list(records)
+    self.new.update(r["row_id"] for r in records)
+    self.store.append(records)
+
   # -- running a plan ----------------------------------------------------------------------------
   def _run_rows(self, rows: list[SweepRow]) -> None:
     """Plans the pending rows (fork_plan.plan_rows), then runs the plan: plain rows, base runs, the
     helper base runs forks need, then each fork group; every finished batch is stored before the next."""
+    self.kept.update(r.row_id for r in rows if self.store.done(r.row_id) and r.row_id not in self.new)
     base: dict[tuple, RowResult] = {  # finished student-only runs are reused, not re-decoded
       record_base_key(rec): RowResult.from_record(rec)
       for rec in self.store.rows.values()
@@ -186,10 +244,10 @@ class SweepRunner:
     self._bar = tqdm(total=plan.calls, desc="batches", disable=not self.progress)  # fixed from the start
     try:
       for batch in plan.plain:
-        self.store.append(self.record(r, res, "plain") for r, res in zip(batch, self._generate(batch)))
+        self._append(self.record(r, res, "plain") for r, res in zip(batch, self._generate(batch)))
       for batch in plan.base:
         results = self._generate(batch)
-        self.store.append(self.record(r, res, "base") for r, res in zip(batch, results))
+        self._append(self.record(r, res, "base") for r, res in zip(batch, results))
         base.update((r.base_key, res) for r, res in zip(batch, results))
       for batch in plan.helpers:  # student-only runs the grid did not ask to record
         base.update((r.base_key, res) for r, res in zip(batch, self._generate(batch, [NEVER] * len(batch))))
@@ -204,7 +262,7 @@ class SweepRunner:
     timing starts from those caches; a row whose base run ended before its step K is copied."""
     B = self.settings.batch_size
     cuts = [cut(r, base[r.base_key].step_ids) for r in group.rows]
-    self.store.append(
+    self._append(
       self.record(r, dataclasses.replace(base[r.base_key], policy=r.policy.spec), "copied")
       for r, c in zip(group.rows, cuts)
       if c is None
@@ -223,6 +281,37 @@ class SweepRunner:
           prefix_steps=[r.policy.step_lo - 1 for r in rows],
           caches=caches.rows([slot[r.base_key] for r in rows], B),
         )
-        self.store.append(self.record(r, res, "fork") for r, res in zip(rows, part))
+        self._append(self.record(r, res, "fork") for r, res in zip(rows, part))
     made = 1 + len(runs) if lengths else 0
     self._tick(group.calls - made)  # planned calls that its copied rows left unneeded
+
+
+def done_already(
+  rows: list[SweepRow], store: ResultsStore, book: CalibrationBook, matched_random: bool
+) -> int | None:
+  """How many rows `rows` and their matched controls are, when every one is in the results (the
+  student need not even be loaded); None when some are to decode, or their controls' rate is unset."""
+  if not all(store.done(r.row_id) for r in rows):
+    return None
+  n = len(rows)
+  if matched_random:
+    for group, members in trigger_groups(rows).items():
+      rate = held_rate(book, store.rows.values(), group)
+      if rate is None:
+        return None
+      control = matched_control(members[0].policy, rate)
+      if not all(
+        store.done(dataclasses.replace(r, policy=control, matched_to=group[-1]).row_id) for r in members
+      ):
+        return None
+      n += len(members)
+  return n
+
+
+def trigger_groups(rows: list[SweepRow]) -> dict[tuple, list[SweepRow]]:
+  """(task, student, checkpoint, spec) -> the rows of that trigger policy (each has its controls)."""
+  groups: dict[tuple, list[SweepRow]] = {}
+  for r in rows:
+    if r.policy.uncertainty_trigger():
+      groups.setdefault((*r.student_key, r.policy.spec), []).append(r)
+  return groups

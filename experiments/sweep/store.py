@@ -6,7 +6,9 @@ row is written twice. Opening takes the file's writer lock (experiments/sweep/lo
 reads or repairs anything, so a second sweep on the same file is refused instead of interleaving
 rows. Any other unparseable line is corruption: a clear error naming the file and line, never
 silently skipped. Rows already in the other processes' files (`others`) count as done, so changing
-the number of processes between runs does not decode a row twice.
+the number of processes between runs does not decode a row twice. The one exception to append-only
+is `supersede` (a recalibrated trigger, thresholds.py): its old rows move, byte for byte, to a file
+the report does not read, and the results file is rewritten without them, atomically.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from experiments.files import atomic_write_bytes
 from experiments.sweep.lock import WriterLock
 from model.errors import UserError
 
@@ -54,6 +57,7 @@ class ResultsStore:
     self.path = Path(path)
     self.path.parent.mkdir(parents=True, exist_ok=True)
     self._lock = WriterLock(self.path)
+    self.appended = 0  # rows this store wrote (what a run decoded)
     try:
       self._repair_tail()
       self.rows: dict[str, dict] = {}
@@ -91,6 +95,26 @@ class ResultsStore:
       os.fsync(f.fileno())
     for r in rows:
       self.rows[r["row_id"]] = r
+    self.appended += len(rows)
+
+  def supersede(self, row_ids: Iterable[str], aside: Path) -> int:
+    """Moves these rows of this file to `aside` (appended, fsync'd first), then rewrites this file
+    without them (atomic replace; the other rows keep their bytes and order). Returns how many moved."""
+    ids = set(row_ids) & self.rows.keys()
+    if not ids:
+      return 0
+    keep: list[bytes] = []
+    moved: list[bytes] = []
+    for line in self.path.read_bytes().splitlines(keepends=True):
+      (moved if line.strip() and json.loads(line)["row_id"] in ids else keep).append(line)
+    with Path(aside).open("ab") as f:
+      f.write(b"".join(moved))
+      f.flush()
+      os.fsync(f.fileno())
+    atomic_write_bytes(self.path, b"".join(keep))
+    for i in ids:
+      del self.rows[i]
+    return len(ids)
 
   def close(self) -> None:
     """Releases the writer lock (process exit does too)."""
