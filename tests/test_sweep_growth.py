@@ -81,6 +81,12 @@ def test_rows_a_config_no_longer_lists_stay_but_leave_the_report(pair_dir, tmp_p
   assert len(extent.listed(rows_of(out).values(), ext)) == 6
   m = json.loads((out / manifest.MANIFEST).read_text())
   assert m["held"]["problems"] == 6 and m["held"]["policies"] == list(POLICIES)
+  from experiments.report.writer import main as report_main  # the report CLI: the same choice, and its switch
+
+  report_main([str(out)])
+  assert set(pd.read_csv(out / "summary.csv").policy) == {"never", "step:2"}
+  report_main([str(out), "--all-rows"])
+  assert set(pd.read_csv(out / "summary.csv").policy) == set(POLICIES)
   cfg = tiny_sweep_config(pair_dir, out, ("never", "step:2"), limit=3, report_all_rows=True, **kw)
   assert run_sweep(cfg, progress=False)["outside"] == 0
   summary = pd.read_csv(out / "summary.csv")

@@ -37,7 +37,9 @@ from model.errors import MissingFileError, report_user_errors
 from model.startup_logs import add_verbose_flag, quiet_startup_logs
 
 
-def write_report(output_dir: str | Path, df: pd.DataFrame | None = None) -> dict[str, Path]:
+def write_report(
+  output_dir: str | Path, df: pd.DataFrame | None = None, all_rows: bool | None = None
+) -> dict[str, Path]:
   """Write summary.csv, report.md and the plots into `output_dir`; returns name -> path.
 
   `df` defaults to every results*.jsonl in `output_dir` (see analysis.load_results). Keys:
@@ -47,7 +49,7 @@ def write_report(output_dir: str | Path, df: pd.DataFrame | None = None) -> dict
   """
   output_dir = Path(output_dir)
   if df is None:
-    df = analysis.load_results(output_dir)
+    df = _listed_rows(output_dir, analysis.load_results(output_dir), all_rows)
   if len(df) == 0:
     raise FileNotFoundError(f"no result rows for {output_dir}")
   summary = analysis.summarize(df)
@@ -93,10 +95,28 @@ def write_report(output_dir: str | Path, df: pd.DataFrame | None = None) -> dict
   return paths
 
 
+def _listed_rows(output_dir: Path, df: pd.DataFrame, all_rows: bool | None) -> pd.DataFrame:
+  """The rows the sweep's config lists (a grown sweep's dir may hold rows it no longer lists, which
+  the report leaves out unless `all_rows`, or the sweep's report_all_rows, says otherwise)."""
+  from experiments.sweep.extent import lister, report_extent
+
+  extent = report_extent(output_dir, all_rows)
+  if extent is None or len(df) == 0:
+    return df
+  keep = lister(extent)
+  return df[[keep(r) for r in df.to_dict("records")]].reset_index(drop=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Exit 0; a missing dir, no results or a corrupt results line: `error: ...` and exit 2 (SystemExit)."""
   parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
   parser.add_argument("output_dir", type=Path, help="directory holding results*.jsonl")
+  parser.add_argument(
+    "--all-rows",
+    action="store_true",
+    default=None,
+    help="report every row, also those the sweep's config no longer lists (default: the sweep's choice)",
+  )
   add_verbose_flag(parser)
   args = parser.parse_args(argv)
   quiet_startup_logs(args.verbose)
@@ -104,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   def body() -> dict[str, Path]:
     if not args.output_dir.is_dir():
       raise MissingFileError(f"{args.output_dir} is not a directory")
-    return write_report(args.output_dir)
+    return write_report(args.output_dir, all_rows=args.all_rows)
 
   for name, path in report_user_errors(body).items():
     print(f"{name}: {path}")
