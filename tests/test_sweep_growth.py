@@ -31,18 +31,24 @@ def grow(pair_dir, out, *flags):
 
 
 def test_a_sweep_grows_by_problems_a_policy_and_a_seed(pair_dir, tmp_path):
+  """The CLI's first run and its summary line, then growth in process (the same run_sweep the CLI
+  calls; a subprocess per step would mostly time jax's start)."""
   out = tmp_path / "out"
+  r, before, old_rows = grow(pair_dir, out, "--config.limit=4")  # 4 problems x 3 policies
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "decoded 12 new rows, kept 0 " in r.stdout, r.stdout
+  four = ("never", "step:1", "step:2", "step:3")
   steps = [
-    (["--config.limit=4"], 4 * 3, 0),  # 4 problems x 3 policies
-    ([], 4 * 3, 4 * 3),  # 8 problems (the task's all): the 4 new problems' rows
-    (["--config.policies=('never','step:1','step:2','step:3')"], 8, 24),  # a third timing policy
-    (["--config.policies=('never','step:1','step:2','step:3')", "--config.seeds=(0,1)"], 32, 32),  # a seed
+    (dict(policies=POLICIES), 4 * 3, 4 * 3),  # 8 problems (the task's all): the 4 new problems' rows
+    (dict(policies=four), 8, 24),  # a third timing policy
+    (dict(policies=four, seeds=(0, 1)), 32, 32),  # a second seed
   ]
-  before, old_rows = b"", {}
-  for flags, decoded, kept in steps:
-    r, data, rows = grow(pair_dir, out, *flags)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"decoded {decoded} new rows, kept {kept} " in r.stdout, r.stdout
+  for kw, decoded, kept in steps:
+    stats = run_sweep(
+      tiny_sweep_config(pair_dir, out, num_problems=8, batch_size=4, max_new_tokens=10, **kw), False
+    )
+    data, rows = (out / "results.jsonl").read_bytes(), rows_of(out)
+    assert (stats["decoded"], stats["kept"]) == (decoded, kept)
     assert data.startswith(before)  # the earlier rows, byte for byte, first
     assert rows.keys() >= old_rows.keys() and len(rows) == len(old_rows) + decoded  # rows_of: none twice
     before, old_rows = data, rows
