@@ -67,7 +67,9 @@ _BASE_FEW_SHOT = [
   ),
   row("no-number-at-all", " I am not sure how to solve this problem.", None, "18", False),
   row("empty-completion", "", None, "18", False),
-  row("hash-starts-a-computation", " The sum is\n#### 5 + 3 = 8", "8"),
+  # strict-match (lm-eval-harness) reads the first "#### N", whatever follows it on the line
+  row("hash-starts-a-computation", " The sum is\n#### 5 + 3 = 8", "5"),
+  row("hash-then-a-second-hash", " #### 12 * 2124\nQuestion: x\n#### 7", "12", "12", True),
 ]
 
 # Chain-of-thought exemplars ending "The answer is N." (Wei et al.; lm-eval's gsm8k-cot).

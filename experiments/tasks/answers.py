@@ -180,8 +180,8 @@ def _statements(text: str) -> list[tuple[int, int, str, bool]]:
   A statement is a phrase followed by a number ("#### N", "The (final) answer is N", "Final answer:
   N", "Answer: N" at a line start; bold, "$...$" and "\\(...\\)" allowed around it) or a
   "\\boxed{N}" anywhere. Not statements: a bold number alone (instruct models bold intermediate
-  results), a number that starts a computation ("Answer: 5 + 3 = 8"), a numbered markdown heading
-  ("#### 1. Count the eggs").
+  results), a said number that starts a computation ("Answer: 5 + 3 = 8"; "#### 5 + 3" still reads
+  5, as strict-match does), a numbered markdown heading ("#### 1. Count the eggs").
   """
   found = []
   for phrase in _PHRASE.finditer(text):
@@ -189,7 +189,10 @@ def _statements(text: str) -> list[tuple[int, int, str, bool]]:
     if read is None:
       continue
     is_hash = phrase.group("hash") is not None
-    if _ARITHMETIC_AFTER.match(text, read[1]) or (is_hash and _HEADING_AFTER_HASH.match(text, read[1])):
+    # "#### N" reads N even before more arithmetic, as lm-eval-harness's strict-match does (its regex
+    # takes the first "#### N"); a said answer that starts a computation is no statement.
+    after = _HEADING_AFTER_HASH if is_hash else _ARITHMETIC_AFTER
+    if after.match(text, read[1]):
       continue
     found.append((phrase.start(), read[1], read[0], is_hash))
   for opened in _BOX_OPEN.finditer(text):
