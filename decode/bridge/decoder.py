@@ -270,14 +270,15 @@ class BridgeDecoder:
       r.done = True
 
 
-def continuation_text(tokenizer, context: list[int], new: list[int]) -> str:
+def continuation_text(tokenizer, context: list[int], new: list[int], before: str | None = None) -> str:
   """The text `new` adds after `context` (incremental detokenisation, as vLLM and TGI do it).
 
-  Decoded with its context, minus the context's own decoding: a piece whose text depends on what
-  precedes it (SentencePiece's leading space, a WordPiece decoder's joining space) reads as it does
-  in the whole text, not glued to the prompt.
+  Decoded with its context, minus the context's own decoding (`before`, when the caller has it): a
+  piece whose text depends on what precedes it (SentencePiece's leading space, a WordPiece decoder's
+  joining space) reads as it does in the whole text, not glued to the prompt.
   """
-  before = tokenizer.decode(context, skip_special_tokens=True)
+  if before is None:
+    before = tokenizer.decode(context, skip_special_tokens=True)
   whole = tokenizer.decode(list(context) + list(new), skip_special_tokens=True)
   return whole[len(before) :] if whole.startswith(before) else tokenizer.decode(new, skip_special_tokens=True)
 
@@ -286,26 +287,28 @@ def encode_continuation(tokenizer, context: list[int], text: str) -> list[int]:
   """`text` in the student's tokens, to append after `context` so that the row's text grows by
   exactly `text` (checked with `continuation_text`).
 
-  Tried in order: the text encoded alone; after a newline whose tokens are dropped (SentencePiece
-  puts a space before a text encoded alone); the whole text encoded, less the context's tokens.
-  When none grows the text exactly, the first (a tokenizer that cannot say it: see the caller's
-  check for its unknown token).
+  Tried in order, each only when the one before does not grow the text exactly: the text encoded
+  alone; after a newline whose tokens are dropped (SentencePiece puts a space before a text encoded
+  alone); the whole text encoded, less the context's tokens. When none does, the first (a tokenizer
+  that cannot say it: see the caller's check for its unknown token).
   """
   if not text:
     return []
-  alone = tokenizer(text, add_special_tokens=False)["input_ids"]
-  candidates = [alone]
-  anchor = tokenizer("\n", add_special_tokens=False)["input_ids"]
-  both = tokenizer("\n" + text, add_special_tokens=False)["input_ids"]
-  if both[: len(anchor)] == anchor:
-    candidates.append(both[len(anchor) :])
+  encode = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]
   before = tokenizer.decode(context, skip_special_tokens=True)
-  ctx = tokenizer(before, add_special_tokens=False)["input_ids"]
-  joint = tokenizer(before + text, add_special_tokens=False)["input_ids"]
-  if joint[: len(ctx)] == ctx:
-    candidates.append(joint[len(ctx) :])
-  for ids in candidates:
-    if continuation_text(tokenizer, context, ids) == text:
+
+  def after_newline():
+    anchor, both = encode("\n"), encode("\n" + text)
+    return both[len(anchor) :] if both[: len(anchor)] == anchor else None
+
+  def after_context():
+    ctx, joint = encode(before), encode(before + text)
+    return joint[len(ctx) :] if joint[: len(ctx)] == ctx else None
+
+  alone = encode(text)
+  for make in (lambda: alone, after_newline, after_context):
+    ids = make()
+    if ids is not None and continuation_text(tokenizer, context, ids, before) == text:
       return ids
   return alone
 
