@@ -82,7 +82,7 @@ class GuidedDecoder:
         )
     # EOS: the tokenizer's, plus every id the model configs declare (Llama 3 has two).
     extra_eos = tuple(student.eos_token_ids) + (tuple(teacher.eos_token_ids) if teacher is not None else ())
-    self.masks: VocabMasks = build_masks(tok, opts.step_delimiter, extra_eos=extra_eos)
+    self.masks: VocabMasks = build_masks(tok, opts.step_delimiter, extra_eos=extra_eos, stop=opts.stop)
     # Placement: rows over the mesh's 'data' axis; each cache follows its own model's rules.
     self.mesh, self.student_rules, self.teacher_rules = mesh, tuple(student_rules), tuple(teacher_rules)
     # Caches this decoder made carry this token, so a call refuses another decoder's caches (an
@@ -115,9 +115,16 @@ class GuidedDecoder:
     prefilled; `request.shared_prefix` is then ignored (the caches hold it already). The request's
     texts are not needed: the teacher reads the student's tokens.
     """
+    return self.generate_keeping_caches(request)[0]
+
+  def generate_keeping_caches(self, request: DecodeRequest) -> tuple[list[RowResult], PrefixCaches | None]:
+    """`generate`, and the call's final student cache: row i holds prompt i + its generated tokens
+    (all but the last token), so a later student-only call on the same rows (the text bridge's next
+    round) starts from it and reads only what is new. No teacher cache: the loop's teacher catches
+    up lazily, so it need not hold a row. None for an empty request."""
     n = len(request.prompts)
     if n == 0:
-      return []
+      return [], None
     check_limits(request.max_new_tokens, request.max_steps)
     pols = resolve_policies(request.policies, n, has_teacher=self.teacher is not None)
     self.check_steps(pols, request.max_steps)
@@ -132,7 +139,14 @@ class GuidedDecoder:
       given.consumed = True
     self.last_stats = loop_stats(state)
     lengths = [len(p) for p in request.prompts]
-    return unpack_rows(state, lengths, [p.spec for p in pols], self.student.tokenizer)
+    rows = unpack_rows(state, lengths, [p.spec for p in pols], self.student.tokenizer, self.masks.stops)
+    final = PrefixCaches(
+      student=state.caches.student,
+      teacher=None,
+      tokens=[list(p) + r.token_ids for p, r in zip(request.prompts, rows)],
+      owner=self._identity,
+    )
+    return rows, final
 
   def prefill(
     self,
