@@ -46,6 +46,7 @@ def _inputs(B, max_new=100, max_steps=100):
       step_ids=np.zeros((B, T), np.int32),
       start_steps=z,
       gen_start=z + 1,
+      stop_state=z,
     ),
     limits=RowLimits(max_new=z + max_new, max_steps=z + max_steps, active=np.ones((B,), bool)),
     sampling=SamplingParams(seeds=z, temperature=z.astype(np.float32), top_k=z, top_p=z + 1.0),
@@ -75,6 +76,7 @@ def _state(B, length=1, done=None, has_content=None, last_author=PROMPT):
       triggered=z,
       last_author=z + last_author,
       nonfinite_at=z - 1,
+      stop_state=z,
     ),
     counters=Counters(
       student_tokens=z,

@@ -42,6 +42,15 @@ def prefix_step_ids(prefix, vocab) -> list[int]:
   return ids
 
 
+def answer_stop(table, state, tok, active):
+  """(new stop state [B], answer complete [B]) after each active row's token; without a stop table
+  nothing changes and no row is answered (no gather is traced)."""
+  if table is None:
+    return state, jnp.zeros_like(active)
+  new = jnp.where(active, table.step(state, tok), state)
+  return new, active & table.accepting[new]
+
+
 def advance(
   s: LoopState, inp: LoopInputs, max_len: int, choice: TokenChoice, done: ForwardsDone
 ) -> LoopState:
@@ -77,8 +86,10 @@ def advance(
   step_end &= active
   steps_done = st.steps_done + step_end.astype(jnp.int32)
   lim = inp.limits
+  stop_state, answered = answer_stop(inp.vocab.stops, st.stop_state, tok, active)
   stops = (
-    inp.vocab.eos[tok]
+    answered
+    | inp.vocab.eos[tok]
     | (buffers.length - inp.prompts.gen_start >= lim.max_new)
     | (steps_done >= lim.max_steps)
     | (buffers.length >= max_len)
@@ -93,6 +104,7 @@ def advance(
     triggered=st.triggered + (fired & active).astype(jnp.int32),
     last_author=jnp.where(active, writer, st.last_author),
     nonfinite_at=jnp.where(broken, b.length, st.nonfinite_at),
+    stop_state=stop_state,
   )
   counters = Counters(
     student_tokens=c.student_tokens + is_student,

@@ -213,6 +213,8 @@ def _init_state(
 
   has_prefix = pr.lengths > pr.gen_start
   lim = inp.limits
+  # A prefix that already completes the answer (a teacher's step ending "#### N") ends the row.
+  answered = jnp.zeros((B,), bool) if inp.vocab.stops is None else inp.vocab.stops.accepting[pr.stop_state]
   return LoopState(
     buffers=Buffers(
       tokens=pr.tokens,
@@ -222,7 +224,10 @@ def _init_state(
       step_metrics=jnp.full(pr.tokens.shape + (3,), jnp.nan, jnp.float32),
     ),
     step=StepState(
-      done=~active | (pr.lengths - pr.gen_start >= lim.max_new) | (pr.start_steps >= lim.max_steps),
+      done=~active
+      | (pr.lengths - pr.gen_start >= lim.max_new)
+      | (pr.start_steps >= lim.max_steps)
+      | answered,
       writer=zeros_i32(B),
       at_step_start=jnp.ones((B,), bool),
       step_has_content=jnp.zeros((B,), bool),
@@ -231,6 +236,7 @@ def _init_state(
       triggered=zeros_i32(B),
       last_author=jnp.where(has_prefix, STUDENT, PROMPT).astype(jnp.int32),
       nonfinite_at=jnp.full((B,), -1, jnp.int32),
+      stop_state=pr.stop_state,
     ),
     counters=Counters(
       student_tokens=count(STUDENT),

@@ -67,6 +67,7 @@ class Prompts:
   step_ids: jax.Array  # [B, T] int32: step of each given token (0 in the prompt)
   start_steps: jax.Array  # [B] steps already completed in the given prefix
   gen_start: jax.Array  # [B] where generation began (prompt length without prefix)
+  stop_state: jax.Array  # [B] int32: the stop table's state after the given prefix (0: none)
 
 
 @flax.struct.dataclass
@@ -133,6 +134,7 @@ class StepState:
   triggered: jax.Array  # [B] steps given to the teacher by a trigger (budget)
   last_author: jax.Array  # [B] author of the previous generated token (PROMPT: none)
   nonfinite_at: jax.Array  # [B] position where the row's logits were not finite and it stopped (-1: never)
+  stop_state: jax.Array  # [B] int32: state of the stop table (VocabMasks.stops) after the row's text
 
 
 @flax.struct.dataclass

@@ -8,6 +8,8 @@ from __future__ import annotations
 import flax.struct
 import numpy as np
 
+from decode.core.stop_rule import StopRule
+from decode.core.stops import StopTable, build_stop_table
 from decode.errors import TokenizerMismatchError, VocabError
 
 
@@ -18,6 +20,9 @@ class VocabMasks:
   delimiter: np.ndarray  # [V] bool: decoded token text contains the step delimiter
   content: np.ndarray  # [V] bool: decoded token text has a non-whitespace character
   eos: np.ndarray  # [V] bool
+  # When a row's answer is complete (decode.core.stops); None: rows run to EOS or a limit, and the
+  # loop does no stop work at all (a static choice: the pytree has no leaves there).
+  stops: StopTable | None = None
 
   @property
   def size(self) -> int:
@@ -29,6 +34,24 @@ def token_texts(tokenizer) -> list[str]:
   return [tokenizer.decode([i]) for i in range(len(tokenizer))]
 
 
+def token_surfaces(tokenizer) -> list[str]:
+  """Text of every id as it reads after other text (special tokens in their literal form).
+
+  Decoded after an anchor token, minus the anchor's own text (incremental detokenisation): a piece
+  that decodes without its leading space alone (SentencePiece's "\u2581is", a WordPiece decoder's
+  joining space) reads " is", as in the row's text. Falls back to the id on its own where the pair
+  does not start with the anchor's text.
+  """
+  alone = token_texts(tokenizer)
+  special = set(getattr(tokenizer, "all_special_ids", []))
+  anchor = next((i for i, t in enumerate(alone) if t.strip() and t == t.strip() and i not in special), None)
+  if anchor is None:
+    return alone
+  head = alone[anchor]
+  pairs = tokenizer.batch_decode([[anchor, i] for i in range(len(alone))], skip_special_tokens=False)
+  return [p[len(head) :] if p.startswith(head) else t for p, t in zip(pairs, alone)]
+
+
 def eos_ids(tokenizer, extra: tuple[int, ...] = ()) -> set[int]:
   ids = set(extra)
   if tokenizer.eos_token_id is not None:
@@ -36,7 +59,9 @@ def eos_ids(tokenizer, extra: tuple[int, ...] = ()) -> set[int]:
   return ids
 
 
-def build_masks(tokenizer, delimiter: str = "\n", extra_eos: tuple[int, ...] = ()) -> VocabMasks:
+def build_masks(
+  tokenizer, delimiter: str = "\n", extra_eos: tuple[int, ...] = (), stop: StopRule | None = None
+) -> VocabMasks:
   if not delimiter:
     raise VocabError("the step delimiter must be a non-empty string (default: a newline)")
   texts = token_texts(tokenizer)
@@ -47,7 +72,8 @@ def build_masks(tokenizer, delimiter: str = "\n", extra_eos: tuple[int, ...] = (
   for i in eos_ids(tokenizer, extra_eos):
     if 0 <= i < len(texts):  # -1 means "none" in some configs; never wrap to the last token
       eos[i] = True
-  return VocabMasks(delimiter=delim, content=content, eos=eos)
+  stops = None if stop is None or stop.empty else build_stop_table(stop, token_surfaces(tokenizer))
+  return VocabMasks(delimiter=delim, content=content, eos=eos, stops=stops)
 
 
 def require_steps(masks: VocabMasks, delimiter: str) -> None:

@@ -160,6 +160,7 @@ def build_inputs(
       step_ids=step_ids,
       start_steps=col(prefix_steps, np.int32, 0),
       gen_start=col([len(p) for p in prompts], np.int32, 0),
+      stop_state=np.zeros((B,), np.int32) if vocab.stops is None else vocab.stops.start_states(prefixes, B),
     ),
     limits=RowLimits(
       max_new=col(max_new_tokens, np.int32, 1),

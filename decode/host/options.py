@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from decode.core.stop_rule import StopRule
+
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
@@ -19,6 +21,7 @@ class DecodeOptions:
   teacher_sub_batches: int = 3  # teacher forwards on B/2, B/4, B/8 rows when fewer need it (0 = off)
   lockstep: bool = False  # naive baseline: the teacher reads every token (benchmarks only)
   min_shared_prefix: int = 16  # shortest common prompt prefix worth prefilling once (shared_prefix)
+  stop: StopRule = StopRule()  # when a row's answer is complete (default: rows run to EOS or a limit)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from decode.core.state import TEACHER, LoopState
+from decode.core.stops import StopTable
 
 
 @dataclasses.dataclass
@@ -32,6 +33,10 @@ class RowResult:
   # The student's [entropy, max prob, margin] before each step it started (student-only and trigger
   # rows; empty where not computed): calibrates `entropy:q=...` triggers.
   step_uncertainty: list[list[float]] = dataclasses.field(default_factory=list)
+  # The step whose text completed the answer (decode.core.stops), counted as `num_steps` is: the row
+  # stopped there, and a step it had only begun (a "Question:" it started) is not counted. None: the
+  # row ran to EOS or a limit (or decoded with no stop rule). Rates and calibration count steps up to it.
+  answer_step: int | None = None
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -48,12 +53,19 @@ class LoopStats:
   iterations: int
 
 
-def unpack_rows(state: LoopState, gen_starts: list[int], specs: list[str], tokenizer) -> list[RowResult]:
-  """One device_get of what rows need, then RowResults for the first len(gen_starts) rows."""
+def unpack_rows(
+  state: LoopState, gen_starts: list[int], specs: list[str], tokenizer, stops: StopTable | None = None
+) -> list[RowResult]:
+  """One device_get of what rows need, then RowResults for the first len(gen_starts) rows.
+
+  `stops`: the call's stop table (VocabMasks.stops), which says which rows completed an answer."""
   b, st, c = jax.device_get((state.buffers, state.step, state.counters))
+  answered = np.zeros(len(b.length), bool) if stops is None else np.asarray(stops.accepting)[st.stop_state]
   out = []
   for i, (gen_start, spec) in enumerate(zip(gen_starts, specs)):
     end = int(b.length[i])
+    answer_step = int(st.steps_done[i]) if answered[i] else None
+    last_step = answer_step if answer_step is not None else np.inf
     ids = b.tokens[i, gen_start:end].tolist()
     authors = b.authors[i, gen_start:end].tolist()
     steps = b.step_ids[i, gen_start:end].tolist()
@@ -76,8 +88,11 @@ def unpack_rows(state: LoopState, gen_starts: list[int], specs: list[str], token
         # triggers are calibrated to thresholds equal to recorded values, and the loop compares in
         # float32, so a rounded value could put a tie on the wrong side.
         step_uncertainty=[
-          [float(str(np.float32(x))) for x in m] for m in b.step_metrics[i, gen_start:end] if m[0] == m[0]
+          [float(str(np.float32(x))) for x in m]
+          for m, step in zip(b.step_metrics[i, gen_start:end], steps)
+          if m[0] == m[0] and step <= last_step
         ],
+        answer_step=answer_step,
         error=f"non-finite logits at position {at - gen_start}"
         if (at := int(st.nonfinite_at[i])) >= 0
         else None,

@@ -20,6 +20,7 @@ import random
 import re
 from typing import Any, Iterable, Sequence
 
+from decode.core.stop_rule import StopRule
 from experiments.tasks.answers import NUMBER_PATTERN, normalize_number
 from experiments.tasks.datasets import Problem
 from model.errors import UserError
@@ -36,6 +37,17 @@ INSTRUCTION = (
 )
 FALLBACK_SUBQUESTION = "Q: What else do we know?"
 
+# Where a row's answer is complete (decode's StopRule; the loop stops the row there). Few-shot and
+# zero-shot completions end like lm-eval-harness's GSM8K `until`: at a new "Question:" or the blank
+# line that separates problems. A chat turn ends at its end-of-turn token (usually EOS; the literals
+# below are stop texts too where the tokenizer has them), not at a blank line, which instruct models
+# write between paragraphs. Every style also ends at the end of a final-answer line: "#### N" (our
+# exemplars' last line; "#### 1. Count" is a numbered heading), "The (final) answer is N",
+# "\\boxed{N}", the statements experiments.tasks.answers reads first.
+ANSWER_MARKERS = ("####", "answer is", "boxed{")
+HEADING_MARKERS = ("####",)
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
 _ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]*)>>")
 # An exemplar's final answer line as `final_answer_line` writes it, at the start of a line.
 _ANSWER_LINE = re.compile(rf"^#### ({NUMBER_PATTERN.pattern})", re.MULTILINE)
@@ -47,6 +59,18 @@ class PromptError(UserError):
 
 class NotEnoughExemplarsError(PromptError):
   """The exemplar pool is too small once evaluated problems are excluded."""
+
+
+def stop_rule(style: str, tokenizer: Any = None) -> StopRule:
+  """When a completion in `style` is complete (the sweep's rows stop there; see ANSWER_MARKERS)."""
+  if style not in STYLES:
+    raise PromptError(f"unknown prompt style {style!r}; choose one of {STYLES}")
+  if style == "chat":
+    vocab = tokenizer.get_vocab() if tokenizer is not None else {}
+    texts = tuple(t for t in END_OF_TURN if t in vocab)
+  else:
+    texts = (QUESTION_PREFIX.strip(), EXEMPLAR_SEPARATOR)
+  return StopRule(texts=texts, answer_markers=ANSWER_MARKERS, heading_markers=HEADING_MARKERS)
 
 
 def strip_annotations(text: str) -> str:
