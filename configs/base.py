@@ -57,6 +57,9 @@ def base_config() -> ConfigDict:
   c.top_k = 0
   c.top_p = 1.0
   c.step_delimiter = DecodeOptions.step_delimiter
+  # Rows end where their answer is complete (the prompt style's stop rule: a new "Question:", the
+  # blank line before another problem, the end of a "#### N" line); False: at EOS or max_new_tokens.
+  c.stop_at_answer = True
   c.fork = True  # timing rows start from the student's own prefix
   c.shared_prefix = True  # the prompts' common prefix (few-shot exemplars) is prefilled once per model
   c.teacher_chunk = DecodeOptions.teacher_chunk  # tokens per forward of the teacher's catch-up

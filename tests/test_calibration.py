@@ -42,6 +42,12 @@ def test_realized_rate_pools_rows():
     {"step_ids": [], "intervention_steps": []},
   ]
   assert realized_rate(recs) == pytest.approx(3 / 5)
+  # Up to the answer: a row that completed its answer in step 2 and then began a "Question:" step 3
+  # (written by the teacher) has 2 step starts, 1 by the teacher; NaN (a table's missing value) = none.
+  stopped = {"step_ids": [1, 2, 2, 3], "intervention_steps": [1, 3], "answer_step": 2}
+  assert realized_rate([stopped]) == pytest.approx(1 / 2)
+  assert realized_rate([{**stopped, "answer_step": float("nan")}]) == pytest.approx(2 / 3)
+  assert np.isnan(realized_rate([{**stopped, "answer_step": 0}]))  # no step starts up to it
   assert realized_rate([{"step_ids": [], "intervention_steps": []}]) != realized_rate([])  # both NaN
   assert matched_control(parse_policy("entropy:q=0.3"), 3 / 7).spec == "random:0.4286"
   # A control differs from its trigger only in when the teacher steps in: the same budget and m.

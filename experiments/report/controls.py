@@ -33,7 +33,9 @@ RATE_TOLERANCE = 0.05
 
 
 def _rate(pairs: pd.DataFrame, suffix: str) -> float:
-  cols = {f"step_ids{suffix}": "step_ids", f"intervention_steps{suffix}": "intervention_steps"}
+  cols = {
+    f"{c}{suffix}": c for c in ("step_ids", "intervention_steps", "answer_step")
+  }  # realized_rate's fields
   return realized_rate(pairs[list(cols)].rename(columns=cols).to_dict("records"))
 
 

@@ -50,6 +50,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
   "error": None,  # why a row stopped early (non-finite logits); None = it did not
   "step_ids": None,  # 1-based step of each generated token (realized rates)
   "intervention_steps": None,  # steps the teacher wrote
+  "answer_step": None,  # the step that completed the answer (None: ran to EOS or a limit)
   "matched_to": None,  # a matched random control: the trigger policy it matches
   # The text bridge's costs (None = not a bridged row): teacher tokens read, teacher calls.
   "teacher_read": None,

@@ -119,7 +119,7 @@ def _summarize_group(g_all: pd.DataFrame, n_boot: int, seed: int, last_step: int
     **no_leak_columns(g, last_step, n_boot, seed),
     "teacher_fraction": tokens_t / tokens_all if tokens_all > 0 else 0.0,
     # teacher-written steps over step starts (what a trigger's matched random control reproduces)
-    "realized_rate": realized_rate(g[["step_ids", "intervention_steps"]].to_dict("records")),
+    "realized_rate": realized_rate(g[["step_ids", "intervention_steps", "answer_step"]].to_dict("records")),
     "mean_student_tokens": float(g["student_tokens"].mean()),
     "mean_teacher_tokens": float(g["teacher_tokens"].mean()),
     "mean_switches": float(g["switches"].mean()),

@@ -33,19 +33,30 @@ def threshold_for_rate(fires_above: bool, rate: float, values: Iterable[float]) 
   return float(v[m]) if m < n else float("inf")  # fires when value < threshold: the m smallest
 
 
+def _up_to_answer(rec: dict, steps) -> set[int]:
+  """`steps` up to the row's answer step (all of them where the row records none): a step the row had
+  only begun when its answer was complete (a "Question:" it started) is no step of its solution."""
+  last = rec.get("answer_step")
+  if last is None or last != last:  # None, or NaN in a table whose other rows have one
+    return set(steps or [])
+  return {s for s in steps or [] if s <= last}
+
+
 def step_starts(rec: dict) -> int:
-  """Steps a row began writing (its generated tokens' distinct step ids).
+  """Steps a row began writing (its generated tokens' distinct step ids), up to its answer.
 
   `rec` here and below: a results row (a plain dict read from results.jsonl), never the config.
   """
-  return len(set(rec.get("step_ids") or []))
+  return len(_up_to_answer(rec, rec.get("step_ids")))
 
 
 def realized_rate(records: Iterable[dict]) -> float:
-  """Teacher-written steps over step starts, pooled over rows (NaN without step starts)."""
+  """Teacher-written steps over step starts, up to each row's answer, pooled over rows (NaN without
+  step starts)."""
   recs = list(records)
   starts = sum(step_starts(r) for r in recs)
-  return sum(len(r.get("intervention_steps") or []) for r in recs) / starts if starts else float("nan")
+  written = sum(len(_up_to_answer(r, r.get("intervention_steps"))) for r in recs)
+  return written / starts if starts else float("nan")
 
 
 def calibrate(policy: Policy, never_records: Iterable[dict]) -> Policy:

@@ -108,6 +108,7 @@ class SweepConfig:
   top_k: int
   top_p: float
   step_delimiter: str
+  stop_at_answer: bool  # rows end where their answer is complete (the prompt style's stop rule)
   fork: bool
   shared_prefix: bool
   teacher_chunk: int
@@ -228,6 +229,7 @@ def parse_config(cfg) -> SweepConfig:
     top_k=int(read("top_k")),
     top_p=float(read("top_p")),
     step_delimiter=read("step_delimiter"),
+    stop_at_answer=bool(read("stop_at_answer")),
     fork=read("fork"),
     shared_prefix=read("shared_prefix"),
     teacher_chunk=read("teacher_chunk"),

@@ -29,6 +29,7 @@ CONTENT_KEYS = (
   "top_k",
   "top_p",
   "step_delimiter",
+  "stop_at_answer",
   "dtype",
 )
 
@@ -103,6 +104,7 @@ def content_settings(cfg: SweepConfig, chosen: list[str]) -> dict:
     "top_k": cfg.top_k,
     "top_p": cfg.top_p,
     "step_delimiter": cfg.step_delimiter,
+    "stop_at_answer": cfg.stop_at_answer,
     "dtype": cfg.dtype,
   }
   return _plain(content)

@@ -18,6 +18,7 @@ from ml_collections import ConfigDict
 
 from decode.bridge.pairing import make_decoder
 from decode.core.policy import parse_policy
+from decode.core.stop_rule import StopRule
 from experiments.sweep import extent as sweep_extent
 from experiments.sweep import manifest as sweep_manifest
 from experiments.sweep.config import SweepConfig, SweepConfigError, parse_config
@@ -29,6 +30,7 @@ from experiments.sweep.students import load_student, student_entries
 from experiments.sweep.teacher import check_teacher, load_teacher
 from experiments.sweep.thresholds import CalibrationBook, book_path
 from experiments.tasks.datasets import Problem
+from experiments.tasks.prompts import stop_rule
 from model.errors import ModelLoadError
 from model.hf_import import model_exists
 
@@ -156,6 +158,7 @@ def _run(
       student,
       teacher,
       step_delimiter=cfg.step_delimiter,
+      stop=stop_rule(cfg.prompt_style, student.tokenizer) if cfg.stop_at_answer else StopRule(),
       teacher_chunk=cfg.teacher_chunk,
       teacher_sub_batches=cfg.teacher_sub_batches,
       mesh=ctx.mesh,
