@@ -20,6 +20,7 @@ from pathlib import Path
 
 from decode.api import DecodeRequest, Sampling
 from decode.core.policy import parse_policy
+from decode.core.stop_rule import StopRule
 from decode.errors import DecodeInputError, PolicyError
 from decode.serving.client import (
   APIS,
@@ -81,6 +82,22 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--top-p", type=float, default=1.0)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--step-delimiter", default="\\n", help="text that ends a step; escapes like \\n allowed")
+  p.add_argument(
+    "--stop",
+    action="append",
+    default=[],
+    metavar="TEXT",
+    help="end a row once its text contains TEXT (repeatable; escapes like \\n allowed), e.g. "
+    "--stop 'Question:' --stop '\\n\\n' for a few-shot prompt; the row's answer_step says where",
+  )
+  p.add_argument(
+    "--answer-marker",
+    action="append",
+    default=[],
+    metavar="TEXT",
+    help="end a row at the end of a line where TEXT (lowercase, matched without case) is followed by "
+    "a number, e.g. --answer-marker '####' --answer-marker 'answer is' (repeatable)",
+  )
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   return p
 
@@ -138,6 +155,10 @@ def run(args) -> list[dict]:
     bad = next(p.spec for p in policies if p.needs_teacher)
     raise PolicyError(f"policy {bad!r} needs a teacher; pass --teacher DIR (or use --policy never)")
   delimiter = codecs.decode(args.step_delimiter, "unicode_escape")
+  stop = StopRule(
+    texts=tuple(codecs.decode(t, "unicode_escape") for t in args.stop),
+    answer_markers=tuple(args.answer_marker),
+  )
   served = None
   if is_url(args.teacher):  # a server that is down is an error before any model is loaded
     served = ServedTeacher(
@@ -155,7 +176,7 @@ def run(args) -> list[dict]:
 
   student = load_model(args.student, dtype=args.dtype, name="student")
   teacher = served or (load_model(args.teacher, dtype=args.dtype, name="teacher") if args.teacher else None)
-  decoder = make_decoder(student, teacher, step_delimiter=delimiter)
+  decoder = make_decoder(student, teacher, step_delimiter=delimiter, stop=stop)
   prompt_ids = decoder.encode(texts)
   results = decoder.generate(
     DecodeRequest(

@@ -48,6 +48,31 @@ def test_single_prompt_student_only(pair_dir):
   assert row["teacher_tokens"] == 0 and set(row["authors"]) == {0}
 
 
+def test_stop_texts_end_a_row_where_its_text_holds_one(pair_dir):
+  """--stop: the row is the unstopped row cut just after the stop text (escapes read), answer_step set."""
+  plain = json.loads(
+    _run("--student", pair_dir / "s", "--prompt", "hello there. x", "--max-new-tokens", 24).stdout
+  )
+  text = plain["completion"]
+  stop = text[8:10]
+  r = _run(
+    "--student",
+    pair_dir / "s",
+    "--prompt",
+    "hello there. x",
+    "--max-new-tokens",
+    24,
+    "--stop",
+    stop.replace("\n", "\\n"),
+  )
+  assert r.returncode == 0, r.stderr
+  row = json.loads(r.stdout)
+  assert row["completion"] == text[: text.index(stop) + len(stop)]
+  assert row["answer_step"] is not None and plain["answer_step"] is None
+  bad = _run("--student", pair_dir / "s", "--prompt", "ab", "--answer-marker", "Answer is")
+  assert bad.returncode == 2 and "must be lowercase" in bad.stderr
+
+
 @pytest.mark.parametrize(
   "args,message",
   [
