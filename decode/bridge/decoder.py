@@ -15,9 +15,15 @@ Ids of two tokenizers cannot share a loop, but text can cross at step boundaries
    budget, EOS or max_steps.
 
 Host round trips happen only at these boundaries; between them the student decodes in the loop.
-A boundary costs: one teacher request per row that needs it (sent together), the teacher reading
-prompt + text so far (`teacher_read`, no cache across boundaries unless the server keeps a prefix
-cache), and the student re-reading its prompt + completion in the next loop call.
+A boundary costs: one teacher request per row that needs it (sent together); the teacher reading
+what its cache of the row does not hold (`teacher_read`: an in-process teacher keeps each row's
+cache between boundaries and reads only the new text; a served one reads prompt + text so far,
+unless the server keeps a prefix cache); and the student reading the teacher's text in its next
+loop call, which starts from the row's cache of its previous call (row_caches.py).
+
+Fork mode (`prefill`, then `generate` with `request.caches`): a sweep's "teacher from step K" row
+starts from the student's own base run cut before step K, its cache prefilled once per problem; the
+row's first student call starts from that cache, as in the one loop. Rows equal plain mode's.
 
 Triggers are decided on the student's side, by the policy's one rule (`PolicyRule`): the student
 decoder runs the student alone on policy never, whose rows record its (entropy, max prob, margin)
@@ -34,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from decode.api import DecodeRequest, Sampling
+from decode.bridge.row_caches import CachedRow, starting_rows
 from decode.bridge.rows import BridgeResult, BridgeRow, append_student, kept_tokens
 from decode.bridge.teachers import Completion, CompletionRequest, TextTeacher
 from decode.core.advance import prefix_step_ids
@@ -50,9 +57,9 @@ from model.lm import LanguageModel
 
 class BridgeDecoder:
   """A student in the compiled loop and a teacher behind `complete(requests)`, joined by text (a
-  `Decoder`; it has no prefill caches to fork from)."""
+  `Decoder`; fork mode forks the student's caches, the teacher reads text)."""
 
-  can_fork = False
+  can_fork = True
 
   def __init__(
     self,
@@ -92,9 +99,10 @@ class BridgeDecoder:
     return self.student_decoder.shared_prefix(prompts, max_len=max_len)
 
   def prefill(self, prompts, prefixes, *, max_len, batch_size=None, shared_prefix=None) -> PrefixCaches:
-    raise DecodeInputError(
-      "the text bridge has no prefill caches to fork from (its teacher reads text); run its rows "
-      "without fork mode (sweeps do so by themselves)"
+    """The student's caches of each row's prompt + prefix (fork mode); the teacher reads text, so it
+    has none: each forked row's teacher reads its text at its first boundary, as in plain mode."""
+    return self.student_decoder.prefill(
+      prompts, prefixes, max_len=max_len, batch_size=batch_size, shared_prefix=shared_prefix
     )
 
   def generate(self, request: DecodeRequest) -> list[BridgeResult]:
@@ -102,13 +110,15 @@ class BridgeDecoder:
 
     request.texts: the prompts as text, for the teacher (default: the student's decoding of its ids).
     request.max_len / batch_size: the student's loop shape, one for every round.
+    request.caches: rows of this decoder's `prefill` (fork mode), one per prompt: the student's
+      first call starts from them (same max_len and batch_size as the prefill).
     """
     prompts, max_new_tokens, max_steps = request.prompts, request.max_new_tokens, request.max_steps
     n = len(prompts)
     if n == 0:
       return []
-    if request.caches is not None:
-      raise DecodeInputError("the text bridge starts from no prefill caches (fork mode); run its rows plain")
+    if request.caches is not None and len(request.caches.tokens) != n:
+      raise DecodeInputError(f"caches hold {len(request.caches.tokens)} rows for {n} prompts")
     check_positive_int("max_new_tokens", max_new_tokens)
     if max_steps is not None:
       check_positive_int("max_steps", max_steps)
@@ -140,7 +150,9 @@ class BridgeDecoder:
       )
       for i, (p, t, pol, q, k) in enumerate(zip(prompts, texts, pols, prefixes, prefix_steps))
     ]
-    for r in rows:
+    for i, r in enumerate(rows):
+      if request.caches is not None:
+        r.student_cache.keep(CachedRow(request.caches, i), self.student_decoder)
       self._check_done(r, max_new_tokens, max_steps, None)
     shape = dict(
       max_len=request.max_len or self.buffer_length(max(map(len, prompts)), max_new_tokens),
@@ -169,6 +181,7 @@ class BridgeDecoder:
       requests = [
         CompletionRequest(
           prompt=r.text + continuation_text(self.tokenizer, r.prompt, r.ids),
+          cache=r.teacher_cache,
           solution_start=len(r.text),
           max_tokens=min(r.policy.token_limit - r.step_teacher_tokens, max_new - len(r.ids)),
           stop=(delimiter,),
@@ -187,7 +200,7 @@ class BridgeDecoder:
   def _take_teacher(self, r: BridgeRow, c: Completion, max_new: int, max_steps: int | None) -> bool:
     """Appends the teacher's text; True when the same step goes back to the teacher at once."""
     r.round_trips += 1
-    r.teacher_read += c.prompt_tokens
+    r.teacher_read += c.prompt_tokens - c.cached_tokens
     r.teacher_tokens += c.completion_tokens
     r.step_teacher_tokens += c.completion_tokens
     if c.error:
@@ -237,20 +250,26 @@ class BridgeDecoder:
     for r in rows:  # the coming step is the student's; stop before the window's next one
       nxt = r.next_window_step()
       limits.append(min(max_steps or int(NO_LIMIT), nxt - 1 if nxt is not None else int(NO_LIMIT)))
-    out = self.student_decoder.generate(
-      DecodeRequest(
-        [r.prompt for r in rows],
-        "never",
-        max_new,
-        sampling=Sampling.of_rows([r.sampling for r in rows]),
-        max_steps=limits if any(x < int(NO_LIMIT) for x in limits) else None,
-        prefixes=[r.ids for r in rows],
-        prefix_steps=[r.steps_done for r in rows],
-        prefix_authors=[r.authors for r in rows],
-        **shape,
-      )
+    request = DecodeRequest(
+      [r.prompt for r in rows],
+      "never",
+      max_new,
+      sampling=Sampling.of_rows([r.sampling for r in rows]),
+      max_steps=limits if any(x < int(NO_LIMIT) for x in limits) else None,
+      prefixes=[r.ids for r in rows],
+      prefix_steps=[r.steps_done for r in rows],
+      prefix_authors=[r.authors for r in rows],
+      **shape,
     )
-    for r, res in zip(rows, out):
+    caches, _ = starting_rows(  # each row's cache of its previous call (or of the fork's prefill)
+      [r.student_cache.held for r in rows],
+      [r.prompt + r.ids for r in rows],
+      shape["batch_size"],
+      shape["max_len"],
+    )
+    out, final = self.student_decoder.generate_keeping_caches(request.replace(caches=caches))
+    for j, (r, res) in enumerate(zip(rows, out)):
+      r.student_cache.keep(CachedRow(final, j), self.student_decoder)
       new = res.token_ids[len(r.ids) :]
       start = len(r.prompt) + len(r.ids)
       kept, fired = kept_tokens(

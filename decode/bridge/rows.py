@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from decode.api import Sampling
+from decode.bridge.row_caches import RowCache
 from decode.core.advance import step_boundary
 from decode.core.policy import Policy
 from decode.core.state import STUDENT, TEACHER
@@ -23,11 +24,19 @@ class BridgeResult(RowResult):
   """A RowResult whose teacher worked in its own tokens: token_ids, authors and step_ids are in the
   student's tokens; teacher_tokens counts the tokens the teacher wrote in its own tokenizer."""
 
-  teacher_read: int = 0  # teacher tokens read: the prompts of its calls (prompt + text so far)
+  # Teacher tokens read: the prompt tokens its calls did not hold in a cache already (an in-process
+  # teacher keeps the row's cache between boundaries; a served teacher's whole prompt counts).
+  teacher_read: int = 0
   round_trips: int = 0  # teacher calls (host round trips) at step boundaries
   # sha256 (first 16 hex digits) of the exact text each teacher call sent (`TextTeacher.request_text`:
   # the prompt, or a chat teacher's filled template): which requests made the row, for an audit.
   teacher_requests: list[str] = dataclasses.field(default_factory=list)
+
+
+def result_from_record(rec: dict) -> RowResult:
+  """A results.jsonl record as the result its decoder made: a bridged row's carries the bridge's
+  costs (a fork's copied row then keeps them), a loop row's does not."""
+  return (BridgeResult if "round_trips" in rec else RowResult).from_record(rec)
 
 
 @dataclasses.dataclass
@@ -53,6 +62,9 @@ class BridgeRow:
   empty_trips: int = 0  # teacher round trips in the current step that added no text
   teacher_requests: list[str] = dataclasses.field(default_factory=list)
   uncertainty: list[list[float]] = dataclasses.field(default_factory=list)
+  # Each model's KV cache of this row between its loop calls (a round reads only what is new).
+  student_cache: RowCache = dataclasses.field(default_factory=RowCache)
+  teacher_cache: RowCache = dataclasses.field(default_factory=RowCache)
 
   def teachers_turn(self) -> bool:
     window = self.policy.in_window(self.steps_done + 1)

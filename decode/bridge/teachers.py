@@ -3,7 +3,9 @@
 Both kinds of teacher answer `complete(requests) -> completions`, one per request, batched:
 
 - `LocalTeacher`: a Flax model of this codebase, decoded alone through the compiled loop
-  (GuidedDecoder with no teacher, policy never) on the prompt encoded in its own tokenizer;
+  (GuidedDecoder with no teacher, policy never) on the prompt encoded in its own tokenizer; a
+  request that carries a row's cache (`CompletionRequest.cache`, the bridge's) starts from it and
+  reads only the tokens it does not hold (`Completion.cached_tokens`), then keeps the new one;
 - `decode.serving.client.ServedTeacher`: an OpenAI-compatible completions server (vLLM, SGLang,
   `python -m decode.serve`, which answers with a LocalTeacher).
 
@@ -20,6 +22,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from decode.api import DecodeRequest, Sampling
+from decode.bridge.row_caches import CachedRow, RowCache, starting_rows
 from decode.errors import DecodeInputError
 from decode.host.guided import GuidedDecoder
 from decode.host.options import DecodeOptions
@@ -38,6 +41,9 @@ class CompletionRequest:
   # Where the student's solution so far begins in `prompt` (the bridge sets it): a chat teacher puts
   # the problem and the solution into its template's two places; a completions teacher reads `prompt`.
   solution_start: int | None = None
+  # The row's cache between its teacher calls, for a teacher that keeps one (LocalTeacher; a server
+  # does not: it is never sent). Not part of the request's value.
+  cache: RowCache | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,7 @@ class Completion:
   prompt_tokens: int  # teacher tokens read
   completion_tokens: int  # teacher tokens written (up to the one holding the stop string)
   error: str | None = None  # the teacher's logits were not finite
+  cached_tokens: int = 0  # of prompt_tokens, those a cache held: not read again (OpenAI's usage name)
 
   @property
   def at_eos(self) -> bool:
@@ -153,21 +160,29 @@ class LocalTeacher:
     budget = [min(r.max_tokens, context - len(p)) for r, p in zip(reqs, ids)]
     one_step = bool(stops) and bool(np.any(dec.masks.delimiter))  # the stop fits in one token
     n = len(reqs)
+    B = max(n, self.batch_size or 1 << (n - 1).bit_length())
+    T = max(dec.buffer_length(len(p), m) for p, m in zip(ids, budget))  # generate's own T for these rows
     sampling = Sampling.of_rows([Sampling(r.temperature, r.top_k, r.top_p, r.seed) for r in reqs])
-    res = dec.generate(
+    held = [r.cache.held if r.cache is not None and r.cache.maker is dec else None for r in reqs]
+    caches, cached = starting_rows(held, ids, B, T)
+    res, final = dec.generate_keeping_caches(
       DecodeRequest(
         ids,
         "never",
         budget,
         sampling=sampling,
         max_steps=1 if one_step else None,
-        batch_size=max(n, self.batch_size or 1 << (n - 1).bit_length()),
+        max_len=T,
+        batch_size=B,
+        caches=caches,
       )
     )
     out = []
-    for p, r in zip(ids, res):
+    for j, (p, r, q, c) in enumerate(zip(ids, res, reqs, cached)):
+      if q.cache is not None:
+        q.cache.keep(CachedRow(final, j), dec)
       text, stop, used = cut_at_stop(self.model.tokenizer, r.token_ids, stops)
       eos = stop is None and bool(r.token_ids) and bool(dec.masks.eos[r.token_ids[-1]])
       finish = "stop" if stop is not None or eos else "length"
-      out.append(Completion(text, finish, stop, len(p), used, r.error))
+      out.append(Completion(text, finish, stop, len(p), used, r.error, cached_tokens=c))
     return out

@@ -19,6 +19,7 @@ import dataclasses
 from tqdm import tqdm
 
 from decode.api import Decoder, DecodeRequest, Sampling
+from decode.bridge.rows import result_from_record
 from decode.core.policy import STUDENT_ONLY, parse_policy
 from decode.host.prefix_caches import SharedPrefix
 from decode.host.results import RowResult
@@ -228,7 +229,7 @@ class SweepRunner:
     helper base runs forks need, then each fork group; every finished batch is stored before the next."""
     self.kept.update(r.row_id for r in rows if self.store.done(r.row_id) and r.row_id not in self.new)
     base: dict[tuple, RowResult] = {  # finished student-only runs are reused, not re-decoded
-      record_base_key(rec): RowResult.from_record(rec)
+      record_base_key(rec): result_from_record(rec)
       for rec in self.store.rows.values()
       if rec["policy"] == STUDENT_ONLY
     }
@@ -263,7 +264,10 @@ class SweepRunner:
     B = self.settings.batch_size
     cuts = [cut(r, base[r.base_key].step_ids) for r in group.rows]
     self._append(
-      self.record(r, dataclasses.replace(base[r.base_key], policy=r.policy.spec), "copied")
+      # the base run under the row's policy, which (a teacher's fixed timing) records no uncertainty
+      self.record(
+        r, dataclasses.replace(base[r.base_key], policy=r.policy.spec, step_uncertainty=[]), "copied"
+      )
       for r, c in zip(group.rows, cuts)
       if c is None
     )
