@@ -187,7 +187,7 @@ def _run(
       decoder,
       store,
       settings,
-      fork=cfg.fork and decoder.can_fork,  # the bridge has no prefill to fork from
+      fork=cfg.fork and decoder.can_fork,  # both decoders fork (the bridge forks the student's caches)
       progress=progress,
       shared_prefix=shared,
       matched_random=cfg.matched_random,
