@@ -4,7 +4,8 @@ Everything is read through transformers' own GGUF support (which uses the `gguf`
 file loads here exactly as `from_pretrained(dir, gguf_file=name)` reads it: the config and tokenizer
 from the file's metadata, the tensors dequantised, renamed to HF names and with llama.cpp's q/k
 row permutation reversed. The tensors then go through the same `model.hf_names` mapping as
-safetensors (`hf_import.load_params(..., tensors=...)`). transformers' GGUF tensor loader needs torch.
+safetensors (`hf_import.load_params(..., weights=GGUFWeights(...))`), one tensor at a time.
+transformers' GGUF name mapping needs torch (a model skeleton on the meta device).
 """
 
 from __future__ import annotations
@@ -65,24 +66,84 @@ def load_gguf_config(path: str | os.PathLike, dtype: str = "float32") -> tuple[D
   return DecoderConfig.from_hf(hf_config, dtype=dtype), hf_config
 
 
-def load_gguf_tensors(path: str | os.PathLike, hf_config) -> dict[str, np.ndarray]:
-  """HF tensor name -> dequantised array (float32, or the file's float type), as transformers renames them."""
-  path = Path(path)
-  _split(path)
-  try:
-    import torch
-    import transformers
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-  except ImportError as e:
-    raise ModelLoadError(f"{path}: transformers' GGUF tensor loader needs torch ({e})")
-  # The loader maps llama.cpp names to the parameter names of a model it is given: one without memory.
-  with torch.device("meta"):
-    skeleton = transformers.AutoModelForCausalLM.from_config(hf_config)
-  try:
-    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton)["tensors"]
-  except Exception as e:
-    raise ModelLoadError(f"{path}: cannot read its tensors ({e}); the file is truncated or corrupt")
-  return {name: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for name, t in tensors.items()}
+class GGUFWeights:
+  """A GGUF file's tensors by HF name, dequantised one tensor at a time (the `Weights` of param_stream).
+
+  Names and llama.cpp's layout changes (q/k row permutation, GPT-2's transposes, Gemma's norm
+  offsets) are transformers' own (`get_gguf_hf_weights_map`, its TensorProcessor per architecture),
+  applied per tensor as its `load_gguf_checkpoint` applies them to all at once. The file is memory
+  mapped; the last tensor read stays decoded, since every device's slice of a layer comes from it.
+  """
+
+  def __init__(self, path: str | os.PathLike, hf_config):
+    path = Path(path)
+    _split(path)
+    self.origin = str(path)
+    try:
+      import torch
+      import transformers
+      from gguf import GGUFReader
+      from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS,
+        TensorProcessor,
+        get_gguf_hf_weights_map,
+        load_gguf_checkpoint,
+        read_field,
+      )
+    except ImportError as e:
+      raise ModelLoadError(f"{path}: transformers' GGUF name mapping needs torch ({e})")
+    try:
+      self._reader = GGUFReader(str(path))
+      architecture = read_field(self._reader, "general.architecture")[0]
+      config = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
+    except Exception as e:
+      raise ModelLoadError(f"{path}: cannot read its tensors ({e}); the file is truncated or corrupt")
+    self._processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config)
+    # The map is built from the parameter names of a model without memory.
+    with torch.device("meta"):
+      skeleton = transformers.AutoModelForCausalLM.from_config(hf_config)
+    self._hf_names = get_gguf_hf_weights_map(skeleton, self._processor)
+    self._tensors = {}  # HF name -> the file's tensor
+    for t in self._reader.tensors:
+      hf = self._hf_names.get(t.name) or _RENAMED_BY_PROCESSOR.get((architecture, t.name))
+      if hf is not None:
+        self._tensors[hf] = t
+    self._last: tuple[str, np.ndarray] | None = None
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._tensors
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return self._decoded(name).shape
+
+  def read(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+    return self._decoded(name)[index]
+
+  def _decoded(self, name: str) -> np.ndarray:
+    """The tensor dequantised and in HF layout (float32, or the file's float type)."""
+    if self._last is None or self._last[0] != name:
+      self._last = None  # let the previous tensor go before the next is decoded
+      from gguf import dequantize
+
+      t = self._tensors[name]
+      sink = {"tensors": {}}  # where GPT-2's processor puts output.weight (its name comes back None)
+      try:
+        weights = dequantize(t.data, t.tensor_type)
+        out = self._processor.process(
+          weights=weights, name=t.name, tensor_key_mapping=self._hf_names, parsed_parameters=sink
+        )
+      except Exception as e:
+        raise ModelLoadError(
+          f"{self.origin}: cannot read tensor {t.name!r} ({e}); the file is truncated or corrupt"
+        )
+      arr = out.weights if out.name is not None else sink["tensors"][name].numpy()
+      self._last = (name, np.asarray(arr))
+    return self._last[1]
+
+
+# Tensors a TensorProcessor renames itself rather than through the name map: (architecture, GGUF
+# name) -> HF name. GPT-2's output.weight clashes with attn_output.weight in the map's matching.
+_RENAMED_BY_PROCESSOR = {("gpt2", "output.weight"): "lm_head.weight"}
 
 
 def load_gguf_tokenizer(path: str | os.PathLike):

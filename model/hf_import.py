@@ -2,7 +2,8 @@
 
 Reads config.json through transformers' AutoConfig, weights from model.safetensors or a sharded
 model.safetensors.index.json, and the tokenizer through AutoTokenizer. Each tensor is validated
-against the shape the config implies and placed straight into its target sharding.
+against the shape the config implies and streamed onto its target sharding, each host reading only
+the slices its devices hold (model/param_stream.py).
 """
 
 from __future__ import annotations
@@ -10,23 +11,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
 
 from model import gguf_import
 from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
-from model.hf_names import TensorSource, hf_tensor_source
-from model.lm import LanguageModel, logical_param_axes, param_shapes, unstack_layers
+from model.lm import LanguageModel, logical_param_axes, param_shapes
+from model.param_stream import Weights, stream_params
+from model.safetensors_reader import SafetensorsWeights
 
 
-def _weight_files(model_dir: Path) -> dict[str, Path]:
-  """Tensor name -> file holding it."""
+def _weight_files(model_dir: Path) -> list[Path]:
+  """The safetensors files of a directory: the one file, or every file its index names."""
   index = model_dir / "model.safetensors.index.json"
   single = model_dir / "model.safetensors"
   if index.exists():
@@ -36,35 +36,17 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
       raise ModelLoadError(
         f"{index}: not a valid safetensors index ({e}); re-save the model with save_pretrained"
       )
-    files = {name: model_dir / f for name, f in weight_map.items()}
-    for f in set(files.values()):
+    files = sorted({model_dir / f for f in weight_map.values()})
+    for f in files:
       if not f.exists():
         raise ModelLoadError(f"{index} names weight file {f.name}, which is missing from {model_dir}")
     return files
   if single.exists():
-    from safetensors import safe_open
-
-    try:
-      with safe_open(str(single), framework="numpy") as fh:
-        return {name: single for name in fh.keys()}
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-      raise ModelLoadError(
-        f"{single}: cannot read safetensors header ({e}); the file is truncated or corrupt"
-      )
+    return [single]
   raise ModelLoadError(
     f"{model_dir} has no model.safetensors or model.safetensors.index.json; "
     "save the model with save_pretrained(..., safe_serialization=True)"
   )
-
-
-def _read_tensor(path: Path, name: str, dtype) -> np.ndarray:
-  from safetensors import safe_open
-
-  try:
-    with safe_open(str(path), framework="flax") as fh:
-      return np.asarray(fh.get_tensor(name).astype(dtype))
-  except Exception as e:
-    raise ModelLoadError(f"{path}: cannot read tensor {name!r} ({e}); the file is truncated or corrupt")
 
 
 def model_exists(path: str | os.PathLike) -> bool:
@@ -92,34 +74,20 @@ def load_config(model_dir: str | os.PathLike, dtype: str = "float32") -> tuple[D
   return DecoderConfig.from_hf(hf_config, dtype=dtype), hf_config
 
 
-def load_params(
-  model_dir: str | os.PathLike,
-  cfg: DecoderConfig,
-  mesh=None,
-  rules=None,
-  tensors: Mapping[str, np.ndarray] | None = None,
-):
-  """Params tree {'params': ...} with every tensor checked against cfg and placed on the mesh.
-
-  tensors: HF name -> array (a GGUF's, already dequantised) read instead of model_dir's safetensors.
-  """
+def safetensors_weights(model_dir: str | os.PathLike) -> SafetensorsWeights:
+  """A directory's safetensors tensors (one file or a sharded index), read a slice at a time."""
   model_dir = Path(model_dir)
-  if tensors is None:
-    files = _weight_files(model_dir)
-    names, read = files, lambda name, dtype: _read_tensor(files[name], name, dtype)
-  else:
-    names, read = tensors, lambda name, dtype: np.asarray(tensors[name]).astype(dtype)
-  host = {}
-  for path, spec in flatten_dict(param_shapes(cfg.replace(scan_layers=True))).items():
-    src = hf_tensor_source(path[1:], cfg)
-    stacked = path[1] == "layers"
-    want = spec.shape[1:] if stacked else spec.shape
-    arrays = [_read_checked(model_dir, names, read, name, src, want, spec.dtype) for name in src.names]
-    host[path] = np.stack(arrays) if stacked else arrays[0]  # scanned params: [L, ...]
-  tree = unflatten_dict(host)
-  if not cfg.scan_layers:
-    tree = unstack_layers(tree, cfg.num_layers)
-  return place_params(tree, cfg, mesh, rules)
+  return SafetensorsWeights(_weight_files(model_dir), origin=str(model_dir))
+
+
+def load_params(
+  model_dir: str | os.PathLike, cfg: DecoderConfig, mesh=None, rules=None, weights: Weights | None = None
+):
+  """Params tree {'params': ...}, every tensor checked against cfg and streamed onto its sharding.
+
+  weights: the tensors to read (a GGUF file's) instead of model_dir's safetensors.
+  """
+  return stream_params(cfg, weights or safetensors_weights(model_dir), mesh, rules)
 
 
 def place_params(params, cfg: DecoderConfig, mesh=None, rules=None):
@@ -128,37 +96,6 @@ def place_params(params, cfg: DecoderConfig, mesh=None, rules=None):
     return jax.tree.map(jnp.asarray, params)
   shardings = sharding_lib.param_shardings(logical_param_axes(cfg), param_shapes(cfg), mesh, rules or ())
   return jax.tree.map(jax.device_put, params, shardings)
-
-
-def _read_checked(
-  model_dir: Path,
-  files: Mapping[str, Any],
-  read: Callable[[str, Any], np.ndarray],
-  name: str,
-  src: TensorSource,
-  want: tuple[int, ...],
-  dtype,
-) -> np.ndarray:
-  """One HF tensor in our layout (its column range if fused), checked against the shape cfg implies."""
-  if name not in files and name.startswith("transformer.") and name[len("transformer.") :] in files:
-    name = name[len("transformer.") :]  # GPT-2 checkpoints saved from GPT2Model carry no prefix
-  if name not in files:
-    raise ModelLoadError(
-      f"{model_dir}: weight {name!r} is missing from the checkpoint "
-      "(truncated download or a different architecture than config.json says)"
-    )
-  arr = read(name, dtype)
-  if src.transpose:
-    arr = arr.T
-  full = want if src.cols is None else (*want[:-1], src.cols[2])  # a fused tensor is wider than our part
-  if arr.shape != full:
-    got = arr.T.shape if src.transpose else arr.shape
-    hf_want = full[::-1] if src.transpose else full
-    raise ModelLoadError(
-      f"{model_dir}: weight {name!r} has shape {tuple(got)} but config.json implies "
-      f"{tuple(hf_want)}; the weights do not belong to this config"
-    )
-  return arr if src.cols is None else np.ascontiguousarray(arr[..., src.cols[0] : src.cols[1]])
 
 
 def load_tokenizer(model_dir: str | os.PathLike):
@@ -211,8 +148,8 @@ def load_model(
   gguf = gguf_import.is_gguf(model_dir)
   cfg, hf_config = (gguf_import.load_gguf_config if gguf else load_config)(model_dir, dtype)
   cfg = cfg.replace(scan_layers=scan_layers)
-  tensors = gguf_import.load_gguf_tensors(model_dir, hf_config) if gguf else None
-  params = load_params(model_dir, cfg, mesh, rules, tensors)
+  weights = gguf_import.GGUFWeights(model_dir, hf_config) if gguf else None
+  params = load_params(model_dir, cfg, mesh, rules, weights)
   tok = None
   if with_tokenizer:
     tok = gguf_import.load_gguf_tokenizer(model_dir) if gguf else load_tokenizer(model_dir)
