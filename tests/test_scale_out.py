@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sweep_configs import write_config_file
 
 MESH_SCRIPT = textwrap.dedent("""
@@ -141,6 +142,21 @@ def test_same_rows_on_one_device_eight_devices_and_two_processes(pair_dir, tmp_p
   _sweep(cfg, eight, "--config.mesh.data=4", "--config.mesh.model=2", devices=8)
   _assert_same_rows(_rows(eight), _rows(single))
   multi = tmp_path / "multi"
+  _two_processes(cfg, multi)
+  assert (multi / "results.jsonl").exists() and (multi / "results-1.jsonl").exists()
+  a, b = _rows(single), _rows(multi)
+  assert len(a) == 5 * 4
+  _assert_same_rows(a, b)
+  # process 0 wrote the manifest, process 1 checked it: the same sweep as the single-process run
+  m0, m1 = [json.loads((d / "manifest.json").read_text()) for d in (single, multi)]
+  assert (m0["content"], m0["extent"]) == (m1["content"], m1["extent"])
+  import pandas as pd
+
+  summary = pd.read_csv(multi / "summary.csv")
+  assert set(summary["n"]) == {5}  # the report merged both processes' files: all 5 problems per policy
+
+
+def _two_processes(cfg: Path, out: Path) -> None:
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   procs = [
@@ -150,7 +166,7 @@ def test_same_rows_on_one_device_eight_devices_and_two_processes(pair_dir, tmp_p
         "-m",
         "experiments.sweep",
         f"--config={cfg}",
-        f"--config.output_dir={multi}",
+        f"--config.output_dir={out}",
         "--config.distributed.enabled=True",
         f"--config.distributed.coordinator_address=127.0.0.1:{port}",
         "--config.distributed.num_processes=2",
@@ -167,14 +183,61 @@ def test_same_rows_on_one_device_eight_devices_and_two_processes(pair_dir, tmp_p
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
-  assert (multi / "results.jsonl").exists() and (multi / "results-1.jsonl").exists()
-  a, b = _rows(single), _rows(multi)
-  assert len(a) == 5 * 4
-  _assert_same_rows(a, b)
-  # process 0 wrote the manifest, process 1 checked it: the same sweep as the single-process run
-  m0, m1 = [json.loads((d / "manifest.json").read_text()) for d in (single, multi)]
-  assert (m0["content"], m0["extent"]) == (m1["content"], m1["extent"])
-  import pandas as pd
 
-  summary = pd.read_csv(multi / "summary.csv")
-  assert set(summary["n"]) == {5}  # the report merged both processes' files: all 5 problems per policy
+
+def _book(out: Path) -> dict:
+  """thresholds.json's entries without their timestamps."""
+  entries = json.loads((out / "thresholds.json").read_text())["triggers"]
+  return {k: {f: v for f, v in e.items() if f != "updated"} for k, e in entries.items()}
+
+
+def test_two_processes_calibrate_once_on_every_process_rows(pair_dir, tmp_path):
+  """A q= trigger and its matched control over two processes: process 0 sets the threshold from both
+  processes' never rows and the rate from both processes' trigger rows; the thresholds file and every
+  row equal a single process's. Each process calibrating on its own share gives other thresholds."""
+  from experiments.sweep.calibration import threshold_for_rate
+
+  trigger = "entropy:q=0.3"
+  cfg = tmp_path / "cfg.py"
+  write_config_file(
+    cfg,
+    pair_dir,
+    ("never", "step:1", trigger),
+    num_problems=6,
+    batch_size=3,
+    max_new_tokens=20,  # several steps a row
+    lines=("c.matched_random = True",),
+  )
+  single, multi = tmp_path / "single", tmp_path / "multi"
+  _sweep(cfg, single)
+  _two_processes(cfg, multi)
+  a, b = _rows(single), _rows(multi)
+  assert len(a) == 6 * 4  # never, step:1, the trigger and its control on each problem
+  for rows in (a, b):  # one threshold and one control spec in the whole sweep
+    assert len({r["threshold"] for r in rows.values() if r["policy"] == trigger}) == 1
+    assert len({r["policy"] for r in rows.values() if r.get("matched_to")}) == 1
+  threshold = [r["threshold"] for r in a.values() if r["policy"] == trigger][0]
+  for rows in (a, b):
+    for r in rows.values():
+      if r["policy"] == trigger:  # read off the student's floats: equal to ~1e-6 (FLOAT_FIELDS)
+        assert r.pop("threshold") == pytest.approx(threshold, abs=1e-4)
+  _assert_same_rows(a, b)
+  book_a, book_b = _book(single), _book(multi)
+  (key,) = book_a
+  assert book_a[key].pop("threshold") == pytest.approx(book_b[key].pop("threshold"), abs=1e-4)
+  assert (
+    book_a == book_b
+    and book_b[key]["threshold_from"]["rows"] == 6
+    and book_b[key]["matched_rate_from"]["rows"] == 6
+  )
+  assert sorted(p.name for p in multi.glob("thresholds*.json")) == ["thresholds.json"]
+  # What each process would have set from its own share: not both the sweep's threshold.
+  shares = []
+  for f in ("results.jsonl", "results-1.jsonl"):
+    share = [json.loads(x) for x in (multi / f).read_text().splitlines()]
+    shares.append(
+      threshold_for_rate(
+        True, 0.3, [m[0] for r in share if r["policy"] == "never" for m in r["step_uncertainty"]]
+      )
+    )
+  assert any(t != pytest.approx(threshold, abs=1e-4) for t in shares)

@@ -21,6 +21,7 @@ from decode.core.policy import parse_policy
 from decode.core.stop_rule import StopRule
 from experiments.sweep import extent as sweep_extent
 from experiments.sweep import manifest as sweep_manifest
+from experiments.sweep.calibrator import SweepCalibrator
 from experiments.sweep.config import SweepConfig, SweepConfigError, parse_config
 from experiments.sweep.grid import ModelEntry, expand_grid
 from experiments.sweep.problems import build_prompts, check_not_exemplars, choose_exemplars, load_problems
@@ -96,7 +97,7 @@ def run_sweep(cfg: ConfigDict | SweepConfig, progress: bool = True) -> dict:
   try:
     wait_s = cfg.distributed.initialization_timeout
     sweep_manifest.ensure(out, manifest, writer=ctx.is_reporter, wait_s=wait_s)
-    book = CalibrationBook(book_path(store.path))
+    book = CalibrationBook(book_path(out))  # one for the sweep: process 0 writes it, the others read it
     stats = _run(cfg, ctx, policies, entries, problems, exemplars, store, book, progress)
     ctx.barrier()
     if ctx.is_reporter:
@@ -141,11 +142,12 @@ def _run(
   stats = {"compiles": 0, "loop_calls": 0, "rows": 0, "decoded": 0, "kept": 0, "superseded": 0}
   ids = {p.problem_id: "" for p in problems}  # row ids do not depend on the prompt's text
   for entry in entries:
-    listed = ctx.my_rows(
-      expand_grid(cfg.task.name, problems, ids, [entry], teacher_name, policies, list(cfg.seeds))
-    )
+    grid = expand_grid(cfg.task.name, problems, ids, [entry], teacher_name, policies, list(cfg.seeds))
+    listed = ctx.my_rows(grid)
     stats["rows"] += len(listed)
     done = None if cfg.recalibrate else done_already(listed, store, book, cfg.matched_random)
+    if done is not None and ctx.is_reporter and ctx.num_processes > 1:  # process 0 sets the whole grid's
+      done = done if done_already(grid, store, book, cfg.matched_random) is not None else None  # values
     if done is not None:  # every row it lists is in the results: no model to load
       stats["kept"] += done
       continue
@@ -191,10 +193,11 @@ def _run(
       progress=progress,
       shared_prefix=shared,
       matched_random=cfg.matched_random,
-      calibrations=book,
-      recalibrate=cfg.recalibrate,
+      calibrator=SweepCalibrator(
+        store, book, recalibrate=cfg.recalibrate, writer=ctx.is_reporter, wait=ctx.num_processes > 1
+      ),
     )
-    runner.run(mine)
+    runner.run(mine, grid=rows)
     stats["compiles"] += decoder.compiles
     stats["loop_calls"] += runner.loop_calls
     stats["kept"] += len(runner.kept)

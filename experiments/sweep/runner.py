@@ -9,7 +9,8 @@ batches, is decided up front (fork_plan.py); this module runs that plan and reco
 
 A resumed or grown sweep: rows already in the results are never decoded again, and their `never`
 rows are the base runs new timings fork from (prefilled again, not decoded again). Calibrated
-thresholds and matched rates come from the dir's record (thresholds.py) once set.
+thresholds and matched rates come from the dir's record (thresholds.py) once set, and are set once
+for the whole grid however many processes share it (calibrator.py).
 """
 
 from __future__ import annotations
@@ -20,23 +21,15 @@ from tqdm import tqdm
 
 from decode.api import Decoder, DecodeRequest, Sampling
 from decode.bridge.rows import result_from_record
-from decode.core.policy import STUDENT_ONLY, parse_policy
+from decode.core.policy import STUDENT_ONLY, Policy, parse_policy
 from decode.host.prefix_caches import SharedPrefix
 from decode.host.results import RowResult
-from experiments.sweep.calibration import calibrate, matched_control, realized_rate
+from experiments.sweep.calibration import matched_control
+from experiments.sweep.calibrator import SweepCalibrator
 from experiments.sweep.fork_plan import ForkGroup, cut, fork_batches, plan_rows, prefill_lengths
 from experiments.sweep.grid import SweepRow, record_base_key
 from experiments.sweep.store import ResultsStore
-from experiments.sweep.thresholds import (
-  CalibrationBook,
-  control_rows,
-  held_rate,
-  held_threshold,
-  never_records,
-  source,
-  superseded_path,
-  trigger_rows,
-)
+from experiments.sweep.thresholds import CalibrationBook, held_rate
 from experiments.tasks.answers import score
 from experiments.tasks.prompts import exemplar_answers, gold_step_count
 
@@ -65,19 +58,17 @@ class SweepRunner:
     progress: bool = True,
     shared_prefix: SharedPrefix | None = None,
     matched_random: bool = False,
-    calibrations: CalibrationBook | None = None,
-    recalibrate: bool = False,
+    calibrator: SweepCalibrator | None = None,
   ):
     self.decoder, self.store, self.settings, self.fork = decoder, store, settings, fork
     self.shared_prefix = shared_prefix  # caches of the prompts' common prefix (few-shot exemplars)
     self.matched_random = matched_random  # add random:P at each trigger's realized rate P
-    self.book = calibrations or CalibrationBook()  # thresholds and matched rates, fixed once set
-    self.recalibrate = recalibrate  # compute them again; rows that used a changed one are re-decoded
+    # Thresholds and matched rates (one per spec for the whole grid, fixed once set; in memory if None).
+    self.calibrator = calibrator or SweepCalibrator(store, CalibrationBook())
     self.progress = progress
     self.loop_calls = 0
     self.kept: set[str] = set()  # rows this run lists that were in the results before it
     self.new: set[str] = set()  # rows this run wrote
-    self.superseded = 0  # rows moved aside because their threshold or matched rate was recalibrated
     self._bar = None
 
   # -- records -----------------------------------------------------------------------------------
@@ -147,76 +138,63 @@ class SweepRunner:
     if self._bar is not None and n:
       self._bar.update(n)
 
+  @property
+  def superseded(self) -> int:
+    """Rows moved aside because their threshold or matched rate was set again."""
+    return self.calibrator.superseded
+
   # -- the grid ----------------------------------------------------------------------------------
-  def run(self, rows: list[SweepRow]) -> None:
-    """Decodes every row not yet in the store; calibrated triggers after the student-only rows they
-    are calibrated on, and matched random controls (`matched_random`) after their triggers."""
+  def run(self, rows: list[SweepRow], grid: list[SweepRow] | None = None) -> None:
+    """Decodes every row of `rows` not yet in the store; calibrated triggers after the student-only
+    rows they are calibrated on, and matched random controls (`matched_random`) after their triggers.
+
+    `grid`: every process's rows (default `rows`): thresholds and matched rates are the grid's.
+    """
+    grid = rows if grid is None else grid
     self.decoder.check_steps([r.policy for r in rows], self.settings.max_steps)  # before any row is written
-    if any(r.policy.needs_calibration for r in rows):
+    if any(r.policy.needs_calibration for r in grid):
       self._run_rows([r for r in rows if r.policy.student_only()])
-      cache: dict[tuple, object] = {}
-      rows = [self._calibrated(r, rows, cache) if r.policy.needs_calibration else r for r in rows]
+      policies = self._thresholds(rows, grid)
+      rows, grid = ([self._with(r, policies) for r in x] for x in (rows, grid))
     self._run_rows(rows)
     if self.matched_random:
-      self._run_rows(self._matched_random_rows(rows))
+      self._run_rows(self._matched_random_rows(rows, grid))
 
-  def _calibrated(self, row: SweepRow, rows: list[SweepRow], cache: dict) -> SweepRow:
-    """The row with its `q=` trigger's threshold: the recorded one, or set from the same student's
-    `never` rows of this grid (and recorded)."""
-    group = (*row.student_key, row.policy.spec)
-    if group not in cache:
-      never = {r.row_id for r in rows if r.policy.student_only() and r.student_key == row.student_key}
-      cache[group] = row.policy.calibrated(self._threshold(group, row.policy, never))
-    return dataclasses.replace(row, policy=cache[group])
+  @staticmethod
+  def group(row: SweepRow) -> tuple:
+    """(task, student, checkpoint, spec): the rows that share one threshold and one matched control."""
+    return (*row.student_key, row.policy.spec)
 
-  def _threshold(self, group: tuple, policy, never_ids: set[str]) -> float:
-    held = held_threshold(self.book, self.store.rows.values(), group)
-    if held is not None and not self.recalibrate:
-      if "threshold" not in self.book.get(group):  # a dir from before thresholds.json: its rows' value
-        self.book.record(group, threshold=held, threshold_from="adopted from its rows in the results")
-      return held
-    never = never_records(self.store.rows.values(), never_ids)
-    threshold = calibrate(policy, never).threshold
-    if held is not None and threshold != held:  # never mixed: the rows of the old one go, and controls
-      self._supersede(
-        trigger_rows(self.store.rows.values(), group) + control_rows(self.store.rows.values(), group)
-      )
-      self.book.record(group, matched_rate=None, matched_rate_from=None)
-    self.book.record(group, threshold=threshold, threshold_from=source(never))
-    return threshold
+  def _with(self, row: SweepRow, policies: dict) -> SweepRow:
+    """The row with its group's calibrated policy (as it is when its group has none)."""
+    group = self.group(row)
+    return dataclasses.replace(row, policy=policies[group]) if group in policies else row
 
-  def _matched_random_rows(self, rows: list[SweepRow]) -> list[SweepRow]:
-    """For each trigger policy, `random:P` rows on the same problems at its realized rate P (the
-    recorded P once set, so a grown sweep's controls stay one spec)."""
+  def _thresholds(self, rows: list[SweepRow], grid: list[SweepRow]) -> dict[tuple, Policy]:
+    """Calibrated policies by group: every group of the grid for the calibrator's writer, which sets
+    them (from the same student's `never` rows of the grid), this process's groups for the others."""
+    out = {}
+    for r in grid if self.calibrator.writer else rows:
+      group = self.group(r)
+      if r.policy.needs_calibration and group not in out:
+        never = {x.row_id for x in grid if x.policy.student_only() and x.student_key == r.student_key}
+        out[group] = r.policy.calibrated(self.calibrator.threshold(group, r.policy, never))
+    return out
+
+  def _matched_random_rows(self, rows: list[SweepRow], grid: list[SweepRow]) -> list[SweepRow]:
+    """For each trigger policy, `random:P` rows on the same problems at its realized rate P over the
+    grid's rows (the recorded P once set, so a grown sweep's controls stay one spec)."""
+    mine = trigger_groups(rows)
     out = []
-    for group, members in trigger_groups(rows).items():
-      rate = self._matched_rate(group, members)
+    for group, members in trigger_groups(grid).items():
+      if group not in mine and not self.calibrator.writer:
+        continue
+      rate = self.calibrator.matched_rate(group, members)
       if rate is None:  # no step starts: nothing to match
         continue
       control = matched_control(members[0].policy, rate)
-      out += [dataclasses.replace(r, policy=control, matched_to=group[-1]) for r in members]
+      out += [dataclasses.replace(r, policy=control, matched_to=group[-1]) for r in mine.get(group, [])]
     return out
-
-  def _matched_rate(self, group: tuple, members: list[SweepRow]) -> float | None:
-    held = held_rate(self.book, self.store.rows.values(), group)
-    if held is not None and not self.recalibrate:
-      if "matched_rate" not in self.book.get(group):
-        self.book.record(
-          group, matched_rate=held, matched_rate_from="adopted from its controls in the results"
-        )
-      return held
-    done = [self.store.rows[r.row_id] for r in members if r.row_id in self.store.rows]
-    rate = realized_rate(done)
-    if rate != rate:
-      return None
-    trigger = members[0].policy
-    if held is not None and matched_control(trigger, held).spec != matched_control(trigger, rate).spec:
-      self._supersede(control_rows(self.store.rows.values(), group))
-    self.book.record(group, matched_rate=rate, matched_rate_from=source(done))
-    return rate
-
-  def _supersede(self, records: list[dict]) -> None:
-    self.superseded += self.store.supersede([r["row_id"] for r in records], superseded_path(self.store.path))
 
   def _append(self, records) -> None:
     records = list(records)

@@ -10,8 +10,10 @@ matched controls) are moved to superseded[-N].jsonl and decoded again: rows of o
 always share one threshold. Thresholds recorded nowhere but in the results (a dir from before this
 file) are adopted from the rows that carry them.
 
-One file per results file (thresholds.json beside results.jsonl, thresholds-N.json beside
-results-N.jsonl): in a multi-process sweep each process calibrates on its own share of the rows.
+One file per output dir, thresholds.json next to the manifest: in a multi-process sweep process 0
+sets every value from all processes' rows and writes it, the others read it (calibrator.py), so one
+spec runs with one threshold and one control in the whole sweep. (Dirs from before kept one file per
+process, thresholds-N.json; those are no longer read.)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from decode.core.policy import STUDENT_ONLY, parse_policy
+from decode.core.policy import parse_policy
 from experiments.files import atomic_write_text
 from experiments.sweep.grid import record_student_key
 from experiments.sweep.identity import ids_digest
@@ -29,9 +31,12 @@ from experiments.sweep.identity import ids_digest
 FORMAT = 1
 
 
-def book_path(results: Path) -> Path:
-  """thresholds.json for results.jsonl, thresholds-N.json for results-N.jsonl."""
-  return results.with_name(results.name.replace("results", "thresholds", 1).replace(".jsonl", ".json"))
+BOOK = "thresholds.json"
+
+
+def book_path(output_dir: Path) -> Path:
+  """The sweep's one thresholds.json (every process's, next to the manifest)."""
+  return Path(output_dir) / BOOK
 
 
 def superseded_path(results: Path) -> Path:
@@ -57,8 +62,12 @@ class CalibrationBook:
   def __init__(self, path: Path | None = None):
     self.path = path
     self.entries: dict[str, dict] = {}
-    if path is not None and path.exists():
-      self.entries = json.loads(path.read_text())["triggers"]
+    self.reload()
+
+  def reload(self) -> None:
+    """Reads the file again (a process that waits for process 0's values); atomic writes, never torn."""
+    if self.path is not None and self.path.exists():
+      self.entries = json.loads(self.path.read_text())["triggers"]
 
   def get(self, group: tuple) -> dict:
     return dict(self.entries.get(group_key(group), {}))
@@ -110,8 +119,3 @@ def held_rate(book: CalibrationBook, rows: Iterable[dict], group: tuple) -> floa
     return entry["matched_rate"]
   found = control_rows(rows, group)
   return parse_policy(found[0]["policy"]).threshold if found else None
-
-
-def never_records(rows: Iterable[dict], ids: set[str]) -> list[dict]:
-  """The student-only results rows among `ids` (this run's `never` rows of one student)."""
-  return [r for r in rows if r["policy"] == STUDENT_ONLY and r["row_id"] in ids]
