@@ -6,8 +6,6 @@ Row caches: the in-process teacher keeps each row's cache between boundaries; ro
 teacher that re-reads everything, and the tokens read follow from the text each call adds.
 """
 
-import dataclasses
-
 import bridge_models
 import pytest
 
@@ -75,22 +73,6 @@ def test_fork_sweep_across_tokenizers_equals_plain(models, tmp_path):
   assert any(parse_policy(r["policy"]).step_lo >= 6 for r in fork.values() if r["mode"] == "copied")
 
 
-class RereadingTeacher:
-  """The same in-process teacher with every request's row cache taken away: it reads the whole
-  prompt + text so far at every boundary (the bridge before row caches)."""
-
-  def __init__(self, teacher: LocalTeacher):
-    self.teacher = teacher
-
-  compiles = 0
-
-  def request_text(self, request):
-    return request.prompt
-
-  def complete(self, requests):
-    return self.teacher.complete([dataclasses.replace(r, cache=None) for r in requests])
-
-
 def _teacher_calls(row) -> list[int]:
   """Where each teacher call's text begins: one call per teacher step, or per hint (no empty trips here)."""
   starts, prev = [], (None, None)
@@ -117,8 +99,9 @@ def _tokens_read(row, prompt_tokens: int) -> int:
 @pytest.mark.parametrize("policy", ["step:1,n=2", "always", "hint:2,m=2", "step:2"])
 def test_the_teacher_keeps_each_rows_cache(models, policy):
   student, teacher = models
-  local = LocalTeacher(teacher)
-  keeping, rereading = BridgeDecoder(student, local), BridgeDecoder(student, RereadingTeacher(local))
+  # the same teacher, reading each call's whole prompt (the bridge before row caches)
+  keeping = BridgeDecoder(student, LocalTeacher(teacher))
+  rereading = BridgeDecoder(student, LocalTeacher(teacher, keep_caches=False))
   request = DecodeRequest(
     keeping.encode(bridge_models.PROMPTS), policy, MAX_NEW, texts=bridge_models.PROMPTS, batch_size=4
   )

@@ -96,7 +96,8 @@ class LocalTeacher:
 
   The loop stops a row at the end of its first step when the stop string fits in one token (its
   step delimiter, max_steps=1); otherwise it runs to max_tokens. Either way the text is cut at the
-  first stop string, so the result is the completions API's.
+  first stop string, so the result is the completions API's. A request that carries a row's cache
+  (the bridge's) starts from the cache of that row's last call and reads only what it does not hold.
   """
 
   def __init__(
@@ -107,6 +108,7 @@ class LocalTeacher:
     batch_size: int | None = None,
     mesh=None,
     rules=(),
+    keep_caches: bool = True,
   ):
     if model.tokenizer is None:
       raise DecodeInputError("the teacher needs a tokenizer (load it with with_tokenizer=True)")
@@ -114,6 +116,9 @@ class LocalTeacher:
     self.options = options or DecodeOptions()
     self.batch_size = batch_size  # fixed rows per call (one compiled shape); None: next power of two
     self.mesh, self.rules = mesh, tuple(rules)
+    # False: requests' row caches are ignored, every call reads its whole prompt (as a server without
+    # a prefix cache does; the bench's "before")
+    self.keep_caches = keep_caches
     self._decoders: dict[str, GuidedDecoder] = {}
 
   @property
@@ -163,7 +168,8 @@ class LocalTeacher:
     B = max(n, self.batch_size or 1 << (n - 1).bit_length())
     T = max(dec.buffer_length(len(p), m) for p, m in zip(ids, budget))  # generate's own T for these rows
     sampling = Sampling.of_rows([Sampling(r.temperature, r.top_k, r.top_p, r.seed) for r in reqs])
-    held = [r.cache.held if r.cache is not None and r.cache.maker is dec else None for r in reqs]
+    rows = [r.cache if self.keep_caches else None for r in reqs]
+    held = [c.held if c is not None and c.maker is dec else None for c in rows]
     caches, cached = starting_rows(held, ids, B, T)
     res, final = dec.generate_keeping_caches(
       DecodeRequest(
@@ -178,9 +184,9 @@ class LocalTeacher:
       )
     )
     out = []
-    for j, (p, r, q, c) in enumerate(zip(ids, res, reqs, cached)):
-      if q.cache is not None:
-        q.cache.keep(CachedRow(final, j), dec)
+    for j, (p, r, row, c) in enumerate(zip(ids, res, rows, cached)):
+      if row is not None:
+        row.keep(CachedRow(final, j), dec)
       text, stop, used = cut_at_stop(self.model.tokenizer, r.token_ids, stops)
       eos = stop is None and bool(r.token_ids) and bool(dec.masks.eos[r.token_ids[-1]])
       finish = "stop" if stop is not None or eos else "length"
