@@ -36,6 +36,7 @@ from experiments.bench.decode import bench_decode
 from experiments.bench.guided import bench_guided
 from experiments.bench.models import cpu_count, cpu_model, setup
 from experiments.bench.realsize import bench_compile_depth, bench_fewshot_sweep, bench_scan_decode
+from experiments.bench.stops import bench_stops
 from experiments.bench.sweep import bench_sweep
 from model.startup_logs import add_verbose_flag, quiet_startup_logs
 
@@ -123,7 +124,7 @@ PRESETS = {
 }
 
 
-SECTIONS = ("decode", "guided", "sweep", "realsize")
+SECTIONS = ("decode", "guided", "sweep", "realsize", "stops")
 
 
 def run_benchmark(preset: Preset | str, sections=SECTIONS, command: str | None = None) -> dict:
@@ -186,6 +187,8 @@ def run_benchmark(preset: Preset | str, sections=SECTIONS, command: str | None =
       bench_compile_depth(result, full=preset.name == "full", tiny=preset.name == "tiny")
       bench_scan_decode(ctx, result)
       bench_fewshot_sweep(ctx, result)
+    if "stops" in sections and preset.name != "tiny":  # the demo's trained models: not smoke-test sized
+      bench_stops(result, problems=48 if preset.name == "full" else 24, repeats=preset.sweep_repeats)
   result.pop("_student_only_decoder", None)
   result["loadavg_end"] = os.getloadavg()
   result["wall_s"] = time.perf_counter() - t_start
