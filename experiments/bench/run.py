@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from experiments.bench import models as bm
+from experiments.bench.bridge import bench_bridge
 from experiments.bench.decode import bench_decode
 from experiments.bench.guided import bench_guided
 from experiments.bench.models import cpu_count, cpu_model, setup
@@ -51,6 +52,8 @@ TARGETS = {
   "compile_depth_ratio": ("<=", 1.5),
   "fewshot_sweep_speedup": (">=", 1.8),
   "fewshot_outputs_equal": ("==", True),
+  "bridge_fork_vs_plain": ("<=", 0.6),
+  "bridge_fork_equals_plain": ("==", True),
 }
 REQUIRED_KEYS = tuple(TARGETS) + ("decode_roofline_fraction_b1", "greedy_match_b1")
 
@@ -124,7 +127,7 @@ PRESETS = {
 }
 
 
-SECTIONS = ("decode", "guided", "sweep", "realsize", "stops")
+SECTIONS = ("decode", "guided", "sweep", "realsize", "stops", "bridge")
 
 
 def run_benchmark(preset: Preset | str, sections=SECTIONS, command: str | None = None) -> dict:
@@ -189,6 +192,8 @@ def run_benchmark(preset: Preset | str, sections=SECTIONS, command: str | None =
       bench_fewshot_sweep(ctx, result)
     if "stops" in sections and preset.name != "tiny":  # the demo's trained models: not smoke-test sized
       bench_stops(result, problems=48 if preset.name == "full" else 24, repeats=preset.sweep_repeats)
+    if "bridge" in sections:
+      bench_bridge(ctx, result)
   result.pop("_student_only_decoder", None)
   result["loadavg_end"] = os.getloadavg()
   result["wall_s"] = time.perf_counter() - t_start
