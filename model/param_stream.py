@@ -179,7 +179,13 @@ def _layer_sharding(sharding: Sharding, ndim: int) -> Sharding | None:
 
 
 def _zeros(shape: tuple[int, ...], dtype, sharding: Sharding) -> jax.Array:
-  return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
+  return _zeros_fn(shape, jnp.dtype(dtype), sharding)()
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros_fn(shape: tuple[int, ...], dtype, sharding: Sharding):
+  """One compiled zeros per shape and sharding (a model has a dozen stacked shapes)."""
+  return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
