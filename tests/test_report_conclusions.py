@@ -177,6 +177,9 @@ def test_a_control_shows_its_realized_rate_beside_its_triggers(tmp_path: Path) -
   csv = pd.read_csv(paths["summary"]).set_index("policy")
   ctrl = csv.loc["random:0.5"]
   assert ctrl.matched_to == "entropy:q=0.5" and ctrl.matched_trigger_rate == 0.5 and ctrl.realized_rate == 0.5
+  assert (
+    not ctrl.listed and "| `random:0.5` (matched to `entropy:q=0.5`) | 10 |" in paths["report"].read_text()
+  )
   assert pd.isna(csv.loc["entropy:q=0.5"].matched_to) and pd.isna(
     csv.loc["entropy:q=0.5"].matched_trigger_rate
   )
@@ -185,6 +188,36 @@ def test_a_control_shows_its_realized_rate_beside_its_triggers(tmp_path: Path) -
     "| s | `entropy:q=0.5` | `random:0.5` | 50.0% | 50.0% | 10 | 100.0% | 0.0% | +100.0 [+100.0, +100.0] "
     "| trigger better |"
   ) in controls
+
+
+def test_a_control_of_a_listed_spec_is_one_summary_row_counting_each_unit_once(tmp_path: Path) -> None:
+  """The config lists random:0.5 and the matched controls of two triggers are random:0.5 too: the same
+  decode on each of the ten units, three rows each. One summary row, n = 10 (not 30), says both."""
+  rows = control_rows([2, 4])
+  for r in [r for r in rows if r["policy"] == "entropy:q=0.5"]:
+    rows.append(dict(r, row_id=r["row_id"].replace("entropy", "maxprob"), policy="maxprob:q=0.5"))
+  for r in [r for r in rows if r["policy"] == "random:0.5"]:
+    rows.append(dict(r, row_id=r["row_id"] + "@maxprob", matched_to="maxprob:q=0.5"))
+    rows.append(dict(r, row_id=r["row_id"] + "-listed", matched_to=None))
+  paths = report.write_report(tmp_path, df=pd.DataFrame(rows))
+  csv = pd.read_csv(paths["summary"]).set_index("policy")
+  ctrl = csv.loc["random:0.5"]  # one row: loc of a duplicated index would be a frame
+  assert (ctrl.n, ctrl.n_paired, ctrl.accuracy, ctrl.realized_rate) == (10, 10, 0.0, 0.5)
+  assert ctrl.listed and ctrl.matched_to == "entropy:q=0.5;maxprob:q=0.5"
+  assert csv.loc["entropy:q=0.5"].listed and pd.isna(csv.loc["entropy:q=0.5"].matched_to)
+  text = paths["report"].read_text()
+  assert "| `random:0.5` (listed; also matched to `entropy:q=0.5`, `maxprob:q=0.5`) | 10 |" in section(
+    text, "Summary"
+  )
+  controls = section(text, "Matched-rate controls")  # each trigger against the control on its ten units
+  for trigger in ("entropy:q=0.5", "maxprob:q=0.5"):
+    assert f"| s | `{trigger}` | `random:0.5` | 50.0% | 50.0% | 10 | 100.0% | 0.0% |" in controls
+  (vs,) = (
+    analysis.versus_reference(pd.DataFrame(rows + rows_for("s", {"always": range(10)})), n_boot=10)
+    .query("policy == 'random:0.5'")
+    .itertuples()
+  )
+  assert vs.n == 10
 
 
 def test_a_control_whose_rate_strays_is_flagged(tmp_path: Path) -> None:

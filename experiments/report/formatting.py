@@ -37,8 +37,24 @@ def points(x: Any) -> str:
 
 
 def policy_cells(r: Any) -> list:
-  """The cells that name a per-policy table row: task, student, teacher, checkpoint, `policy`."""
-  return [r.task, r.student, label(r.teacher), label(r.checkpoint), f"`{r.policy}`"]
+  """The cells that name a per-policy table row: task, student, teacher, checkpoint, `policy` (and, for
+  a summary row of a matched control, the triggers it matches, and whether the config lists it too)."""
+  return [r.task, r.student, label(r.teacher), label(r.checkpoint), f"`{r.policy}`" + control_note(r)]
+
+
+def control_note(r: Any) -> str:
+  """' (matched to `T`)' for a control's summary row, ' (listed; also matched to `T`)' when the config
+  lists the same spec; '' for any other row (or a table without the columns)."""
+  triggers = getattr(r, "matched_to", None)
+  if missing(triggers) or not triggers:
+    return ""
+  names = ", ".join(f"`{t}`" for t in str(triggers).split(";"))
+  listed = getattr(r, "listed", False)
+  return (
+    f" (listed; also matched to {names})"
+    if not missing(listed) and bool(listed)
+    else f" (matched to {names})"
+  )
 
 
 def ci(low: Any, high: Any) -> str:

@@ -161,3 +161,20 @@ def scored_rows(d: pd.DataFrame) -> pd.DataFrame:
 def absent(value: Any) -> bool:
   """None, pandas' NA or a float NaN (what pandas puts in a column a row did not have)."""
   return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def is_control(d: pd.DataFrame) -> pd.Series:
+  """Which prepared rows are matched random controls (they name a trigger in `matched_to`)."""
+  return d["matched_to"].map(lambda v: not absent(v)).astype(bool)
+
+
+def one_row_per_unit(d: pd.DataFrame) -> pd.DataFrame:
+  """The prepared rows with one row per (configuration, policy, unit): what a policy's numbers count.
+
+  A matched control whose spec equals a listed policy's (or another trigger's control at the same
+  rate) ran that policy on that unit: the same decode, so it counts once. The listed row is kept,
+  else the first control's; which triggers a spec controls is read off the rows before (`matched_to`).
+  """
+  keys = GROUP_KEYS + UNIT_KEYS
+  order = d.assign(_control=is_control(d)).sort_values("_control", kind="stable")  # listed rows first
+  return order[~order.duplicated(keys)].drop(columns="_control").sort_index()

@@ -9,6 +9,9 @@ Denominators: every number is over the group's scored rows (loading.scored_rows)
 `accuracy` is over all `n` scored rows; `gain_points` over the `n_paired` rows that have a never row,
 where `paired_accuracy` - `baseline_accuracy` is the gain exactly. A matched random control names its
 trigger (`matched_to`) and carries the trigger's realized rate beside its own (`matched_trigger_rate`).
+A control whose spec the config also lists (or that two triggers share) is one summary row, each unit
+counted once (loading.one_row_per_unit): `listed` says the config lists it, `matched_to` which
+triggers it controls.
 
 Units: `accuracy`, `paired_accuracy`, `baseline_accuracy`, `teacher_fraction`, `leakage_rate`, the
 realized rates and the exemplar rates are fractions in [0, 1]; `gain_points`, `gain_no_leak_points`,
@@ -24,7 +27,16 @@ import numpy as np
 import pandas as pd
 
 from experiments.report.answer_checks import exemplar_rates, leaked_rows
-from experiments.report.loading import CONFIG_KEYS, GROUP_KEYS, NO_LABEL, absent, prepare, scored_rows
+from experiments.report.loading import (
+  CONFIG_KEYS,
+  GROUP_KEYS,
+  NO_LABEL,
+  absent,
+  is_control,
+  one_row_per_unit,
+  prepare,
+  scored_rows,
+)
 from experiments.report.policies import (
   intervention_step,
   last_teacher_step,
@@ -76,6 +88,7 @@ SUMMARY_COLUMNS = [
   "matched_to",
   "matched_trigger_rate",
   *BRIDGE_COLUMNS,
+  "listed",
 ]
 
 
@@ -92,7 +105,10 @@ INT_COLUMNS = ["n_no_leak", "no_leak_common_k", "n_no_leak_common"]  # Int64: <N
 
 
 def _summarize_group(g_all: pd.DataFrame, n_boot: int, seed: int, last_step: int | None) -> dict[str, Any]:
-  """One summary row from a group's prepared rows (`g_all`, with `base_correct`); numbers over the scored."""
+  """One summary row from a group's prepared rows (`g_all`, with `base_correct`); numbers over the scored,
+  one row per unit."""
+  matched_to, listed = _matched_to(g_all), bool((~is_control(g_all)).any())
+  g_all = one_row_per_unit(g_all)
   g = scored_rows(g_all)
   paired = g[g["base_correct"].notna()]
   pol = paired["correct"].to_numpy(dtype=float)
@@ -128,7 +144,8 @@ def _summarize_group(g_all: pd.DataFrame, n_boot: int, seed: int, last_step: int
     # over the rows that record the teacher's text; None (not measured) when none does
     "leakage_rate": float(np.mean(leaked_rows(recorded))) if len(recorded) else None,
     **dict(zip(EXEMPLAR_COLUMNS, exemplar_rates(g) or (None, None))),
-    "matched_to": _matched_to(g_all),
+    "matched_to": matched_to,
+    "listed": listed,  # the config lists this policy (a control may be listed too)
     **{c: _mean_recorded(g, f) for c, f in zip(BRIDGE_COLUMNS, ("teacher_read", "round_trips"))},
   }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from decode.core.policy import STUDENT_ONLY, TEACHER_ONLY
-from experiments.report.loading import CONFIG_KEYS, NO_LABEL, UNIT_KEYS, prepare, scored_rows
+from experiments.report.loading import CONFIG_KEYS, NO_LABEL, one_row_per_unit, prepare, scored_rows
 from experiments.report.stats import unit_difference
 
 VERSUS_COLUMNS = CONFIG_KEYS + ["policy", "reference", "n", "diff_points", "diff_ci_low", "diff_ci_high"]
@@ -18,15 +18,15 @@ def versus_reference(
 ) -> pd.DataFrame:
   """policy - reference in accuracy points on the scored units both ran, per config and guided policy
   (CI resampling problems); configs without reference rows are left out. Labels as in `summarize`."""
-  d = scored_rows(prepare(df))
+  d = scored_rows(one_row_per_unit(prepare(df)))  # a control that is also listed: counted once
   records = []
   for key, g in d.groupby(CONFIG_KEYS, sort=False):
-    ref = g[g["policy"] == reference].drop_duplicates(UNIT_KEYS)
+    ref = g[g["policy"] == reference]
     if ref.empty:
       continue
     guided = g[~g["policy"].isin([reference, STUDENT_ONLY])]
     for policy, rows in guided.groupby("policy", sort=False):
-      n, diff, low, high = unit_difference(rows.drop_duplicates(UNIT_KEYS), ref, n_boot, seed)
+      n, diff, low, high = unit_difference(rows, ref, n_boot, seed)
       rec = dict(zip(CONFIG_KEYS, key), policy=policy, reference=reference, n=n)
       rec.update(diff_points=diff, diff_ci_low=low, diff_ci_high=high)
       records.append(
