@@ -69,7 +69,10 @@ def base_config() -> ConfigDict:
   # Scanned layers compile in time flat in depth; False unrolls them (per-layer params), which
   # decodes faster at batch 1 on XLA:CPU (see experiments/bench/BENCHMARKS.md). Rows are the same.
   c.scan_layers = True
-  c.mesh = ConfigDict(dict(data=-1, model=1))  # over this process's devices; -1 = the rest
+  # data x model devices; -1 = the rest. scope "host": over this process's devices (each process runs
+  # its share of the rows); "global": one mesh over every process's devices, so the teacher may be
+  # split across hosts (every process runs every loop call and writes its share of the rows).
+  c.mesh = ConfigDict(dict(data=-1, model=1, scope="host"))
   c.student_rules = "replicated"
   c.teacher_rules = "tensor_parallel"
   c.distributed = ConfigDict(

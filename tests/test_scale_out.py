@@ -156,9 +156,9 @@ def test_same_rows_on_one_device_eight_devices_and_two_processes(pair_dir, tmp_p
   assert set(summary["n"]) == {5}  # the report merged both processes' files: all 5 problems per policy
 
 
-def _two_processes(cfg: Path, out: Path) -> None:
+def _two_processes(cfg: Path, out: Path, *flags: str, devices: int = 1) -> None:
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   procs = [
     subprocess.Popen(
       [
@@ -172,6 +172,7 @@ def _two_processes(cfg: Path, out: Path) -> None:
         "--config.distributed.num_processes=2",
         f"--config.distributed.process_id={i}",
         "--config.distributed.cpu_collectives=gloo",
+        *flags,
       ],
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
@@ -241,3 +242,20 @@ def test_two_processes_calibrate_once_on_every_process_rows(pair_dir, tmp_path):
       )
     )
   assert any(t != pytest.approx(threshold, abs=1e-4) for t in shares)
+
+
+def test_a_global_mesh_over_two_processes_gives_one_process_rows(pair_dir, tmp_path):
+  """mesh.scope=global: one data=1 x model=8 mesh over two processes of 4 devices each (the teacher's
+  and the student's weights and caches split across both), every process running every call; the
+  rows equal one process's, each written exactly once, by the process its id hashes to."""
+  import zlib
+
+  cfg = _config(pair_dir, tmp_path)
+  single, multi = tmp_path / "single", tmp_path / "global"
+  _sweep(cfg, single)
+  flags = ("--config.mesh.scope=global", "--config.mesh.data=1", "--config.mesh.model=8")
+  _two_processes(cfg, multi, *flags, "--config.student_rules=tensor_parallel", devices=4)
+  _assert_same_rows(_rows(single), _rows(multi))  # _rows also refuses a row written twice
+  for pid, name in enumerate(("results.jsonl", "results-1.jsonl")):
+    ids = [json.loads(line)["row_id"] for line in (multi / name).read_text().splitlines()]
+    assert ids and all(zlib.crc32(i.encode()) % 2 == pid for i in ids)

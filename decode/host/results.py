@@ -53,13 +53,23 @@ class LoopStats:
   iterations: int
 
 
+def fetch(tree):
+  """Host copies of a pytree's arrays; on a mesh over several processes (whose arrays no process holds
+  whole) every process gathers every row."""
+  if all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def unpack_rows(
   state: LoopState, gen_starts: list[int], specs: list[str], tokenizer, stops: StopTable | None = None
 ) -> list[RowResult]:
   """One device_get of what rows need, then RowResults for the first len(gen_starts) rows.
 
   `stops`: the call's stop table (VocabMasks.stops), which says which rows completed an answer."""
-  b, st, c = jax.device_get((state.buffers, state.step, state.counters))
+  b, st, c = fetch((state.buffers, state.step, state.counters))
   answered = np.zeros(len(b.length), bool) if stops is None else np.asarray(stops.accepting)[st.stop_state]
   out = []
   for i, (gen_start, spec) in enumerate(zip(gen_starts, specs)):
@@ -102,5 +112,5 @@ def unpack_rows(
 
 
 def loop_stats(state: LoopState) -> LoopStats:
-  calls, iterations = jax.device_get((state.counters.teacher_calls, state.counters.iterations))
+  calls, iterations = fetch((state.counters.teacher_calls, state.counters.iterations))
   return LoopStats(teacher_calls=int(calls), iterations=int(iterations))

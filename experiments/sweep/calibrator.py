@@ -80,11 +80,13 @@ class SweepCalibrator:
 
   # -- reading every process's rows ---------------------------------------------------------------
   def sweep_rows(self) -> list[dict]:
-    """Every finished row of the sweep, in process order (this process's from memory)."""
-    out: list[dict] = []
+    """Every finished row of the sweep, in process order (this process's from memory; on a global
+    mesh that holds the other files' rows too, each kept once)."""
+    out: dict[str, dict] = {}
     for path in results_files(self.store.path.parent):
-      out += self.store.rows.values() if path == self.store.path else complete_rows(path)
-    return out
+      for row in self.store.rows.values() if path == self.store.path else complete_rows(path):
+        out.setdefault(row["row_id"], row)
+    return list(out.values())
 
   def _until(self, what: str, ready: Callable[[], object]):
     """ready()'s first value that is not None; polls while other processes may still bring it."""

@@ -73,8 +73,11 @@ class TeacherConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-  data: int  # -1 = the rest of this process's devices
+  data: int  # -1 = the rest of the devices
   model: int
+  # "host": each process's mesh is its own devices (a model must fit on one host); "global": one mesh
+  # over every process's devices (SPMD: every process runs every loop call; `model` may span hosts).
+  scope: str = "host"
 
 
 @dataclasses.dataclass(frozen=True)

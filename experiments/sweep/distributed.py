@@ -1,10 +1,20 @@
 """Where a sweep runs: optional multi-process start-up, the device mesh, and this process's rows.
 
-Multi-host design: `jax.distributed.initialize` joins the processes; each process then builds
-its mesh over its OWN devices ('data' x 'model', teacher tensor-parallel inside a host) and takes
-every num_processes-th row of the grid. Processes never wait on each other inside the loop, so a
-slow or restarted host does not stall the rest, and resume works per process (each appends to its
-own results file). The report merges all files.
+Multi-host design: `jax.distributed.initialize` joins the processes. With `mesh.scope = "host"`
+(the default) each process then builds its mesh over its OWN devices ('data' x 'model', teacher
+tensor-parallel inside a host) and takes every num_processes-th row of the grid. Processes never
+wait on each other inside the loop, so a slow or restarted host does not stall the rest, and resume
+works per process (each appends to its own results file). The report merges all files.
+
+With `mesh.scope = "global"` there is one mesh over every process's devices (jax.devices()), so the
+`model` axis may span hosts: a teacher too large for one host is split over several (SPMD, as
+maxtext runs). Every process then runs every loop call with the same inputs (rows are global arrays;
+each process feeds the shards on its devices), holds every row's result, and writes the rows it owns
+(`owns`: a hash of the row id, so each row is written exactly once, by one process, whatever the
+batches), each to its own results file as before. Every process reads every results file in full at
+the start, so all plan the same calls; resume and the manifest work as with host meshes. A process
+that dies leaves the others in a collective: JAX's coordination service ends them (its heartbeat
+timeout), with its own fatal line.
 
 Settings that cannot work are errors before anything starts (`check_settings`), and joining is
 bounded: jax's `initialization_timeout` (config `distributed.initialization_timeout`, seconds). A
@@ -20,6 +30,7 @@ import dataclasses
 import errno
 import socket
 import time
+import zlib
 from typing import Any
 
 import jax
@@ -30,6 +41,7 @@ from model.errors import UserError
 from model.sharding import make_mesh
 
 _INITIALIZED = False
+SCOPES = ("host", "global")
 
 
 class DistributedConfigError(UserError):
@@ -43,6 +55,7 @@ class RunContext:
   teacher_rules: tuple
   process_id: int = 0
   num_processes: int = 1
+  global_mesh: bool = False  # mesh.scope == "global": the mesh spans every process's devices
 
   @property
   def results_name(self) -> str:
@@ -53,7 +66,16 @@ class RunContext:
     return self.process_id == 0
 
   def my_rows(self, rows: list) -> list:
-    return rows[self.process_id :: self.num_processes]
+    """The rows this process decodes: its share on a host mesh, all of them on a global mesh."""
+    return rows if self.global_mesh else rows[self.process_id :: self.num_processes]
+
+  @property
+  def owns(self):
+    """On a global mesh, which decoded rows this process writes (None: all it decodes)."""
+    if not self.global_mesh or self.num_processes == 1:
+      return None
+    n, me = self.num_processes, self.process_id
+    return lambda row_id: zlib.crc32(row_id.encode()) % n == me
 
   def global_batch(self, batch_size: int) -> int:
     """Batch rounded up to a multiple of the data axis; padding rows are inactive and dropped."""
@@ -180,8 +202,12 @@ def _maybe_initialize(dist: DistributedConfig) -> None:
 
 def setup(cfg: SweepConfig) -> RunContext:
   _maybe_initialize(cfg.distributed)
-  mesh = make_mesh({"data": cfg.mesh.data, "model": cfg.mesh.model}, devices=jax.local_devices())
+  if cfg.mesh.scope not in SCOPES:
+    raise DistributedConfigError(f"mesh.scope={cfg.mesh.scope!r}: choose one of {', '.join(SCOPES)}")
+  devices = jax.devices() if cfg.mesh.scope == "global" else jax.local_devices()
+  mesh = make_mesh({"data": cfg.mesh.data, "model": cfg.mesh.model}, devices=devices)
   return RunContext(
+    global_mesh=cfg.mesh.scope == "global",
     mesh=mesh,
     student_rules=get_rules(cfg.student_rules),
     teacher_rules=get_rules(cfg.teacher_rules),

@@ -93,7 +93,7 @@ def run_sweep(cfg: ConfigDict | SweepConfig, progress: bool = True) -> dict:
   sweep_manifest.check(out, manifest, warn=False)
   check_not_exemplars(problems, exemplars)
   # One writer per results file (a second sweep here is refused), held until the sweep ends or dies.
-  store = ResultsStore(out / ctx.results_name, others=_other_results(out, ctx.results_name))
+  store = ResultsStore(out / ctx.results_name, others=_other_results(out, ctx.results_name), owns=ctx.owns)
   try:
     wait_s = cfg.distributed.initialization_timeout
     sweep_manifest.ensure(out, manifest, writer=ctx.is_reporter, wait_s=wait_s)

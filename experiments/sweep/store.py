@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from experiments.files import atomic_write_bytes
 from experiments.sweep.lock import WriterLock
@@ -53,8 +53,19 @@ def complete_rows(path: Path) -> Iterator[dict]:
 
 
 class ResultsStore:
-  def __init__(self, path: str | os.PathLike, *, others: Iterable[str | os.PathLike] = ()):
+  """`others`: the other processes' results files. `owns` (global mesh): which rows this process
+  writes; every process decodes every row, so rows it does not write are still held in `rows` (as
+  are the other files' rows, read in full), and every process plans the same calls."""
+
+  def __init__(
+    self,
+    path: str | os.PathLike,
+    *,
+    others: Iterable[str | os.PathLike] = (),
+    owns: Callable[[str], bool] | None = None,
+  ):
     self.path = Path(path)
+    self.owns = owns
     self.path.parent.mkdir(parents=True, exist_ok=True)
     self._lock = WriterLock(self.path)
     self.appended = 0  # rows this store wrote (what a run decoded)
@@ -63,8 +74,13 @@ class ResultsStore:
       self.rows: dict[str, dict] = {}
       for row in complete_rows(self.path):
         self.rows.setdefault(row["row_id"], row)
-      # Ids finished in other processes' files: skipped here, never read for their content.
-      self.elsewhere = {row["row_id"] for p in others for row in complete_rows(Path(p))} - self.rows.keys()
+      if owns is None:  # ids finished in other processes' files: skipped here, never read for their content
+        self.elsewhere = {row["row_id"] for p in others for row in complete_rows(Path(p))} - self.rows.keys()
+      else:  # every process holds every row (a global mesh's processes plan alike)
+        self.elsewhere = set()
+        for p in others:
+          for row in complete_rows(Path(p)):
+            self.rows.setdefault(row["row_id"], row)
     except BaseException:
       self.close()
       raise
@@ -86,16 +102,17 @@ class ResultsStore:
 
   def append(self, rows: Iterable[dict]) -> None:
     rows = [r for r in rows if not self.done(r["row_id"])]
-    if not rows:
+    mine = rows if self.owns is None else [r for r in rows if self.owns(r["row_id"])]
+    for r in rows:  # held either way: a row another process writes is done here too
+      self.rows[r["row_id"]] = r
+    if not mine:
       return
-    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in mine)
     with self.path.open("a") as f:
       f.write(payload)
       f.flush()
       os.fsync(f.fileno())
-    for r in rows:
-      self.rows[r["row_id"]] = r
-    self.appended += len(rows)
+    self.appended += len(mine)
 
   def supersede(self, row_ids: Iterable[str], aside: Path) -> int:
     """Moves these rows of this file to `aside` (appended, fsync'd first), then rewrites this file
@@ -114,7 +131,7 @@ class ResultsStore:
     atomic_write_bytes(self.path, b"".join(keep))
     for i in ids:
       del self.rows[i]
-    return len(ids)
+    return len(moved)
 
   def close(self) -> None:
     """Releases the writer lock (process exit does too)."""
