@@ -14,7 +14,7 @@ from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
 from model.hf_import import place_params
-from model.lm import logical_param_axes, param_shapes, unstack_layers
+from model.lm import logical_param_axes, param_shapes, stack_layers, unstack_layers
 
 
 def save_params(path: str | os.PathLike, params) -> Path:
@@ -40,8 +40,9 @@ def restore_training_params(step_dir: str | os.PathLike, cfg: DecoderConfig, mes
     raise ModelLoadError(
       f"{step_dir}: the checkpoint holds no 'params' (saved by experiments.training.train?)"
     )
-  want = flatten_dict(param_shapes(cfg.replace(scan_layers=True)))  # training saves the stacked layout
-  got = flatten_dict(state["params"])
+  # Checked in the stacked layout, whichever one training ran (and saved) in.
+  want = flatten_dict(param_shapes(cfg.replace(scan_layers=True, layer_params="stacked")))
+  got = flatten_dict(stack_layers(state["params"]))
   if set(want) != set(got):
     diff = sorted("/".join(k) for k in set(want) ^ set(got))[:6]
     raise ModelLoadError(f"{step_dir}: params do not match the model config (paths differ: {diff})")
@@ -51,7 +52,7 @@ def restore_training_params(step_dir: str | os.PathLike, cfg: DecoderConfig, mes
         f"{step_dir}: param {'/'.join(k)} has shape {tuple(got[k].shape)}, the config implies {spec.shape}"
       )
   tree = unflatten_dict({k: np.asarray(v, want[k].dtype) for k, v in got.items()})
-  if not cfg.scan_layers:
+  if not cfg.stacked_params:
     tree = unstack_layers(tree, cfg.num_layers)
   return place_params(tree, cfg, mesh, rules)
 

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from model.errors import ModelLoadError
@@ -31,7 +32,9 @@ ACTIVATIONS = {
 NORMS = ("rms", "rms_f32", "gemma_rms", "layernorm", "layernorm_plain")
 
 # How a model runs, not what it is: no Hugging Face config carries these (export ignores them).
-RUNTIME_FIELDS = ("scan_layers", "decode_block")
+RUNTIME_FIELDS = ("scan_layers", "layer_params", "decode_block")
+# How a scanned program holds its block params (DecoderConfig.layer_params); "auto" picks by backend.
+LAYER_PARAMS = ("auto", "stacked", "per_layer")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -96,14 +99,32 @@ class DecoderConfig:
   # Per-layer sliding window (None = full attention); a tuple so the config stays hashable.
   sliding_windows: tuple[int | None, ...] = ()
   dtype: str = "float32"  # activation/param dtype name
-  # True: layers scanned (params stacked on a leading `layers` axis, one layer body in the program,
-  # compile time flat in depth). False: one param tree per layer, unrolled (faster batch-1 decode on
-  # XLA:CPU, compile time grows with depth). Same results; model.lm converts between the layouts.
+  # True: layers scanned (one layer body in the program, compile time flat in depth; params as
+  # `layer_params` says). False: one param tree per layer, the layers unrolled in the program
+  # (compile time grows with depth). Same results; model.lm converts between the layouts.
   scan_layers: bool = True
+  # How the scanned program holds the block params. "stacked": one [L, ...] array per param under
+  # `layers`; the scan slices layer l out of it every step, which XLA:CPU materialises as a copy of
+  # every weight before its dot (a whole extra weight read and write per token). "per_layer": one
+  # tree per layer (`layers_0`, ...), as the unrolled program's; the one scanned body picks layer l's
+  # own array at each dot (`model.layer_stack`), which reads it in place. "auto": per_layer on CPU,
+  # stacked elsewhere (`stacked_params`). Same results; model.lm converts between the layouts.
+  layer_params: str = "auto"
   # One-token decode reads the cache in blocks of this many positions (or of gcd(T, this)), only up to
   # the batch's latest position (model.attention.decode_block, attend_blocks); 0: the whole buffer every
   # step. A speed knob: the same results up to float32 rounding of the online softmax.
   decode_block: int = 128
+
+  @property
+  def stacked_params(self) -> bool:
+    """True: block params stacked [L, ...] under `layers`; False: one tree per layer (`layers_i`)."""
+    if self.layer_params not in LAYER_PARAMS:
+      raise ValueError(f"layer_params={self.layer_params!r}; use one of {LAYER_PARAMS}")
+    if not self.scan_layers:
+      return False
+    if self.layer_params == "auto":
+      return jax.default_backend() != "cpu"
+    return self.layer_params == "stacked"
 
   @property
   def jnp_dtype(self):

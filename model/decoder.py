@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from model import layer_stack
 from model.attention import attend, attend_blocks, decode_block
 from model.config import DecoderConfig
 from model.kv_cache import KVCache, write_chunk
@@ -66,9 +67,12 @@ class Norm(nn.Module):
     if self.kind == "layernorm_plain":
       return _layernorm(x, self.eps).astype(self.dtype)
     init = nn.initializers.zeros if self.kind == "gemma_rms" else nn.initializers.ones
-    w = self.param("scale", _part(init, ("norm",)), (x.shape[-1],), self.dtype)
+    w = layer_stack.value(
+      layer_stack.param(self, "scale", _part(init, ("norm",)), (x.shape[-1],), self.dtype)
+    )
     if self.kind == "layernorm":
-      b = self.param("bias", _part(nn.initializers.zeros, ("norm",)), (x.shape[-1],), self.dtype)
+      zeros = _part(nn.initializers.zeros, ("norm",))
+      b = layer_stack.value(layer_stack.param(self, "bias", zeros, (x.shape[-1],), self.dtype))
       out = _layernorm(x, self.eps) * w.astype(jnp.float32) + b.astype(jnp.float32)
       return out.astype(self.dtype)
     xf = x.astype(jnp.float32)
@@ -93,16 +97,36 @@ def _norm(cfg: DecoderConfig, name: str) -> Norm:
   return Norm(cfg.norm, cfg.rms_norm_eps, cfg.jnp_dtype, name=name)
 
 
-def _dense(features: int, axes: tuple[str, str], bias: bool, dtype, name: str) -> nn.Dense:
-  return nn.Dense(
-    features,
-    use_bias=bias,
-    dtype=dtype,
-    param_dtype=dtype,
-    name=name,
-    kernel_init=_part(_init, axes),
-    bias_init=_part(nn.initializers.zeros, axes[1:]),
-  )
+class Linear(nn.Module):
+  """nn.Dense's params (kernel [in, out], bias [out]) and math, also over per-layer params: in the
+  scanned body over per-layer params its kernel is a LayerStack, whose dot reads the current layer's
+  own array in place (model/layer_stack.py)."""
+
+  features: int
+  axes: tuple[str, str]  # logical axes of the kernel
+  use_bias: bool
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    """x [..., in] -> [..., features]."""
+    shape = (x.shape[-1], self.features)
+    kernel = layer_stack.param(self, "kernel", _part(_init, self.axes), shape, self.dtype)
+    x = x.astype(self.dtype)
+    dims = (((x.ndim - 1,), (0,)), ((), ()))
+    if isinstance(kernel, layer_stack.LayerStack):
+      y = kernel.dot(x, dims)
+    else:
+      y = jax.lax.dot_general(x, kernel.astype(self.dtype), dims)
+    if self.use_bias:
+      init = _part(nn.initializers.zeros, self.axes[1:])
+      bias = layer_stack.value(layer_stack.param(self, "bias", init, (self.features,), self.dtype))
+      y += jnp.reshape(bias.astype(self.dtype), (1,) * (y.ndim - 1) + (-1,))
+    return y
+
+
+def _dense(features: int, axes: tuple[str, str], bias: bool, dtype, name: str) -> Linear:
+  return Linear(features, axes, bias, dtype, name=name)
 
 
 class Attention(nn.Module):
@@ -217,7 +241,7 @@ class Decoder(nn.Module):
       embedding_init=_part(_init, ("vocab", "embed")),
       name="embed_tokens",
     )
-    if cfg.scan_layers:
+    if cfg.stacked_params:
       scanned = nn.scan(
         Block,
         variable_axes={"params": 0},
@@ -264,13 +288,31 @@ class Decoder(nn.Module):
       x = x + self.embed_positions(jnp.minimum(positions, self.cfg.max_position_embeddings - 1))
     windows = jnp.asarray(self.cfg.layer_windows(), jnp.int32)  # [L] (0 = full attention)
     carry = (x, cache, jnp.zeros((), jnp.int32))
-    if self.cfg.scan_layers:
+    if self.cfg.stacked_params:
       carry, _ = self.layers(carry, windows, positions, start, lengths, rows)
-    else:  # unrolled: static layer indices, each layer's own params
+    elif self.cfg.scan_layers and not self.is_initializing():
+      carry = self._scan_per_layer(carry, windows, positions, start, lengths, rows)
+    else:  # unrolled (and init of per-layer params): static layer indices, each layer's own params
       for i, block in enumerate(self.blocks):
         carry, _ = block(carry, windows[i], positions, start, lengths, rows)
     x, cache, _ = carry
     return self.norm(x), cache
+
+  def _scan_per_layer(self, carry, windows, positions, start, lengths, rows):
+    """One scanned layer body over per-layer params (`layers_0`, ...): step l runs Block with every
+    param a LayerStack at l, so each dot reads layer l's own array in place (model/layer_stack.py)."""
+    cfg = self.cfg
+    params = self.variables["params"]
+    per_layer = [params[f"layers_{i}"] for i in range(cfg.num_layers)]
+    block = Block(cfg, parent=None)  # applied functionally, not a submodule
+
+    def step(carry, xs):
+      window, index = xs
+      variables = {"params": layer_stack.layer_stacks(per_layer, index)}
+      return block.apply(variables, carry, window, positions, start, lengths, rows)
+
+    carry, _ = jax.lax.scan(step, carry, (windows, jnp.arange(cfg.num_layers, dtype=jnp.int32)))
+    return carry
 
   def logits(self, hidden):
     """hidden [B, C, E] -> float32 logits [B, C, V]."""

@@ -72,7 +72,8 @@ def param_shapes(cfg: DecoderConfig):
 
 
 def unstack_layers(params, num_layers: int):
-  """Stacked block params ('layers': [L, ...]) -> one tree per layer ('layers_0', ...): scan_layers=False."""
+  """Stacked block params ('layers': [L, ...]) -> one tree per layer ('layers_0', ...), the layout of
+  the unrolled program and of the scanned one over per-layer params (DecoderConfig.stacked_params)."""
   tree = dict(params["params"])
   stacked = tree.pop("layers")
   for i in range(num_layers):
@@ -89,3 +90,9 @@ def stack_layers(params):
   layers = [tree.pop(k) for k in names]
   tree["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
   return {"params": tree}
+
+
+def to_layout(params, cfg: DecoderConfig):
+  """params in either layout -> the one cfg's program reads (cfg.stacked_params)."""
+  stacked = stack_layers(params)
+  return stacked if cfg.stacked_params else unstack_layers(stacked, cfg.num_layers)

@@ -134,8 +134,8 @@ TP_SCRIPT = textwrap.dedent("""
     ref = run(ref_lm, ref_lm.init_cache(4, 8))
     mesh = make_mesh({"data": 2, "model": 4})
     lm = load_model(d, mesh=mesh, rules=TENSOR_PARALLEL)
-    q = lm.params["params"]["layers"]["attn"]["q_proj"]["kernel"]  # [L, E, N * D]: layers stacked
-    assert q.sharding.spec == jax.sharding.PartitionSpec(None, None, "model"), q.sharding.spec
+    q = lm.params["params"]["layers_0"]["attn"]["q_proj"]["kernel"]  # [E, N * D]: per layer on CPU
+    assert q.sharding.spec == jax.sharding.PartitionSpec(None, "model"), q.sharding.spec
     cache = lm.init_cache(4, 8)
     cache = jax.device_put(cache, cache_sharding(cache, mesh, TENSOR_PARALLEL))
     np.testing.assert_allclose(run(lm, cache), ref, atol=1e-5, rtol=1e-5)

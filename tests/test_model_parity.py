@@ -246,20 +246,32 @@ def test_greedy_generation_equals_hf_generate(pair):
   assert greedy_reference(lm, prompt, 12) == ref
 
 
-def test_unrolled_scan_equals_rolled(machinery_pair):
-  """scan_layers=False (per-layer params, layers unrolled) gives the scan's logits and cache."""
+def test_layer_layouts_give_the_same_logits_and_cache(machinery_pair):
+  """The three programs over the same weights: scanned over stacked params, scanned over per-layer
+  params (the CPU default: a switch per dot picks the layer's array) and unrolled, for a prefill
+  chunk and a one-token decode after it; the two param layouts convert both ways exactly."""
   _, lm = machinery_pair
-  tokens = np.random.default_rng(5).integers(4, tiny_models.VOCAB, size=(2, 11))
-  unrolled = lm.cfg.replace(scan_layers=False)
-  per_layer = unstack_layers(lm.params, lm.cfg.num_layers)
+  per_layer = lm.params if "layers_0" in lm.params["params"] else unstack_layers(lm.params, lm.cfg.num_layers)
+  stacked = stack_layers(per_layer)
   assert "layers_1" in per_layer["params"] and "layers" not in per_layer["params"]
-  zeros = jnp.zeros((2,), jnp.int32)
-  want, want_cache = forward(lm.cfg, lm.params, jnp.asarray(tokens), zeros, zeros + 11, lm.init_cache(2, 16))
-  got, got_cache = forward(unrolled, per_layer, jnp.asarray(tokens), zeros, zeros + 11, lm.init_cache(2, 16))
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(got_cache), jax.tree.leaves(want_cache)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
-  back = stack_layers(per_layer)  # the layouts convert both ways exactly
-  assert jax.tree.structure(back) == jax.tree.structure(lm.params)
-  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(lm.params)):
+  assert "layers" in stacked["params"] and "layers_0" not in stacked["params"]
+  back = unstack_layers(stacked, lm.cfg.num_layers)
+  assert jax.tree.structure(back) == jax.tree.structure(per_layer)
+  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(per_layer)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  programs = {
+    "stacked": (lm.cfg.replace(scan_layers=True, layer_params="stacked"), stacked),
+    "per_layer": (lm.cfg.replace(scan_layers=True, layer_params="per_layer"), per_layer),
+    "unrolled": (lm.cfg.replace(scan_layers=False), per_layer),
+  }
+  assert programs["stacked"][0].stacked_params and not programs["per_layer"][0].stacked_params
+  tokens = jnp.asarray(np.random.default_rng(5).integers(4, tiny_models.VOCAB, size=(2, 12)))
+  zeros = jnp.zeros((2,), jnp.int32)
+  outs = {}
+  for name, (cfg, params) in programs.items():
+    logits, cache = forward(cfg, params, tokens[:, :11], zeros, zeros + 11, lm.init_cache(2, 16))
+    step, cache = forward(cfg, params, tokens[:, 11:], zeros + 11, zeros + 1, cache)
+    outs[name] = (logits, step, cache)
+  for name in ("per_layer", "unrolled"):
+    for a, b in zip(jax.tree.leaves(outs[name]), jax.tree.leaves(outs["stacked"])):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5, err_msg=name)
