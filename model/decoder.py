@@ -9,12 +9,13 @@ tokens [B, C] are written at absolute positions start[b] .. start[b] + lengths[b
 preallocated cache; tokens past a row's length are padding and never touch the cache. Every param
 carries logical axis names so configs/sharding_rules.py can place it on a mesh.
 
-Layers are scanned (`nn.scan`): block params are stacked with a leading `layers` axis and the
-program holds one layer body, so compile time is nearly flat in depth (maxtext, levanter). The
-cache [L, B, K, S, D] travels in the scan's carry and each layer writes its new keys in place;
-`cfg.scan_layers=False` instead keeps one param tree per layer (`layers_0`, ...) and unrolls the
-layers in the program: compile time grows with depth again, but no layer's weights are sliced out
-of a stacked array per token, which XLA:CPU copies (batch-1 decode ~1.45x faster there; BENCHMARKS.md).
+Layers are scanned: the program holds one layer body, so compile time is nearly flat in depth
+(maxtext, levanter). The cache [L, B, K, S, D] travels in the scan's carry and each layer writes its
+new keys in place. How the scan reaches a layer's weights is cfg.layer_params (model/config.py):
+stacked params (`layers`, a leading [L] axis, `nn.scan`) are sliced per layer, which XLA:CPU copies
+before every dot; per-layer params (`layers_0`, ...) are picked at each dot by a switch over the
+layers (`Decoder._scan_per_layer`, model/layer_stack.py) and read in place: the default on CPU.
+`cfg.scan_layers=False` unrolls the layers over per-layer params (compile time grows with depth).
 
 A one-token forward (decode) reads each layer's cache in blocks up to the batch's latest position
 (`attend_blocks`, cfg.decode_block), so its cost follows the longest row rather than the buffer
