@@ -201,3 +201,35 @@ def test_numbers_in_whole_numbers_in_order(text, expected):
 )
 def test_extract_answer_falls_back_to_the_last_of_numbers_in(text):
   assert extract_answer(text) == numbers_in(text)[-1]
+
+
+def test_a_terminating_fraction_is_exact_past_the_repeating_digits():
+  # 1/78125 = 1/5^7 = 0.0000128 exactly (7 places); only a repeating decimal is rounded to 6 places.
+  assert normalize_number("1/78125") == "0.0000128"
+  assert normalize_number("3/160") == "0.01875"  # 160 = 2^5 * 5
+  assert normalize_number("1/7") == "0.142857"
+
+
+# Boxes as math instruct models write them, each row hand-read; a sign right after LaTeX markup is the
+# case a sloppy rewrite of the markup loses ("-\$5" read as 5).
+@pytest.mark.parametrize(
+  "completion, expected",
+  [
+    (r"The change is \boxed{-\$5}.", "-5"),
+    (r"The change is \boxed{\text{loss: }-5}.", "-5"),
+    (r"The slope is \boxed{-\frac{3}{4}}.", "-0.75"),
+    (r"The balance is \boxed{\,-12}.", "-12"),
+    (r"Solving, \boxed{x=-5}.", "-5"),
+    (r"So \boxed{40\%} of them.", "40"),
+    # A box that holds no number is no statement: the last number is read.
+    (r"The box \boxed{x} stays empty; the count is 7", "7"),
+    # The first statement's line ends the text: a "####" on the next line is not read.
+    ("\\boxed{5}\n#### 7", "5"),
+    # "#### \boxed{N}" is a "####" answer: it wins over an earlier box on its line.
+    (r"First \boxed{3}, in the end #### \boxed{18}", "18"),
+    # A said "answer" that is no number (a zero denominator) is no statement either.
+    ("The answer is 1/0. Counting again: 7", "7"),
+  ],
+)
+def test_boxed_answers_as_written(completion, expected):
+  assert extract_answer(completion) == expected

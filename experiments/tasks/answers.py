@@ -140,7 +140,7 @@ def _boxed_value(content: str) -> str | None:
   LaTeX is rewritten into the plain grammar, then the first number after the last "=" is read, so
   units with digits ("18 \\text{ m}^2") and worked equations ("2 + 3 = 5") give the answer.
   """
-  plain = content.replace("\\$", "$").replace("\\%", "%")
+  plain = content.replace("\\$", "$")  # a "\%" needs no rewrite: a number's "%" is dropped anyway
   plain = _LATEX_THIN_SPACE_IN_NUMBER.sub(",", plain)
   plain = _LATEX_WORDS.sub(r" \1 ", plain)
   plain = _LATEX_FRAC.sub(r"\1/\2", plain)
