@@ -167,6 +167,8 @@ class BridgeDecoder:
       self._student_round(
         [r for r in live if not r.done and not r.teachers_turn()], max_new_tokens, max_steps, shape
       )
+      for r in live:
+        r.drop_unneeded_caches()
     else:
       raise RuntimeError("text bridge: rows stopped making progress (a bug)")
     return [r.result(self.tokenizer) for r in rows]

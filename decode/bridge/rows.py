@@ -74,6 +74,16 @@ class BridgeRow:
     """The first step after the coming one that the window gives the teacher."""
     return self.policy.next_window_step(self.steps_done)
 
+  def drop_unneeded_caches(self) -> None:
+    """Frees the caches the row will not read again: both once it is done, the teacher's once its
+    fixed window has passed (no trigger, and neither the coming step nor a later one is the teacher's)."""
+    passed = self.policy.fixed_timing and self.writer != TEACHER
+    passed = passed and not self.policy.in_window(self.steps_done + 1) and self.next_window_step() is None
+    if self.done or passed:
+      self.teacher_cache.held = None
+    if self.done:
+      self.student_cache.held = None
+
   def append(self, ids: list[int], author: int, ended: bool) -> None:
     """Tokens of the current step (author's); `ended`: they close it."""
     self.ids += ids

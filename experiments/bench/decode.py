@@ -130,32 +130,38 @@ def bench_decode(ctx: Context, result: dict) -> None:
       f"speedup {t_hf / t_ours:.2f}, greedy match {sum(match)}/{len(match)}"
     )
 
-  # Roofline at batch 1: every decode step must read all params and the valid KV cache once.
   result["hf_attn_implementation"] = getattr(ctx.hf_student.config, "_attn_implementation", None)
-  cfg = ctx.student.cfg
-  param_bytes = _param_bytes(ctx.student.params)
-  kv_per_pos = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * np.dtype(cfg.dtype).itemsize
-  mean_ctx = p.prompt_len + (p.max_new_tokens + 1) / 2  # positions attended, averaged over the steps
-  bytes_per_token = param_bytes + kv_per_pos * mean_ctx
-  bw = memory_bandwidth(p.membw_mb, p.membw_repeats, cpu_count())
-  result.update(bw)
-  roofline = bw["membw_GBps"] * 1e9 / bytes_per_token
-  result.update(
-    {
-      "student_param_bytes": param_bytes,
-      "student_kv_bytes_per_token_mean": kv_per_pos * mean_ctx,
-      "student_kv_bytes_per_token_our_loop_reads": kv_per_pos * ctx.max_len,
-      "decode_bytes_per_token_b1": bytes_per_token,
-      "roofline_tokens_per_s_b1": roofline,
-      "decode_roofline_fraction_b1": result["ours_b1_tokens_per_s"] / roofline,
-      # Same with the best single copy instead of the median (a shared machine's bandwidth swings).
-      "decode_roofline_fraction_b1_best_bw": (
-        result["ours_b1_tokens_per_s"] * bytes_per_token / (bw["membw_best_GBps"] * 1e9)
-      ),
-    }
+  result["layer_params"] = "stacked" if ctx.student.cfg.stacked_params else "per_layer"
+  result.update(decode_roofline(ctx.student, p.prompt_len, p.max_new_tokens, p.membw_mb, p.membw_repeats))
+  result["student_kv_bytes_per_token_our_loop_reads"] = _kv_bytes_per_position(ctx.student.cfg) * ctx.max_len
+  result["decode_roofline_fraction_b1"] = result["ours_b1_tokens_per_s"] / result["roofline_tokens_per_s_b1"]
+  # Same with the best single copy instead of the median (a shared machine's bandwidth swings).
+  result["decode_roofline_fraction_b1_best_bw"] = (
+    result["ours_b1_tokens_per_s"] * result["decode_bytes_per_token_b1"] / (result["membw_best_GBps"] * 1e9)
   )
   log(
-    f"roofline b1: {bw['membw_GBps']:.1f} GB/s / {bytes_per_token / 1e6:.1f} MB per token = "
-    f"{roofline:.1f} tok/s; ours at {result['decode_roofline_fraction_b1']:.2f}"
+    f"roofline b1: {result['membw_GBps']:.1f} GB/s / {result['decode_bytes_per_token_b1'] / 1e6:.1f} MB "
+    f"per token = {result['roofline_tokens_per_s_b1']:.1f} tok/s; ours at {result['decode_roofline_fraction_b1']:.2f}"
   )
   result["_student_only_decoder"] = dec
+
+
+def _kv_bytes_per_position(cfg) -> int:
+  return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * np.dtype(cfg.dtype).itemsize
+
+
+def decode_roofline(lm, prompt_len: int, new_tokens: int, membw_mb: int, membw_repeats: int) -> dict:
+  """The batch-1 decode roofline of `lm`: every step must read all params and the valid KV cache
+  once; copy bandwidth (memory_bandwidth) over those bytes, averaged over the steps, is tokens/s."""
+  param_bytes = _param_bytes(lm.params)
+  kv_per_pos = _kv_bytes_per_position(lm.cfg)
+  mean_ctx = prompt_len + (new_tokens + 1) / 2  # positions attended, averaged over the steps
+  bytes_per_token = param_bytes + kv_per_pos * mean_ctx
+  bw = memory_bandwidth(membw_mb, membw_repeats, cpu_count())
+  return {
+    **bw,
+    "student_param_bytes": param_bytes,
+    "student_kv_bytes_per_token_mean": kv_per_pos * mean_ctx,
+    "decode_bytes_per_token_b1": bytes_per_token,
+    "roofline_tokens_per_s_b1": bw["membw_GBps"] * 1e9 / bytes_per_token,
+  }

@@ -8,12 +8,19 @@
    prefix (>= 80% of each prompt; exemplars of GSM8K size, Preset.fewshot_prompts), run without
    the shared prefix cache over with it, on the benchmark pair; fewshot_outputs_equal checks that
    both wrote the same rows.
+3. realsize_decode_speedup_vs_hf_b1 / _b16: student-only greedy decode of a random model at
+   Qwen2.5-0.5B widths (24 layers, 151,936 vocabulary, tied embeddings; ~494M params, float32),
+   ours vs HF `generate` on the same weights, interleaved; its roofline (bytes a step reads over
+   the copy bandwidth); and the tokens/s of a guided `step:1` batch with that model as both student
+   and teacher (a same-size teacher: the loop's own cost at real width, not a quality measurement).
 Run through experiments/bench/run.py; metrics: experiments/bench/BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 
 import jax
 import numpy as np
@@ -114,18 +121,25 @@ def bench_compile_depth(result: dict, full: bool, tiny: bool = False) -> None:
 
 
 def bench_scan_decode(ctx: Context, result: dict) -> None:
-  """Decode speed of the scanned layers over per-layer (unrolled) params, same weights, interleaved."""
+  """Decode time of the student's three layer programs over the same weights, interleaved: scanned
+  over per-layer params (the CPU default), scanned over stacked params (XLA:CPU copies every layer's
+  weights per token) and unrolled; each as a ratio to the default's time."""
   from decode.host.guided import GuidedDecoder
-  from model.lm import unstack_layers
+  from model.lm import to_layout
 
   s = ctx.student
-  unrolled = dataclasses.replace(
-    s, cfg=s.cfg.replace(scan_layers=False), params=unstack_layers(s.params, s.cfg.num_layers)
-  )
+  decoders = {}
+  for name, kw in (
+    ("default", {}),
+    ("stacked", dict(scan_layers=True, layer_params="stacked")),
+    ("unrolled", dict(scan_layers=False)),
+  ):
+    cfg = s.cfg.replace(**kw)
+    decoders[name] = GuidedDecoder(dataclasses.replace(s, cfg=cfg, params=to_layout(s.params, cfg)), None)
+  result["realsize_default_layer_params"] = "stacked" if s.cfg.stacked_params else "per_layer"
   new_tokens = min(64, ctx.preset.max_new_tokens)
   for batch in (1, ctx.preset.batch):
     prompts = ctx.prompts[:batch]
-    decoders = {"scan": GuidedDecoder(s, None), "unrolled": GuidedDecoder(unrolled, None)}
     for d in decoders.values():  # compile on the timed shapes
       d.generate(DecodeRequest(prompts, "never", max_new_tokens=2, max_len=ctx.max_len))
     times = {k: [] for k in decoders}
@@ -137,9 +151,13 @@ def bench_scan_decode(ctx: Context, result: dict) -> None:
           )
         )
         times[k].append(dt)
-    ratio = float(np.median(times["scan"]) / np.median(times["unrolled"]))
-    result[f"decode_scan_over_unrolled_time_b{batch}"] = ratio
-    log(f"realsize: batch {batch} decode, scanned layers / unrolled: {ratio:.2f}x the time")
+    t = {k: float(np.median(v)) for k, v in times.items()}
+    result[f"decode_stacked_over_default_time_b{batch}"] = t["stacked"] / t["default"]
+    result[f"decode_unrolled_over_default_time_b{batch}"] = t["unrolled"] / t["default"]
+    log(
+      f"realsize: batch {batch} decode time over the default program ({result['realsize_default_layer_params']}): stacked "
+      f"{t['stacked'] / t['default']:.2f}x, unrolled {t['unrolled'] / t['default']:.2f}x"
+    )
 
 
 def _fewshot_rows(ctx: Context, n_problems: int, shots: int, shot_len: int, question_len: int, timings: int):
@@ -231,3 +249,123 @@ def _fewshot_sweep(ctx: Context, shot_len: int, question_len: int) -> dict:
     "fewshot_rows": len(rows),
     "fewshot_max_new_tokens": max_new_tokens,
   }
+
+
+def _qwen_hf_config(widths: dict, layers: int, vocab: int, init_std: float):
+  import transformers
+
+  from experiments.bench import models as bm
+
+  return transformers.Qwen2Config(
+    vocab_size=vocab,
+    hidden_size=widths["hidden_size"],
+    intermediate_size=widths["intermediate_size"],
+    num_hidden_layers=layers,
+    num_attention_heads=widths["num_heads"],
+    num_key_value_heads=widths["num_kv_heads"],
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-6,
+    initializer_range=init_std,
+    tie_word_embeddings=True,
+    bos_token_id=bm.BOS_ID,
+    eos_token_id=bm.EOS_ID,
+    pad_token_id=bm.PAD_ID,
+  )
+
+
+def make_realsize_student(out_dir, tiny: bool):
+  """A random Qwen2 at Qwen2.5-0.5B widths (tiny: the smoke test's), saved with the bench tokenizer."""
+  import torch
+  import transformers
+
+  from experiments.bench import models as bm
+
+  widths, layers, vocab = (TINY_STUDENT, 2, TINY_VOCAB) if tiny else (STUDENT, 24, VOCAB)
+  torch.manual_seed(0)
+  hf_cfg = _qwen_hf_config(widths, layers, vocab, init_std=0.3 if tiny else 0.05)
+  model = transformers.Qwen2ForCausalLM(hf_cfg).eval()
+  with torch.no_grad():  # specials (EOS included) never win greedy argmax (tied: the embedding rows)
+    model.model.embed_tokens.weight[: len(bm.SPECIALS)] = 0.0
+  model.generation_config.pad_token_id = bm.PAD_ID
+  model.generation_config.eos_token_id = bm.EOS_ID
+  model.save_pretrained(str(out_dir), safe_serialization=True)
+  bm.make_tokenizer([out_dir], vocab, delimiter_every=20 if not tiny else 5)
+  return model
+
+
+def bench_realsize_decode(result: dict, root, preset) -> None:
+  """Ours vs HF greedy decode at Qwen2.5-0.5B widths (batch 1 and 16), its roofline, and a guided
+  step:1 batch's tokens/s with a same-size teacher."""
+  import gc
+  from pathlib import Path
+
+  import torch
+  import transformers
+
+  from decode.host.guided import GuidedDecoder
+  from experiments.bench.decode import decode_roofline, hf_greedy
+  from experiments.bench.models import interleaved, median
+  from model.hf_import import load_model
+
+  p, tiny = preset, preset.name == "tiny"
+  d = Path(root) / "realsize_student"
+  t0 = time.perf_counter()
+  make_realsize_student(d, tiny)
+  gc.collect()
+  ours = load_model(d)
+  hf = transformers.AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32).eval()
+  log(
+    f"realsize decode: random Qwen2.5-0.5B-width student built and loaded in {time.perf_counter() - t0:.1f}s"
+  )
+  vocab, n_new = ours.cfg.vocab_size, p.realsize_new_tokens
+  prompts = random_prompts(p.batch, p.prompt_len, vocab, seed=11)
+  dec = GuidedDecoder(ours, None)
+  max_len = dec.buffer_length(p.prompt_len, n_new)
+  result["realsize_layer_params"] = "stacked" if ours.cfg.stacked_params else "per_layer"
+  for b in (1, p.batch):
+    rows = prompts[:b]
+    req = lambda n, rows=rows: DecodeRequest(rows, "never", max_new_tokens=n, max_len=max_len)
+    dec.generate(req(2))
+    hf_greedy(hf, rows, 2)
+    times, outs = interleaved(
+      {"ours": lambda: dec.generate(req(n_new)), "hf": lambda rows=rows: hf_greedy(hf, rows, n_new)},
+      p.realsize_repeats,
+    )
+    if {len(r.token_ids) for r in outs["ours"]} != {n_new} or {len(r) for r in outs["hf"]} != {n_new}:
+      raise RuntimeError("realsize decode: rows stopped early (EOS was emitted)")
+    t_ours, t_hf = median(times["ours"]), median(times["hf"])
+    match = sum(r.token_ids == h for r, h in zip(outs["ours"], outs["hf"]))
+    result.update(
+      {
+        f"realsize_ours_b{b}_tokens_per_s": b * n_new / t_ours,
+        f"realsize_hf_b{b}_tokens_per_s": b * n_new / t_hf,
+        f"realsize_decode_speedup_vs_hf_b{b}": t_hf / t_ours,
+        f"realsize_greedy_match_rows_b{b}": f"{match}/{b}",
+        f"realsize_loadavg_b{b}": os.getloadavg()[0],
+      }
+    )
+    log(
+      f"realsize decode b{b}: ours {b * n_new / t_ours:.1f} tok/s, HF {b * n_new / t_hf:.1f} tok/s, "
+      f"speedup {t_hf / t_ours:.2f}, greedy match {match}/{b} (load {os.getloadavg()[0]:.1f})"
+    )
+  roof = decode_roofline(ours, p.prompt_len, n_new, p.membw_mb, p.membw_repeats)
+  result.update({f"realsize_{k}": v for k, v in roof.items()})
+  result["realsize_decode_roofline_fraction_b1"] = (
+    result["realsize_ours_b1_tokens_per_s"] / roof["roofline_tokens_per_s_b1"]
+  )
+  log(f"realsize decode: roofline fraction b1 {result['realsize_decode_roofline_fraction_b1']:.2f}")
+  hf = None  # free its 2 GB before the guided run
+  gc.collect()
+
+  guided = GuidedDecoder(ours, ours)  # same-size teacher: the loop's cost at real width
+  rows = prompts[: p.batch]
+  greq = lambda n: DecodeRequest(rows, "step:1", max_new_tokens=n, max_len=max_len)
+  guided.generate(greq(2))
+  g_times = [timed(lambda: guided.generate(greq(n_new)))[0] for _ in range(p.realsize_repeats)]
+  result["realsize_guided_step1_tokens_per_s"] = len(rows) * n_new / median(g_times)
+  result["realsize_note"] = (
+    f"random Qwen2 at Qwen2.5-0.5B widths ({ours.cfg.num_layers} layers, vocab {vocab}), float32; prompts "
+    f"{p.prompt_len} tokens, {n_new} new, buffer {max_len}; {p.realsize_repeats} interleaved runs, medians; "
+    f"guided step:1 at batch {len(rows)} with the same model as teacher"
+  )
+  log(f"realsize guided step:1 b{len(rows)}: {result['realsize_guided_step1_tokens_per_s']:.1f} tok/s")
