@@ -71,8 +71,9 @@ class GGUFWeights:
 
   Names and llama.cpp's layout changes (q/k row permutation, GPT-2's transposes, Gemma's norm
   offsets) are transformers' own (`get_gguf_hf_weights_map`, its TensorProcessor per architecture),
-  applied per tensor as its `load_gguf_checkpoint` applies them to all at once. The file is memory
-  mapped; the last tensor read stays decoded, since every device's slice of a layer comes from it.
+  applied per tensor as its `load_gguf_checkpoint` applies them to all at once. Each tensor's bytes
+  are memory mapped while it is decoded; the last tensor read stays decoded, since every device's
+  slice of a layer comes from it.
   """
 
   def __init__(self, path: str | os.PathLike, hf_config):
@@ -87,7 +88,6 @@ class GGUFWeights:
         TENSOR_PROCESSORS,
         TensorProcessor,
         get_gguf_hf_weights_map,
-        load_gguf_checkpoint,
         read_field,
       )
     except ImportError as e:
@@ -95,10 +95,11 @@ class GGUFWeights:
     try:
       self._reader = GGUFReader(str(path))
       architecture = read_field(self._reader, "general.architecture")[0]
-      config = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
     except Exception as e:
       raise ModelLoadError(f"{path}: cannot read its tensors ({e}); the file is truncated or corrupt")
-    self._processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config)
+    # The processors read HF config keys (num_attention_heads, ...): the config transformers parsed.
+    self._processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=hf_config.to_dict())
+    self._path = path
     # The map is built from the parameter names of a model without memory.
     with torch.device("meta"):
       skeleton = transformers.AutoModelForCausalLM.from_config(hf_config)
@@ -128,7 +129,10 @@ class GGUFWeights:
       t = self._tensors[name]
       sink = {"tensors": {}}  # where GPT-2's processor puts output.weight (its name comes back None)
       try:
-        weights = dequantize(t.data, t.tensor_type)
+        # The tensor's bytes mapped apart from the reader's map of the whole file, and let go with
+        # the tensor: pages read through the reader's map would stay resident until the load ends.
+        raw = np.memmap(self._path, t.data.dtype, mode="r", offset=t.data_offset, shape=t.data.shape)
+        weights = dequantize(raw, t.tensor_type)
         out = self._processor.process(
           weights=weights, name=t.name, tensor_key_mapping=self._hf_names, parsed_parameters=sink
         )

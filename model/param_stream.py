@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, Protocol
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +24,7 @@ from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
 from model.hf_names import TensorSource, hf_tensor_source
-from model.lm import logical_param_axes, param_shapes
+from model.lm import abstract_params
 
 Index = tuple[slice, ...]
 
@@ -42,13 +43,19 @@ class Weights(Protocol):
     ...
 
 
-def target_shardings(cfg: DecoderConfig, mesh=None, rules=()) -> dict[tuple[str, ...], Sharding]:
-  """Flat param path -> where it goes: its mesh sharding by the rules, or the default device."""
-  shapes = param_shapes(cfg)
+def target_shardings(
+  cfg: DecoderConfig, mesh=None, rules=(), abstract=None
+) -> dict[tuple[str, ...], Sharding]:
+  """Flat param path -> where it goes: its mesh sharding by the rules, or the default device.
+
+  abstract: cfg's abstract_params, where the caller has them (tracing the init takes ~1.5 s).
+  """
+  abstract = abstract_params(cfg) if abstract is None else abstract
+  shapes = nn.unbox(abstract)
   if mesh is None:
     one = SingleDeviceSharding(jax.devices()[0])
     return {path: one for path in flatten_dict(shapes)}
-  tree = sharding_lib.param_shardings(logical_param_axes(cfg), shapes, mesh, rules or ())
+  tree = sharding_lib.param_shardings(nn.get_partition_spec(abstract), shapes, mesh, rules or ())
   return flatten_dict(tree)
 
 
@@ -58,8 +65,9 @@ def stream_params(cfg: DecoderConfig, weights: Weights, mesh=None, rules=()):
   Every tensor name is checked to exist before anything is read; each tensor's shape is checked
   against the one cfg implies when it is first read.
   """
-  shapes = flatten_dict(param_shapes(cfg))
-  shardings = target_shardings(cfg, mesh, rules)
+  abstract = abstract_params(cfg)
+  shapes = flatten_dict(nn.unbox(abstract))
+  shardings = target_shardings(cfg, mesh, rules, abstract)
   sources = {path: _source(path[1:], cfg, weights) for path in shapes}
   # Whole tensors (embeddings, lm_head) first, while nothing else is held: each is built from a
   # host block as large as the device's share of it, the largest transient of the load.
@@ -121,11 +129,22 @@ def _read_block(
   hf_index = tuple(bounds[::-1] if src.transpose else bounds)
   try:
     part = weights.read(name, hf_index)
-    return np.array(part.T if src.transpose else part, dtype=dtype, order="C")
+    return _transposed(part, dtype) if src.transpose else np.array(part, dtype=dtype, order="C")
   except (OSError, ValueError) as e:
     raise ModelLoadError(
       f"{weights.origin}: cannot read tensor {name!r} ({e}); the file is truncated or corrupt"
     )
+
+
+def _transposed(part: np.ndarray, dtype, rows: int = 128) -> np.ndarray:
+  """part.T [in, out] as a C array of dtype, from part [out, in] a band of rows at a time (a band's
+  transpose stays in cache: ~2.6x faster than numpy's whole strided copy on a [4864, 896] kernel)."""
+  if part.ndim != 2:
+    return np.array(part.T, dtype=dtype, order="C")
+  out = np.empty(part.shape[::-1], dtype)
+  for i in range(0, part.shape[0], rows):
+    out[:, i : i + rows] = part[i : i + rows].T
+  return out
 
 
 def _device_array(shape, sharding: Sharding, read: Callable[[Index], np.ndarray]) -> jax.Array:

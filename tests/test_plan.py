@@ -15,6 +15,7 @@ import tiny_models
 from jax.sharding import PartitionSpec as P
 
 from configs.sharding_rules import REPLICATED, TENSOR_PARALLEL
+from experiments.plan.pairings import PAIRINGS, write_config_dir
 from model.errors import UserError
 from model.kv_cache import CACHE_AXES
 from model.sharding import partition_spec
@@ -188,3 +189,24 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, llama_dirs):
   assert r.returncode == 2 and r.stdout == ""
   assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
   assert "missing" in r.stderr and "does not exist" in r.stderr
+
+
+# Parameter counts the models' own repositories report (safetensors metadata / model cards).
+PUBLISHED_PARAMS = {
+  "llama-2-7b": 6_738_415_616,
+  "llama-2-70b": 68_976_648_192,
+  "gemma-7b": 8_537_680_896,
+  "olmo-7b": 6_888_095_744,
+}
+
+
+@pytest.mark.parametrize("student, teacher", PAIRINGS)
+def test_the_runbook_pairings_plan_from_their_public_configs(tmp_path, student, teacher):
+  """The runbook's configs (experiments/plan/pairings.py) are the published models: same param counts."""
+  d = _flags(tmp_path)  # the LLaMA-2 shape and mesh, these configs in place of the test's
+  d[d.index("--student") + 1] = str(write_config_dir(tmp_path, student))
+  d[d.index("--teacher") + 1] = str(write_config_dir(tmp_path, teacher))
+  plan = _plan(d)
+  assert plan["student_params"] == PUBLISHED_PARAMS[student]
+  assert plan["teacher_params"] == PUBLISHED_PARAMS[teacher]
+  assert plan["fits"]  # each student beside the 70B fits v5e-16's 16 GiB chips, both tensor-parallel

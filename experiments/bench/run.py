@@ -35,7 +35,11 @@ from experiments.bench import models as bm
 from experiments.bench.bridge import bench_bridge
 from experiments.bench.decode import bench_decode
 from experiments.bench.guided import bench_guided
+from experiments.bench.load import TARGETS as LOAD_TARGETS
+from experiments.bench.load import bench_load
 from experiments.bench.models import cpu_count, cpu_model, setup
+from experiments.bench.pod import TARGETS as POD_TARGETS
+from experiments.bench.pod import bench_pod
 from experiments.bench.realsize import (
   bench_compile_depth,
   bench_fewshot_sweep,
@@ -60,6 +64,8 @@ TARGETS = {
   "fewshot_outputs_equal": ("==", True),
   "bridge_fork_vs_plain": ("<=", 0.6),
   "bridge_fork_equals_plain": ("==", True),
+  **LOAD_TARGETS,
+  **POD_TARGETS,
 }
 REQUIRED_KEYS = tuple(TARGETS) + ("decode_roofline_fraction_b1", "greedy_match_b1")
 
@@ -139,7 +145,7 @@ PRESETS = {
 }
 
 
-SECTIONS = ("decode", "guided", "sweep", "realsize", "stops", "bridge")
+SECTIONS = ("decode", "guided", "sweep", "realsize", "stops", "bridge", "load", "pod")
 
 
 def run_benchmark(preset: Preset | str, sections=SECTIONS, command: str | None = None) -> dict:
@@ -207,6 +213,10 @@ def run_benchmark(preset: Preset | str, sections=SECTIONS, command: str | None =
       bench_stops(result, problems=48 if preset.name == "full" else 24, repeats=preset.sweep_repeats)
     if "bridge" in sections:
       bench_bridge(ctx, result)
+    if "load" in sections:  # its own model, each load in a fresh process
+      bench_load(preset.name, result)
+    if "pod" in sections:  # plans in fresh processes (16 fake devices)
+      bench_pod(preset.name, result)
   result.pop("_student_only_decoder", None)
   result["loadavg_end"] = os.getloadavg()
   result["wall_s"] = time.perf_counter() - t_start
