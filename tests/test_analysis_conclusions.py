@@ -200,3 +200,54 @@ def test_an_unscored_never_row_pairs_with_nothing() -> None:
   assert s1.paired_accuracy == pytest.approx(6 / 9) and s1.baseline_accuracy == pytest.approx(2 / 9)
   assert s1.gain_points == pytest.approx(100 * (s1.paired_accuracy - s1.baseline_accuracy))
   assert one(s, "never").n_unscored == 1
+
+
+# --------------------------------------------------------------------------- reproducible CIs
+
+
+@pytest.mark.parametrize(
+  "table",
+  [
+    lambda df, **kw: analysis.summarize(df, **kw),
+    lambda df, **kw: analysis.common_no_leak(df, **kw),
+    lambda df, **kw: analysis.timing_differences(df, **kw),
+    lambda df, **kw: analysis.versus_reference(df, **kw),
+    lambda df, **kw: matched_controls(analysis.prepare(df), **kw),
+  ],
+  ids=["summarize", "common_no_leak", "timing_differences", "versus_reference", "matched_controls"],
+)
+def test_every_table_bootstraps_2000_resamples_from_seed_0_by_default(table) -> None:
+  """The report's CIs are reproducible: each table, called as the report calls it, equals itself with
+  the documented bootstrap (2000 resamples, seed 0) spelt out. 97 problems with uneven patterns, so
+  the CI endpoints fall between resampled values and move with the seed."""
+  right = {
+    "never": lambda i: i % 3 == 0,
+    "step:1": lambda i: i % 2 == 0,
+    "step:2": lambda i: i % 5 < 2,
+    "always": lambda i: i % 7 != 0,
+    "entropy:q=0.5": lambda i: i % 4 != 0,
+    "random:0.5": lambda i: i % 3 != 1,
+  }
+  rows = []
+  for policy, ok in right.items():
+    extra = {"matched_to": "entropy:q=0.5"} if policy == "random:0.5" else {}
+    text = "" if policy == "never" else "First, 2 * 3 = 6.\n"
+    for i in range(97):
+      rows.append(
+        row(
+          policy,
+          0,
+          ok(i),
+          problem_id=f"p{i}",
+          row_id=f"{policy}|{i}",
+          answer=str(1000 + i),
+          gold_steps=5,
+          teacher_text=text,
+          step_ids=[1, 2],
+          intervention_steps=[1],
+          **extra,
+        )
+      )
+  df = pd.DataFrame(rows)
+  pd.testing.assert_frame_equal(table(df), table(df, n_boot=2000, seed=0))
+  assert not table(df).equals(table(df, n_boot=2000, seed=1))  # the seed reaches the CIs
