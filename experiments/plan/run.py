@@ -55,8 +55,14 @@ class Plan:
 
 
 def load_configs(args: PlanArgs) -> tuple[DecoderConfig, DecoderConfig]:
-  """Both configs from config.json alone, checked against the buffer length."""
-  cfgs = tuple(load_config(d, args.dtype)[0] for d in (args.student, args.teacher))
+  """Both configs from config.json alone, checked against the buffer length.
+
+  Block params stacked, as a pod's TPU or GPU holds them (layer_params "auto" would pick the
+  per-layer layout of the CPU the plan compiles on: another program, and 80 layers traced one by one).
+  """
+  cfgs = tuple(
+    load_config(d, args.dtype)[0].replace(layer_params="stacked") for d in (args.student, args.teacher)
+  )
   context = min(c.max_position_embeddings for c in cfgs)
   if args.max_len > context:
     raise PlanError(
