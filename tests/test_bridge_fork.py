@@ -24,6 +24,7 @@ from model.hf_import import load_model
 MAX_NEW = 16
 # Rows have about four steps in 16 tokens (a delimiter every 4th word): step:6 and step:9 begin after
 # most rows' last step (fork mode copies the base run), step:2..step:4 fork mid-row.
+PROMPTS = bridge_models.PROMPTS + ["w12 w50 w6 ", "w21 w22\nw23 "]
 POLICIES = ("never", "step:1", "step:2", "step:3", "step:4", "step:2,n=2", "hint:3,m=2", "step:6", "step:9")
 
 
@@ -34,8 +35,7 @@ def models(tmp_path_factory):
 
 
 def _sweep(decoder, out, fork: bool) -> tuple[dict, SweepRunner]:
-  prompts = bridge_models.PROMPTS + ["w12 w50 w6 ", "w21 w22\nw23 "]
-  problems = [Problem(f"p/{i}", p, "0", None, "bridge") for i, p in enumerate(prompts)]
+  problems = [Problem(f"p/{i}", p, "0", None, "bridge") for i, p in enumerate(PROMPTS)]
   rows = expand_grid(
     "bridge",
     problems,
@@ -45,7 +45,7 @@ def _sweep(decoder, out, fork: bool) -> tuple[dict, SweepRunner]:
     [parse_policy(p) for p in POLICIES],
     [0],
   )
-  longest = max(len(p) for p in decoder.encode(prompts))
+  longest = max(len(p) for p in decoder.encode(PROMPTS))
   settings = DecodeSettings(
     batch_size=4, max_len=decoder.buffer_length(longest, MAX_NEW), max_new_tokens=MAX_NEW
   )
@@ -55,17 +55,31 @@ def _sweep(decoder, out, fork: bool) -> tuple[dict, SweepRunner]:
 
 
 def test_fork_sweep_across_tokenizers_equals_plain(models, tmp_path):
+  student, teacher = models
+  prompts = {f"p/{i}": p for i, p in enumerate(PROMPTS)}
   decoder = make_decoder(*models)
   assert isinstance(decoder, BridgeDecoder) and decoder.can_fork
   fork, _ = _sweep(decoder, tmp_path / "fork.jsonl", fork=True)
   plain, _ = _sweep(decoder, tmp_path / "plain.jsonl", fork=False)
   assert fork.keys() == plain.keys() and len(fork) == 6 * len(POLICIES)
+  # every field equal but the mode and what the teacher read: a forked row's teacher starts from its
+  # cache of the problem's prompt + student run (as the one loop's fork rows do)
+  cost = ("mode", "teacher_read", "teacher_prefilled")
   for rid, row in fork.items():
     other = plain[rid]
     assert row.keys() == other.keys(), rid
-    assert {k: v for k, v in row.items() if k != "mode"} == {k: v for k, v in other.items() if k != "mode"}, (
-      rid
-    )
+    assert {k: v for k, v in row.items() if k not in cost} == {
+      k: v for k, v in other.items() if k not in cost
+    }, rid
+    if row["mode"] == "fork" and row["round_trips"]:
+      # The first teacher call reads one token (the one the prefill wrote past the row's text) where
+      # plain mode reads its whole prompt: the prompt text + the student's run up to step K.
+      j = row["authors"].index(TEACHER)
+      text = prompts[row["problem_id"]] + student.tokenizer.decode(row["token_ids"][:j])
+      first = len(teacher.tokenizer(text)["input_ids"])
+      assert row["teacher_read"] == other["teacher_read"] - first + 1, rid
+    else:
+      assert row["teacher_read"] == other["teacher_read"], rid
   modes = {r["mode"] for r in fork.values()}
   assert {"base", "fork", "copied", "plain"} <= modes  # step:1 rows run plain in fork mode too
   forked = [r for r in fork.values() if r["mode"] == "fork"]

@@ -22,8 +22,11 @@ unless the server keeps a prefix cache); and the student reading the teacher's t
 loop call, which starts from the row's cache of its previous call (row_caches.py).
 
 Fork mode (`prefill`, then `generate` with `request.caches`): a sweep's "teacher from step K" row
-starts from the student's own base run cut before step K, its cache prefilled once per problem; the
-row's first student call starts from that cache, as in the one loop. Rows equal plain mode's.
+starts from the student's own base run cut before step K. Both models' caches of each problem's
+prompt + base run are made once (an in-process teacher's of the same text in its tokens), and every
+timing's row starts from them, as in the one loop: its first teacher call reads only the text past
+the prefill's, its first student call only the teacher's text. Rows equal plain mode's but for what
+the teacher read (`teacher_read`, `teacher_prefilled`: less, as in the one loop's fork rows).
 
 Triggers are decided on the student's side, by the policy's one rule (`PolicyRule`): the student
 decoder runs the student alone on policy never, whose rows record its (entropy, max prob, margin)
@@ -40,9 +43,9 @@ from typing import Sequence
 import numpy as np
 
 from decode.api import DecodeRequest, Sampling
-from decode.bridge.row_caches import CachedRow, starting_rows
+from decode.bridge.row_caches import CachedRow, ForkCaches, RowCache, starting_rows
 from decode.bridge.rows import BridgeResult, BridgeRow, append_student, kept_tokens
-from decode.bridge.teachers import Completion, CompletionRequest, TextTeacher
+from decode.bridge.teachers import Completion, CompletionRequest, LocalTeacher, TextTeacher
 from decode.core.advance import prefix_step_ids
 from decode.core.policy import NO_LIMIT, PolicyArrays
 from decode.core.sampling import policy_uniform, row_keys
@@ -98,12 +101,17 @@ class BridgeDecoder:
   def shared_prefix(self, prompts: Sequence[Sequence[int]], *, max_len: int) -> SharedPrefix | None:
     return self.student_decoder.shared_prefix(prompts, max_len=max_len)
 
-  def prefill(self, prompts, prefixes, *, max_len, batch_size=None, shared_prefix=None) -> PrefixCaches:
-    """The student's caches of each row's prompt + prefix (fork mode); the teacher reads text, so it
-    has none: each forked row's teacher reads its text at its first boundary, as in plain mode."""
-    return self.student_decoder.prefill(
+  def prefill(self, prompts, prefixes, *, max_len, batch_size=None, shared_prefix=None) -> ForkCaches:
+    """Fork mode: the student's caches of each row's prompt + prefix, and for an in-process teacher
+    a holder per row of its cache of the same text, made from the row's prompt text by the first
+    forked row that needs it (`_teacher_from_prefill`). A served teacher keeps none: a forked row's
+    teacher reads its text at its first boundary, as in plain mode."""
+    student = self.student_decoder.prefill(
       prompts, prefixes, max_len=max_len, batch_size=batch_size, shared_prefix=shared_prefix
     )
+    keeps = isinstance(self.teacher, LocalTeacher) and self.teacher.keep_caches
+    fields = {f.name: getattr(student, f.name) for f in dataclasses.fields(PrefixCaches)}
+    return ForkCaches(**fields, teacher_rows=[RowCache() for _ in prompts] if keeps else [])
 
   def generate(self, request: DecodeRequest) -> list[BridgeResult]:
     """`Decoder.generate`, in rounds (see the module docstring).
@@ -159,6 +167,8 @@ class BridgeDecoder:
       batch_size=request.batch_size or n,
       shared_prefix=request.shared_prefix,
     )
+    if isinstance(request.caches, ForkCaches) and request.caches.teacher_rows:
+      self._teacher_from_prefill(rows, request.caches)
     for _ in range(4 * max_new_tokens + 8):  # each round moves every live row on (a guard, not a limit)
       live = [r for r in rows if not r.done]
       if not live:
@@ -174,6 +184,24 @@ class BridgeDecoder:
     return [r.result(self.tokenizer) for r in rows]
 
   # -- teacher ------------------------------------------------------------------------------------
+  def _teacher_from_prefill(self, rows: list[BridgeRow], caches: ForkCaches) -> None:
+    """Fork mode: each row's teacher starts from the teacher's cache of its problem's prompt text +
+    the student's run as far as the prefill holds it; made (one teacher call) for the problems whose
+    holder is still empty, then shared by all their timings' rows."""
+    todo: dict[int, tuple[RowCache, str]] = {}
+    for i, r in enumerate(rows):
+      slot = caches.teacher_rows[i]
+      if slot.held is None and not r.done:
+        run = caches.tokens[i][len(r.prompt) :]
+        todo.setdefault(id(slot), (slot, r.text + continuation_text(self.tokenizer, r.prompt, run)))
+    if todo:
+      made = self.teacher.prefill([text for _, text in todo.values()], self.options.step_delimiter)
+      for (slot, _), m in zip(todo.values(), made):
+        slot.keep(m.held, m.maker)
+    for i, r in enumerate(rows):
+      slot = caches.teacher_rows[i]
+      r.teacher_cache = RowCache(slot.held, slot.maker)  # the row's own holder; the arrays are shared
+
   def _teacher_round(self, rows: list[BridgeRow], max_new: int, max_steps: int | None) -> None:
     """One step boundary: all rows at once; again only for rows whose step ended before any text."""
     for r in rows:

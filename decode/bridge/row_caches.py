@@ -106,3 +106,18 @@ def _gather(picks: list[tuple[KVCache, int]], max_len: int) -> KVCache:
     keys=jnp.concatenate([p.keys for p in parts], axis=1),
     values=jnp.concatenate([p.values for p in parts], axis=1),
   )
+
+
+@dataclasses.dataclass
+class ForkCaches(PrefixCaches):
+  """The bridge's prefill (fork mode): the student's caches of each row's prompt + prefix, and one
+  holder per row for an in-process teacher's cache of the same text in its tokens (empty: none
+  made yet, or a teacher that keeps none). `rows` passes the same holders on, so the teacher's
+  cache of a problem, made when its first forked row needs it, serves every later timing."""
+
+  teacher_rows: list[RowCache] = dataclasses.field(default_factory=list)
+
+  def rows(self, idx: Sequence[int], batch_size: int | None = None) -> ForkCaches:
+    out = super().rows(idx, batch_size)
+    fields = {f.name: getattr(out, f.name) for f in dataclasses.fields(PrefixCaches)}
+    return ForkCaches(**fields, teacher_rows=[self.teacher_rows[i] for i in idx] if self.teacher_rows else [])

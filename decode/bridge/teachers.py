@@ -147,6 +147,23 @@ class LocalTeacher:
       )
     return ids
 
+  def prefill(self, prompts: Sequence[str], stop: str) -> list[RowCache]:
+    """Each prompt's cache, made as `complete` with this stop string would start from it (one
+    loop call writing one token): fork mode reads a problem's text once for all its timings."""
+    dec = self.decoder(stop)
+    ids = [self.encode(p) for p in prompts]
+    n = len(ids)
+    T = max(dec.buffer_length(len(p), 1) for p in ids)
+    _, final = dec.generate_keeping_caches(
+      DecodeRequest(
+        ids, "never", 1, max_len=T, batch_size=max(n, self.batch_size or 1 << (n - 1).bit_length())
+      )
+    )
+    out = [RowCache() for _ in ids]
+    for j, row in enumerate(out):
+      row.keep(CachedRow(final, j), dec)
+    return out
+
   def complete(self, requests: Sequence[CompletionRequest]) -> list[Completion]:
     """One loop call per stop string among the requests (usually one: the step delimiter)."""
     out: list[Completion | None] = [None] * len(requests)
