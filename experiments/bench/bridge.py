@@ -4,7 +4,8 @@ The pair crosses tokenizers: the bench teacher's weights under a tokenizer holdi
 under permuted ids, so `make_decoder` picks the text bridge (the teacher writes whole steps as text).
 1. An 8-timing sweep (`step:1..step:sweep_timings`) through `SweepRunner` in fork mode against the
    same rows in plain mode, interleaved after an untimed pass of each (compiles): gives
-   bridge_fork_vs_plain and whether the rows are equal (every field but `mode`).
+   bridge_fork_vs_plain and whether the rows are equal (every field but `mode` and what the teacher
+   read: a forked row's teacher starts from its cache of the problem's prompt + student run).
 2. Teacher tokens read per row with the teacher keeping each row's cache between boundaries
    (`LocalTeacher`) against re-reading every prompt whole (`keep_caches=False`, the bridge before),
    on policies that go back to the teacher (`always`, `step:2,n=3`), interleaved.
@@ -52,7 +53,10 @@ def _rows(ctx: Context, policies):
   )
 
 
-def _same_rows(a: dict, b: dict, skip=("mode",)) -> bool:
+COSTS = ("teacher_read", "teacher_prefilled")  # what the teacher read: fewer tokens with a cache
+
+
+def _same_rows(a: dict, b: dict, skip=("mode",) + COSTS) -> bool:
   drop = lambda r: {k: v for k, v in r.items() if k not in skip}
   return a.keys() == b.keys() and all(drop(a[k]) == drop(b[k]) for k in a)
 
@@ -122,7 +126,6 @@ def bench_bridge(ctx: Context, result: dict) -> None:
     {"keep": lambda: records(decoder), "reread": lambda: records(reread)}, p.sweep_repeats
   )
   kept, reread_rows = cache_outs["keep"].values(), cache_outs["reread"].values()
-  cost = ("teacher_read", "teacher_prefilled")
   result.update(
     {
       "bridge_fork_vs_plain": t_fork / t_plain,
@@ -147,7 +150,7 @@ def bench_bridge(ctx: Context, result: dict) -> None:
       },
       "bridge_teacher_read_ratio": _mean(kept, "teacher_read")
       / max(1e-9, _mean(reread_rows, "teacher_read")),
-      "bridge_cache_rows_equal": _same_rows(cache_outs["keep"], cache_outs["reread"], cost),
+      "bridge_cache_rows_equal": _same_rows(cache_outs["keep"], cache_outs["reread"]),
       "bridge_cache_times_s": cache_times,
       "bridge_cache_keep_vs_reread": median(cache_times["keep"]) / median(cache_times["reread"]),
       "bridge_loadavg": {"start": load, "end": os.getloadavg()},
