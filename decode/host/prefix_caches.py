@@ -182,6 +182,13 @@ def prefill_shared_prefix(
   return SharedPrefix(tokens=list(tokens), student=prefill(student), teacher=prefill(teacher), owner=owner)
 
 
+def pinned(model: LoopModel, cache: KVCache) -> KVCache:
+  """Without a mesh, the cache committed to the default device: fresh zeros and the rows of an earlier
+  call's caches then reach the loop alike (jit keys its executables on whether arguments are
+  committed; params loaded onto a device are, and so are an earlier call's outputs)."""
+  return cache if model.cache_sharding is not None else jax.device_put(cache, jax.devices()[0])
+
+
 def starting_caches(
   student: LoopModel,
   teacher: LoopModel | None,
@@ -195,7 +202,10 @@ def starting_caches(
   or zeros."""
 
   def each(fn):
-    return LoopCaches(student=fn(student, "student"), teacher=fn(teacher, "teacher") if teacher else None)
+    return LoopCaches(
+      student=pinned(student, fn(student, "student")),
+      teacher=pinned(teacher, fn(teacher, "teacher")) if teacher else None,
+    )
 
   if shared is not None:
     held = np.full((B,), len(shared.tokens), np.int32)
