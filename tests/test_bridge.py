@@ -242,3 +242,42 @@ def test_cut_at_stop_counts_the_tokens_up_to_the_stop_string():
     at, stop = min(hits)
     used = next(j for j in range(1, len(ids) + 1) if stop in tok.decode(ids[:j]))
     assert cut_at_stop(tok, ids, stops) == (text[:at], stop, used), (ids, stops)
+
+
+def test_rows_stop_at_the_answer_through_the_bridge_as_in_the_loop(tmp_path):
+  """The stop rule through the text bridge: a pair sharing a tokenizer, by the loop and by the bridge,
+  gives the same rows, cut where their answer is complete, including where a teacher's step of text
+  goes on past the stop (the bridge drops the rest, as the loop never writes it)."""
+  from decode.bridge.teachers import LocalTeacher
+  from decode.core.stop_rule import StopRule
+
+  s_dir, t_dir = tmp_path / "s", tmp_path / "t"
+  bridge_models.make_model(s_dir, seed=21, hidden=32, layers=2)
+  bridge_models.make_model(t_dir, seed=22, hidden=48, layers=3)
+  for d in (s_dir, t_dir):
+    bridge_models.make_tokenizer(d, list(range(bridge_models.WORDS)))
+  student, teacher = load_model(s_dir), load_model(t_dir)
+  prompts = bridge_models.PROMPTS * 2
+  policies = ["never", "step:1", "step:2", "always", "never", "step:1", "step:2", "random:0.5"]
+  request = DecodeRequest(
+    GuidedDecoder(student).encode(prompts),
+    policies,
+    MAX_NEW,
+    sampling=Sampling(seed=list(range(8))),
+    texts=prompts,
+  )
+  unstopped = GuidedDecoder(student, teacher).generate(request)
+  # Stop texts the rows reach in their middles (one of them inside a teacher's step).
+  texts = {r.completion[len(r.completion) // 2 :][:4] for r in unstopped if len(r.completion) > 12}
+  rule = StopRule(texts=tuple(sorted(texts)))
+  one = GuidedDecoder(student, teacher, stop=rule).generate(request)
+  bridged = BridgeDecoder(student, LocalTeacher(teacher), stop=rule).generate(request)
+  assert sum(r.answer_step is not None for r in one) >= 4
+  assert any(r.answer_step is not None and r.authors[-1] == TEACHER for r in one)  # stopped in a teacher step
+  for a, b in zip(one, bridged):
+    assert (a.token_ids, a.authors, a.answer_step, a.num_steps) == (
+      b.token_ids,
+      b.authors,
+      b.answer_step,
+      b.num_steps,
+    ), a.policy

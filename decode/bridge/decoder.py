@@ -313,10 +313,24 @@ class BridgeDecoder:
       self._check_done(r, max_new, max_steps, new[kept - 1] if kept and kept == len(new) else None)
 
   def _check_done(self, r: BridgeRow, max_new: int, max_steps: int | None, last: int | None) -> None:
+    self._check_answer(r)
     if len(r.ids) >= max_new or (max_steps is not None and r.steps_done >= max_steps):
       r.done = True
     if last is not None and self.masks.eos[last]:
       r.done = True
+
+  def _check_answer(self, r: BridgeRow) -> None:
+    """Ends the row where its answer is complete (the stop table the loop runs), cutting a teacher's
+    text that goes on past it; the student's rounds already stop there inside the loop."""
+    table = self.masks.stops
+    if table is None or r.answer_step is not None:
+      return
+    state = 0
+    for n, t in enumerate(r.ids, 1):
+      state = int(table.step(state, t))
+      if table.accepting[state]:
+        r.end_at_answer(n)
+        return
 
 
 def continuation_text(tokenizer, context: list[int], new: list[int], before: str | None = None) -> str:

@@ -56,6 +56,7 @@ class BridgeRow:
   triggered: int = 0  # steps given to the teacher by a trigger (budget)
   done: bool = False
   error: str | None = None
+  answer_step: int | None = None  # the step that completed the answer (the decoder's stop rule)
   teacher_tokens: int = 0
   teacher_read: int = 0
   round_trips: int = 0
@@ -97,6 +98,14 @@ class BridgeRow:
     self.step_teacher_tokens = 0 if ended else self.step_teacher_tokens
     self.empty_trips = 0 if ended else self.empty_trips
 
+  def end_at_answer(self, n: int) -> None:
+    """The answer is complete with the row's first `n` tokens: the rest (a teacher's text past the
+    stop) is dropped, as the loop never writes it, and a step cut short is not counted as done."""
+    if n < len(self.ids):
+      self.ids, self.authors, self.step_ids = self.ids[:n], self.authors[:n], self.step_ids[:n]
+      self.steps_done = self.step_ids[-1] - 1 if self.step_ids else self.steps_done
+    self.done, self.answer_step = True, self.steps_done
+
   def result(self, tokenizer) -> BridgeResult:
     teacher_ids = [t for t, a in zip(self.ids, self.authors) if a == TEACHER]
     return BridgeResult(
@@ -113,7 +122,9 @@ class BridgeRow:
       num_steps=self.steps_done,
       teacher_text=tokenizer.decode(teacher_ids, skip_special_tokens=True),
       error=self.error,
-      step_uncertainty=self.uncertainty,
+      # Up to the answer's step, as the loop records it (a step begun after it is none of the solution).
+      step_uncertainty=self.uncertainty if self.answer_step is None else self.uncertainty[: self.answer_step],
+      answer_step=self.answer_step,
       teacher_read=self.teacher_read,
       round_trips=self.round_trips,
       teacher_requests=list(self.teacher_requests),
