@@ -22,6 +22,9 @@ from experiments.tasks.answers import (
     ("3,000", "3000"),
     ("40%", "40"),
     ("7.", "7"),
+    ("40%.", "40"),  # a percentage ending a sentence
+    ("100", "100"),
+    ("12.000", "12"),
     (" 12 ", "12"),
     ("0.50", "0.5"),
     ("$.5", "0.5"),
@@ -227,8 +230,12 @@ def test_a_terminating_fraction_is_exact_past_the_repeating_digits():
     ("\\boxed{5}\n#### 7", "5"),
     # "#### \boxed{N}" is a "####" answer: it wins over an earlier box on its line.
     (r"First \boxed{3}, in the end #### \boxed{18}", "18"),
-    # A said "answer" that is no number (a zero denominator) is no statement either.
+    # A said "answer" that is no number (a zero denominator) is no statement either, nor is one that
+    # starts a computation; a later statement still counts.
     ("The answer is 1/0. Counting again: 7", "7"),
+    ("The answer is below.\nThe answer is 8.\nThen 10 more.", "8"),
+    ("Answer: 5 + 3 = 8\nThe answer is 8.\nThen 10 more.", "8"),
+    ("She scored 40%.", "40"),
   ],
 )
 def test_boxed_answers_as_written(completion, expected):

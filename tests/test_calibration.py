@@ -11,7 +11,7 @@ from decode.api import DecodeRequest
 from decode.core.policy import TRIGGER_ENTROPY, TRIGGER_MARGIN, TRIGGER_MAXPROB, parse_policy
 from decode.errors import PolicyError
 from decode.host.guided import GuidedDecoder
-from experiments.sweep.calibration import matched_control, realized_rate, threshold_for_rate
+from experiments.sweep.calibration import calibrate, matched_control, realized_rate, threshold_for_rate
 from model.lm import forward
 
 VALUES = [0.9, 0.1, 2.0, 0.5, 1.3]  # sorted: 0.1 0.5 0.9 1.3 2.0
@@ -33,6 +33,27 @@ def test_threshold_fires_at_the_asked_rate(trigger, rate, threshold, fires):
   assert got == threshold
   fired = {v for v in VALUES if (v > got if trigger == TRIGGER_ENTROPY else v < got)}
   assert fired == fires
+
+
+def test_threshold_of_one_value_and_of_none():
+  # One recorded value: round(0.4 * 1) = 0 fire, so entropy's threshold is the value itself.
+  assert threshold_for_rate(True, 0.4, [1.5]) == 1.5 and threshold_for_rate(False, 0.4, [1.5]) == 1.5
+  for values in ([], [float("nan")]):
+    with pytest.raises(ValueError, match="^no recorded step-start uncertainties to calibrate from$"):
+      threshold_for_rate(True, 0.3, values)
+  # A q= trigger without never rows that record them says what to add, by name.
+  never = [{"step_uncertainty": []}, {}]
+  with pytest.raises(PolicyError) as e:
+    calibrate(parse_policy("entropy:q=0.3"), never)
+  assert str(e.value) == (
+    "policy 'entropy:q=0.3' needs recorded step-start uncertainties from `never` rows of the same student; "
+    "add 'never' to the sweep's policies (results written before this feature lack them)"
+  )
+  # Each trigger reads its own column: entropy [0], max prob [1], margin [2].
+  never = [{"step_uncertainty": [[0.1, 0.9, 0.5], [2.0, 0.2, 0.05]]}]
+  assert calibrate(parse_policy("entropy:q=0.5"), never).threshold == 0.1
+  assert calibrate(parse_policy("maxprob:q=0.5"), never).threshold == 0.9
+  assert calibrate(parse_policy("margin:q=0.5"), never).threshold == 0.5
 
 
 def test_realized_rate_pools_rows():

@@ -61,13 +61,10 @@ _REPEATING_DECIMAL_DIGITS = 6
 
 
 def _format_decimal(value: Decimal) -> str:
-  """Plain (non-scientific) decimal string without trailing zeros; -0 becomes 0."""
+  """Plain (non-scientific) decimal string without trailing zeros (normalize() drops them); -0 becomes 0."""
   if value == 0:
     return "0"
-  text = format(value.normalize(), "f")
-  if "." in text:
-    text = text.rstrip("0").rstrip(".")
-  return text
+  return format(value.normalize(), "f")
 
 
 def _fraction_to_decimal(fraction: Fraction) -> Decimal:
