@@ -6,15 +6,14 @@ import os
 from pathlib import Path
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
-from model.hf_import import place_params
-from model.lm import logical_param_axes, param_shapes, stack_layers, unstack_layers
+from model.lm import logical_param_axes, param_shapes, to_layout
+from model.param_stream import target_shardings
 
 
 def save_params(path: str | os.PathLike, params) -> Path:
@@ -27,34 +26,46 @@ def save_params(path: str | os.PathLike, params) -> Path:
 def restore_training_params(step_dir: str | os.PathLike, cfg: DecoderConfig, mesh=None, rules=None):
   """The params of one step of a training run's CheckpointManager ({params, opt_state, ...}).
 
-  Restored without a target (orbax reads the tree it saved), then checked leaf by leaf against the
-  shapes `cfg` implies, cast to its dtype and placed on the mesh. The optimizer state is read too
-  and dropped: fine for analysis-sized students, ~3x the params in host memory while loading.
+  The saved tree's shapes are read from orbax's metadata (no data) and checked against the shapes
+  `cfg` implies, in whichever layout training saved (stacked or per layer); then only the params
+  are restored (the optimizer state is never read), each array cast to cfg's dtype and read straight
+  into its mesh sharding. A layout other than cfg's is converted after, on the devices.
   """
   path = Path(step_dir).absolute() / "default"
   if not path.exists():
     raise ModelLoadError(f"{step_dir} is not a CheckpointManager step (no 'default' item)")
-  with ocp.StandardCheckpointer() as ckptr:
-    state = ckptr.restore(path)
-  if not isinstance(state, dict) or "params" not in state:
-    raise ModelLoadError(
-      f"{step_dir}: the checkpoint holds no 'params' (saved by experiments.training.train?)"
-    )
-  # Checked in the stacked layout, whichever one training ran (and saved) in.
-  want = flatten_dict(param_shapes(cfg.replace(scan_layers=True, layer_params="stacked")))
-  got = flatten_dict(stack_layers(state["params"]))
-  if set(want) != set(got):
-    diff = sorted("/".join(k) for k in set(want) ^ set(got))[:6]
-    raise ModelLoadError(f"{step_dir}: params do not match the model config (paths differ: {diff})")
-  for k, spec in want.items():
-    if tuple(got[k].shape) != tuple(spec.shape):
+  with ocp.PyTreeCheckpointer() as ckptr:
+    saved = ckptr.metadata(path).item_metadata
+    if saved is None or "params" not in saved:
       raise ModelLoadError(
-        f"{step_dir}: param {'/'.join(k)} has shape {tuple(got[k].shape)}, the config implies {spec.shape}"
+        f"{step_dir}: the checkpoint holds no 'params' (saved by experiments.training.train?)"
       )
-  tree = unflatten_dict({k: np.asarray(v, want[k].dtype) for k, v in got.items()})
-  if not cfg.stacked_params:
-    tree = unstack_layers(tree, cfg.num_layers)
-  return place_params(tree, cfg, mesh, rules)
+    inner = saved["params"].get("params", {}) if hasattr(saved["params"], "get") else {}
+    as_saved = cfg.replace(scan_layers=True, layer_params="stacked" if "layers" in inner else "per_layer")
+    want = flatten_dict(param_shapes(as_saved))
+    got = flatten_dict(saved["params"])
+    if set(want) != set(got):
+      diff = sorted("/".join(k) for k in set(want) ^ set(got))[:6]
+      raise ModelLoadError(f"{step_dir}: params do not match the model config (paths differ: {diff})")
+    for k, spec in want.items():
+      if tuple(got[k].shape) != tuple(spec.shape):
+        raise ModelLoadError(
+          f"{step_dir}: param {'/'.join(k)} has shape {tuple(got[k].shape)}, the config implies {spec.shape}"
+        )
+    shardings = target_shardings(as_saved, mesh, rules)
+    target = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=shardings[k]) for k, s in want.items()}
+    args = {k: ocp.ArrayRestoreArgs(sharding=shardings[k], dtype=s.dtype) for k, s in want.items()}
+    restored = ckptr.restore(
+      path,
+      args=ocp.args.PyTreeRestore(
+        item={"params": unflatten_dict(target)},
+        restore_args={"params": unflatten_dict(args)},
+        partial_restore=True,
+      ),
+    )["params"]
+  if as_saved.stacked_params == cfg.stacked_params:
+    return restored
+  return jax.device_put(to_layout(restored, cfg), unflatten_dict(target_shardings(cfg, mesh, rules)))
 
 
 def restore_params(path: str | os.PathLike, cfg: DecoderConfig, mesh=None, rules=None):

@@ -104,6 +104,21 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
     cfg, hf_config = load_gguf_config(gguf)
     check(load_params(gguf, cfg, mesh, TENSOR_PARALLEL, GGUFWeights(gguf, hf_config)), cfg, expected(sd, cfg.num_layers), np.float32)
+    # orbax: a training run's step (params + optimizer state) restored straight onto the mesh, either
+    # saved layout into the stacked one, cast to bfloat16; the optimizer state is never read
+    import optax, orbax.checkpoint as ocp
+    from model.checkpoint import restore_training_params
+    from model.lm import init_params
+    tmp = sys.argv[4]
+    for layout in ("stacked", "per_layer"):
+      trained = load_config(llama)[0].replace(layer_params=layout)
+      params = init_params(trained, jax.random.key(1))
+      opts = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+      with ocp.CheckpointManager(f"{tmp}/{layout}", options=opts) as m:
+        m.save(5, args=ocp.args.StandardSave({"params": params, "opt_state": optax.adamw(1e-3).init(params)}))
+      cfg = load_config(llama, "bfloat16")[0].replace(layer_params="stacked")
+      want = {k: np.asarray(v) for k, v in flatten_dict(stack_layers(params)["params"]).items()}
+      check(restore_training_params(f"{tmp}/{layout}/5", cfg, mesh, TENSOR_PARALLEL), cfg, want, ml_dtypes.bfloat16)
     print("SHARDED_OK")
 """)
 
@@ -117,11 +132,12 @@ def llama_dir(tmp_path_factory):
 
 
 def test_sharded_load_equals_the_checkpoint_tensors(llama_dir, tmp_path):
-  """8 fake devices, data=2 x model=4, tensor-parallel: safetensors (f32, bf16), a fused family, GGUF."""
+  """8 fake devices, data=2 x model=4, tensor-parallel: safetensors (f32, bf16), a fused family, GGUF,
+  and a training run's orbax step."""
   phi3 = tmp_path / "phi3"
   tiny_models.make_hf_model(phi3, "phi3", seed=8, tie_word_embeddings=False)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  args = [str(llama_dir / "hf"), str(phi3), str(llama_dir / "tiny.gguf")]
+  args = [str(llama_dir / "hf"), str(phi3), str(llama_dir / "tiny.gguf"), str(tmp_path / "orbax")]
   r = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, *args], capture_output=True, text=True, env=env)
   assert "SHARDED_OK" in r.stdout, r.stderr[-4000:]
 
