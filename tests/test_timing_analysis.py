@@ -162,6 +162,40 @@ def test_earliest_rescue_distribution() -> None:
   assert list(tiny.earliest) == ["1", "2", "none"] and list(tiny["count"]) == [0, 1, 0]
 
 
+def test_earliest_rescue_distribution_keeps_labels_and_reading_order() -> None:
+  """Checkpoints in natural order (ckpt-9 before ckpt-10, as the counterfactual table reads), the
+  teacher's label kept, the checkpoint's missing label back to None; an empty table keeps its columns."""
+  rows = []
+  for ckpt, right in (("ckpt-9", {1}), ("ckpt-10", {2}), (None, set())):
+    rows += [
+      row(p, i, i in right and p != "never", checkpoint=ckpt, row_id=f"{ckpt}|{p}|{i}")
+      for p in ("never", "step:1")
+      for i in range(3)
+    ]
+  dist = analysis.earliest_rescue_distribution(analysis.counterfactuals(pd.DataFrame(rows)))
+  labels = [None if pd.isna(c) else c for c in dist.checkpoint]  # missing: None or NaN, as pandas has it
+  assert [(c, e, n) for c, e, n in zip(labels, dist.earliest, dist["count"])] == [
+    (None, "1", 0),
+    (None, "none", 3),
+    ("ckpt-9", "1", 1),
+    ("ckpt-9", "none", 2),
+    ("ckpt-10", "1", 1),
+    ("ckpt-10", "none", 2),
+  ]
+  assert set(dist.teacher) == {"teacher-big"}
+  empty = analysis.earliest_rescue_distribution(analysis.counterfactuals(pd.DataFrame(rows[:3])))
+  assert empty.empty and list(empty.columns) == [
+    "task",
+    "student",
+    "teacher",
+    "checkpoint",
+    "earliest",
+    "count",
+    "n_failed",
+    "share",
+  ]
+
+
 def test_no_counterfactuals_without_step_rows_or_baseline() -> None:
   only_triggers = [
     row(p, i, True, row_id=f"{p}{i}") for p in ("never", "entropy:1", "always") for i in range(3)
