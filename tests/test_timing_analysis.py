@@ -196,6 +196,22 @@ def test_earliest_rescue_distribution_keeps_labels_and_reading_order() -> None:
   ]
 
 
+def test_counterfactual_table_is_in_natural_reading_order() -> None:
+  """Teachers, checkpoints and problems in natural order (t-9 before t-10, p2 before p10), whatever
+  the order of the rows."""
+  rows = [
+    row(p, 0, False, problem_id=f"p{i}", teacher=t, checkpoint=c, row_id=f"{t}|{c}|{p}|{i}")
+    for t in ("t-10", "t-9")
+    for c in ("c-10", "c-9")
+    for p in ("never", "step:1")
+    for i in (10, 2, 1)
+  ]
+  cf = analysis.counterfactuals(pd.DataFrame(rows))
+  assert list(zip(cf.teacher, cf.checkpoint, cf.problem_id)) == [
+    (t, c, f"p{i}") for t in ("t-9", "t-10") for c in ("c-9", "c-10") for i in (1, 2, 10)
+  ]
+
+
 def test_no_counterfactuals_without_step_rows_or_baseline() -> None:
   only_triggers = [
     row(p, i, True, row_id=f"{p}{i}") for p in ("never", "entropy:1", "always") for i in range(3)
