@@ -216,7 +216,11 @@ def test_no_counterfactuals_without_step_rows_or_baseline() -> None:
   only_triggers = [
     row(p, i, True, row_id=f"{p}{i}") for p in ("never", "entropy:1", "always") for i in range(3)
   ]
-  assert analysis.counterfactuals(pd.DataFrame(only_triggers)).empty
+  empty = analysis.counterfactuals(pd.DataFrame(only_triggers))
+  assert empty.empty and list(empty.columns) == [
+    *("task", "student", "teacher", "checkpoint", "seed", "problem_id"),
+    *("gold_steps", "base_correct", "n_rescue", "n_harm", "earliest_rescue"),
+  ]  # the columns a reader of counterfactuals.csv finds, rows or none
   unpaired = [row("step:1", i, True) for i in range(3)]
   cf = analysis.counterfactuals(pd.DataFrame(unpaired))
   assert cf.empty and analysis.earliest_rescue_distribution(cf).empty
