@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,7 @@ def _sweep(cfg: Path, out: Path, *flags: str, devices: int = 1) -> None:
   assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_same_rows_on_one_device_eight_devices_and_two_processes(pair_dir, tmp_path):
+def test_same_rows_on_one_device_eight_devices_two_processes_and_a_global_mesh(pair_dir, tmp_path):
   cfg = _config(pair_dir, tmp_path)
   single = tmp_path / "single"
   _sweep(cfg, single)
@@ -154,6 +155,16 @@ def test_same_rows_on_one_device_eight_devices_and_two_processes(pair_dir, tmp_p
 
   summary = pd.read_csv(multi / "summary.csv")
   assert set(summary["n"]) == {5}  # the report merged both processes' files: all 5 problems per policy
+  # mesh.scope=global: one data=1 x model=8 mesh over both processes' 4 devices (both models' weights
+  # and caches split across the processes), every process running every call: the same rows, each
+  # written exactly once, by the process its id hashes to.
+  spmd = tmp_path / "global"
+  flags = ("--config.mesh.scope=global", "--config.mesh.data=1", "--config.mesh.model=8")
+  _two_processes(cfg, spmd, *flags, "--config.student_rules=tensor_parallel", devices=4)
+  _assert_same_rows(_rows(spmd), a)  # _rows also refuses a row written twice
+  for pid, name in enumerate(("results.jsonl", "results-1.jsonl")):
+    ids = [json.loads(line)["row_id"] for line in (spmd / name).read_text().splitlines()]
+    assert ids and all(zlib.crc32(i.encode()) % 2 == pid for i in ids)
 
 
 def _two_processes(cfg: Path, out: Path, *flags: str, devices: int = 1) -> None:
@@ -242,20 +253,3 @@ def test_two_processes_calibrate_once_on_every_process_rows(pair_dir, tmp_path):
       )
     )
   assert any(t != pytest.approx(threshold, abs=1e-4) for t in shares)
-
-
-def test_a_global_mesh_over_two_processes_gives_one_process_rows(pair_dir, tmp_path):
-  """mesh.scope=global: one data=1 x model=8 mesh over two processes of 4 devices each (the teacher's
-  and the student's weights and caches split across both), every process running every call; the
-  rows equal one process's, each written exactly once, by the process its id hashes to."""
-  import zlib
-
-  cfg = _config(pair_dir, tmp_path)
-  single, multi = tmp_path / "single", tmp_path / "global"
-  _sweep(cfg, single)
-  flags = ("--config.mesh.scope=global", "--config.mesh.data=1", "--config.mesh.model=8")
-  _two_processes(cfg, multi, *flags, "--config.student_rules=tensor_parallel", devices=4)
-  _assert_same_rows(_rows(single), _rows(multi))  # _rows also refuses a row written twice
-  for pid, name in enumerate(("results.jsonl", "results-1.jsonl")):
-    ids = [json.loads(line)["row_id"] for line in (multi / name).read_text().splitlines()]
-    assert ids and all(zlib.crc32(i.encode()) % 2 == pid for i in ids)
