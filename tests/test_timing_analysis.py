@@ -146,6 +146,12 @@ def test_counterfactual_table_rescue_and_harm_per_k() -> None:
   assert list(cf.n_rescue) == [0, 1, 1, 2, 1, 0] and list(cf.n_harm) == [2, 0, 0, 0, 0, 0]
   assert [None if pd.isna(v) else int(v) for v in cf.earliest_rescue] == [None, 1, 2, 2, 3, None]
   assert cf.teacher.iloc[0] == "teacher-big" and cf.checkpoint.iloc[0] is None
+  # counterfactuals.csv's columns and types: the unit, what it is, then one cell per K swept.
+  assert list(cf.columns) == [
+    *("task", "student", "teacher", "checkpoint", "seed", "problem_id", "gold_steps", "base_correct"),
+    *("step_1", "step_2", "step_3", "n_rescue", "n_harm", "earliest_rescue"),
+  ]
+  assert (cf.base_correct.dtype, cf.gold_steps.dtype, cf.earliest_rescue.dtype) == (bool, "Int64", "Int64")
 
 
 def test_earliest_rescue_distribution() -> None:
