@@ -103,6 +103,21 @@ def test_step1_minus_step_k_difference_and_its_ci() -> None:
   pd.testing.assert_frame_equal(t, analysis.timing_differences(df, n_boot=2000, seed=0))  # fixed seed
 
 
+def test_step_differences_per_config_in_the_rows_order() -> None:
+  """One row per configuration that ran step:1 and a later step, in the order the rows give them; a
+  configuration without step:1 is left out, not the end of the table; labels as in the summary."""
+  rows = []
+  for student, policies in (("s-b", ("never", "step:2")), ("s-c", ("never", "step:1", "step:2"))):
+    rows += [
+      row(p, i, i < 3, student=student, row_id=f"{student}|{p}|{i}") for p in policies for i in range(4)
+    ]
+  rows += [dict(r, student="s-a", row_id="a" + r["row_id"]) for r in rows if r["student"] == "s-c"]
+  t = analysis.timing_differences(pd.DataFrame(rows), n_boot=10)
+  assert list(t.student) == ["s-c", "s-a"] and list(t.step_k) == [2, 2]
+  assert set(t.teacher) == {"teacher-big"} and list(t.checkpoint) == [None, None]
+  assert str(t.n_units_no_leak.dtype) == "Int64" and t.n_units_no_leak.isna().all()  # no gold steps
+
+
 def test_difference_ci_of_a_constant_difference_is_the_point() -> None:
   # step:1 right and step:3 wrong on every problem: every resample's difference is exactly +100.
   rows = [row("never", i, False, gold_steps=4) for i in range(4)]
