@@ -217,6 +217,22 @@ def test_earliest_rescue_distribution_keeps_labels_and_reading_order() -> None:
   ]
 
 
+def test_no_failures_to_rescue_is_an_undefined_share() -> None:
+  """A configuration whose student alone is always right has no failures: counts 0, shares NaN; a
+  missing teacher label comes back as None."""
+  rows = [row(p, i, True, teacher=None, row_id=f"{p}|{i}") for p in ("never", "step:1") for i in range(3)]
+  dist = analysis.earliest_rescue_distribution(analysis.counterfactuals(pd.DataFrame(rows)))
+  assert list(dist.earliest) == ["1", "none"] and list(dist["count"]) == [0, 0] and set(dist.n_failed) == {0}
+  assert dist.share.isna().all() and list(dist.teacher) == [None, None]
+  t = analysis.timing_differences(
+    pd.DataFrame(
+      rows + [dict(r, policy="step:2", row_id="2" + r["row_id"]) for r in rows if r["policy"] == "step:1"]
+    ),
+    n_boot=10,
+  )
+  assert list(t.teacher) == [None] and list(t.student) == ["student-small"]
+
+
 def test_counterfactual_table_is_in_natural_reading_order() -> None:
   """Teachers, checkpoints and problems in natural order (t-9 before t-10, p2 before p10), whatever
   the order of the rows."""
