@@ -151,3 +151,12 @@ def test_not_measured_is_none_at_the_source_and_a_float_nan_in_the_table() -> No
   for col in ("leakage_rate", "exemplar_copy_rate", "accuracy_no_leak", "gain_no_leak_ci_high"):
     assert s[col].dtype == np.float64 and s[col].isna().all(), col  # one dtype, whatever is measured
   assert s.n_no_leak.isna().all()
+
+
+def test_paired_difference_of_one_unit_and_of_none() -> None:
+  from experiments.report.stats import paired_difference
+
+  # One unit: its difference is the mean and every resample (the CI is the point); none: not defined.
+  assert paired_difference(np.array([1.0]), np.array([0.0]), ["p0"], 100, 0) == (1, 100.0, 100.0, 100.0)
+  n, diff, low, high = paired_difference(np.array([]), np.array([]), [], 100, 0)
+  assert n == 0 and all(math.isnan(x) for x in (diff, low, high))
