@@ -160,3 +160,9 @@ def test_paired_difference_of_one_unit_and_of_none() -> None:
   assert paired_difference(np.array([1.0]), np.array([0.0]), ["p0"], 100, 0) == (1, 100.0, 100.0, 100.0)
   n, diff, low, high = paired_difference(np.array([]), np.array([]), [], 100, 0)
   assert n == 0 and all(math.isnan(x) for x in (diff, low, high))
+  # Its CI is the paired bootstrap's with the given resamples and seed, in points.
+  first, later = np.array([1.0, 0, 1, 1, 0, 1, 0, 1]), np.array([0.0, 0, 1, 0, 1, 0, 0, 0])
+  groups = ["a", "a", "b", "c", "d", "e", "f", "g"]
+  low, high = analysis.paired_bootstrap_ci(first, later, n_boot=7, seed=3, groups=groups)
+  assert paired_difference(first, later, groups, 7, 3) == (8, 37.5, 100 * low, 100 * high)
+  assert (low, high) != analysis.paired_bootstrap_ci(first, later, n_boot=2000, seed=3, groups=groups)
