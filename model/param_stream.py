@@ -70,8 +70,9 @@ def stream_params(cfg: DecoderConfig, weights: Weights, mesh=None, rules=()):
   shardings = target_shardings(cfg, mesh, rules, abstract)
   sources = {path: _source(path[1:], cfg, weights) for path in shapes}
   # Whole tensors (embeddings, lm_head) first, while nothing else is held: each is built from a
-  # host block as large as the device's share of it, the largest transient of the load.
-  order = sorted(shapes, key=lambda p: p[1] == "layers")
+  # host block as large as the device's share of it, the largest transient of the load. Block
+  # params ('layers' stacked, or 'layers_i' per layer) after.
+  order = sorted(shapes, key=lambda p: p[1].startswith("layers"))
   out = {}
   for path in order:
     names, src = sources[path]

@@ -56,6 +56,6 @@ def test_pod_section_plans_and_compares():
   assert result["pod_compile_s"] > 0 and result["pod_plan"]["fits"]
   plan, arith = result["pod_plan"], result["pod_arithmetic"]
   assert plan["weights_gib"] == pytest.approx(arith["weights_gib"], rel=0.05)  # norms replicated
-  assert plan["teacher_cache_gib"] == pytest.approx(arith["teacher_cache_gib"])
+  assert plan["teacher_cache_gib"] == pytest.approx(arith["teacher_cache_gib"], rel=1e-3)  # JSON: 6 places
   assert result["pod_plan_vs_arithmetic"] >= 0
   assert result["pod_replicated_student_gib"] > plan["per_device_gib"] - plan["temporaries_gib"]

@@ -166,3 +166,32 @@ def test_host_memory_stays_near_one_tensor(tmp_path):
   assert peak <= bound, (
     f"peak {peak / 2**20:.1f} MiB > {bound / 2**20:.1f} MiB (params {params_bytes / 2**20:.1f} MiB)"
   )
+
+
+@pytest.mark.parametrize("layer_params", ["stacked", "per_layer"])
+def test_whole_tensors_are_read_before_any_layer(llama_dir, layer_params):
+  """Embeddings and lm_head (a model's largest tensors, each a whole host block on one device) are
+  read while no layer is held yet, in either block layout: their transient never adds to the params."""
+  from model.hf_import import safetensors_weights
+
+  inner = safetensors_weights(llama_dir / "hf")
+  names = []
+
+  class Recording:
+    origin = inner.origin
+
+    def __contains__(self, name):
+      return name in inner
+
+    def shape(self, name):
+      return inner.shape(name)
+
+    def read(self, name, index):
+      names.append(name)
+      return inner.read(name, index)
+
+  cfg, _ = load_config(llama_dir / "hf")
+  load_params(llama_dir / "hf", cfg.replace(layer_params=layer_params), weights=Recording())
+  first_layer = next(i for i, n in enumerate(names) if n.startswith("model.layers."))
+  whole = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"}
+  assert set(names[:first_layer]) == whole and not whole & set(names[first_layer:]), names
