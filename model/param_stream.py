@@ -137,9 +137,10 @@ def _read_block(
     )
 
 
-def _transposed(part: np.ndarray, dtype, rows: int = 128) -> np.ndarray:
-  """part.T [in, out] as a C array of dtype, from part [out, in] a band of rows at a time (a band's
-  transpose stays in cache: ~2.6x faster than numpy's whole strided copy on a [4864, 896] kernel)."""
+def _transposed(part: np.ndarray, dtype, rows: int = 16) -> np.ndarray:
+  """part.T [in, out] as a C array of dtype, from part [out, in] a band of rows at a time: a band's
+  transpose stays in cache (bands of 16 rows 1.5x faster than of 128 on an [8960, 1536] kernel;
+  bands of 128, 2.6x faster than numpy's whole strided copy on a [4864, 896] one)."""
   if part.ndim != 2:
     return np.array(part.T, dtype=dtype, order="C")
   out = np.empty(part.shape[::-1], dtype)
