@@ -13,14 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from model import gguf_import
-from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
-from model.lm import LanguageModel, logical_param_axes, param_shapes
+from model.lm import LanguageModel
 from model.param_stream import Weights, stream_params
 from model.safetensors_reader import SafetensorsWeights
 
@@ -88,14 +84,6 @@ def load_params(
   weights: the tensors to read (a GGUF file's) instead of model_dir's safetensors.
   """
   return stream_params(cfg, weights or safetensors_weights(model_dir), mesh, rules)
-
-
-def place_params(params, cfg: DecoderConfig, mesh=None, rules=None):
-  """Host params -> device arrays, each on its mesh sharding (logical axes of cfg's layout and rules)."""
-  if mesh is None:
-    return jax.tree.map(jnp.asarray, params)
-  shardings = sharding_lib.param_shardings(logical_param_axes(cfg), param_shapes(cfg), mesh, rules or ())
-  return jax.tree.map(jax.device_put, params, shardings)
 
 
 def load_tokenizer(model_dir: str | os.PathLike):
