@@ -173,18 +173,29 @@ def format_1(m: dict, num_problems: int, limit: int | None) -> dict:
 
 def test_a_manifest_from_before_extents_is_migrated_and_grows(pair_dir, tmp_path):
   out = tmp_path / "out"
-  run_sweep(sweep_config(pair_dir, out, num_problems=4, limit=2), progress=False)
+  # The code before issue 22 also ran rows on past their answer: stop_at_answer=False is that sweep.
+  run_sweep(sweep_config(pair_dir, out, num_problems=4, limit=2, stop_at_answer=False), progress=False)
   old = format_1(json.loads((out / manifest.MANIFEST).read_text()), num_problems=4, limit=2)
   (out / manifest.MANIFEST).write_text(json.dumps(old, indent=2))
   before = (out / "results.jsonl").read_bytes()
   with pytest.raises(manifest.ManifestError, match="temperature: 0.0 -> 1.0"):
-    run_sweep(sweep_config(pair_dir, out, num_problems=4, limit=2, temperature=1.0), progress=False)
-  stats = run_sweep(sweep_config(pair_dir, out, num_problems=4, limit=2), progress=False)
+    run_sweep(
+      sweep_config(pair_dir, out, num_problems=4, limit=2, temperature=1.0, stop_at_answer=False),
+      progress=False,
+    )
+  # Its rows ran to EOS or a limit: resuming with the default (stop at the answer) would mix the two.
+  with pytest.raises(manifest.ManifestError, match="stop_at_answer: false -> true"):
+    run_sweep(sweep_config(pair_dir, out, num_problems=4, limit=2), progress=False)
+  stats = run_sweep(
+    sweep_config(pair_dir, out, num_problems=4, limit=2, stop_at_answer=False), progress=False
+  )
   assert (stats["decoded"], stats["kept"], stats["loop_calls"]) == (0, 6, 0)
   m = json.loads((out / manifest.MANIFEST).read_text())
   assert m["format"] == 2 and m["code"] == old["code"] and m["created"] == old["created"]
   assert [r.get("format") for r in m["runs"]] == [1, None] and m["runs"][0]["extent"]["problems"] == 2
-  stats = run_sweep(sweep_config(pair_dir, out, num_problems=4), progress=False)  # grows to 4 problems
+  stats = run_sweep(
+    sweep_config(pair_dir, out, num_problems=4, stop_at_answer=False), progress=False
+  )  # grows
   assert (stats["decoded"], stats["kept"]) == (6, 6)
   assert (out / "results.jsonl").read_bytes().startswith(before) and len(rows_of(out)) == 12
 

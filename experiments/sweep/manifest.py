@@ -190,7 +190,8 @@ def _compared(old: dict, new: dict) -> tuple[dict, dict]:
   """What must match: content (keys recorded since format 2 only where the old manifest has them)
   and the identity of every student both runs name."""
   a, b = flatten(old["content"]), flatten(new["content"])
-  a.setdefault("stop_at_answer", False)  # rows written before stopping existed ran to EOS or a limit
+  for side in (a, b):  # a manifest from before stopping existed: its rows ran to EOS or a limit
+    side.setdefault("stop_at_answer", False)
   for later in LATER_KEYS:
     if later not in a:
       b.pop(later, None)
