@@ -166,3 +166,13 @@ def test_paired_difference_of_one_unit_and_of_none() -> None:
   low, high = analysis.paired_bootstrap_ci(first, later, n_boot=7, seed=3, groups=groups)
   assert paired_difference(first, later, groups, 7, 3) == (8, 37.5, 100 * low, 100 * high)
   assert (low, high) != analysis.paired_bootstrap_ci(first, later, n_boot=2000, seed=3, groups=groups)
+
+
+def test_gain_ci_is_the_paired_bootstrap_with_the_given_resamples() -> None:
+  df = pd.DataFrame(make_rows())
+  s = one(analysis.summarize(df, n_boot=7, seed=3), "step:1")
+  base = [float(i in CORRECT["never"]) for i in range(N)]
+  pol = [float(i in CORRECT["step:1"]) for i in range(N)]
+  low, high = analysis.paired_bootstrap_ci(pol, base, n_boot=7, seed=3, groups=[f"p{i}" for i in range(N)])
+  assert (s.gain_ci_low, s.gain_ci_high) == (100 * low, 100 * high)
+  assert (low, high) != analysis.paired_bootstrap_ci(pol, base, n_boot=2000, seed=3)

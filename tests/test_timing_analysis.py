@@ -261,3 +261,57 @@ def test_no_counterfactuals_without_step_rows_or_baseline() -> None:
   unpaired = [row("step:1", i, True) for i in range(3)]
   cf = analysis.counterfactuals(pd.DataFrame(unpaired))
   assert cf.empty and analysis.earliest_rescue_distribution(cf).empty
+
+
+def test_no_leak_tables_per_config_measured_or_not() -> None:
+  """Three configurations in this order: s-c always rescued by either step on four long problems
+  (common set of all four, gain +100 with CI [+100, +100]); s-b records no teacher text (not
+  measured: every column None, each step still listed); s-a's solutions are one step long (measured,
+  nothing leak-free: no units, accuracy undefined)."""
+  rows = []
+  for student, gold, text in (("s-c", 5, "First, 2 * 3 = 6.\n"), ("s-b", 5, None), ("s-a", 1, "2 * 3 = 6\n")):
+    for p in ("never", "step:1", "step:2"):
+      rows += [
+        row(
+          p, i, p != "never", student=student, gold_steps=gold, teacher_text=text, row_id=f"{student}|{p}|{i}"
+        )
+        for i in range(4)
+      ]
+  df = pd.DataFrame(rows)
+  c = analysis.common_no_leak(df, n_boot=50)
+  assert list(zip(c.student, c.step_k)) == [
+    ("s-c", 1),
+    ("s-c", 2),
+    ("s-b", 1),
+    ("s-b", 2),
+    ("s-a", 1),
+    ("s-a", 2),
+  ]
+  assert (
+    c[c.student == "s-b"]
+    .drop(columns=["task", "student", "teacher", "checkpoint", "step_k"])
+    .isna()
+    .all()
+    .all()
+  )
+  rescued = c[c.student == "s-c"]
+  assert list(rescued.no_leak_common_k) == [2, 2] and list(rescued.n_no_leak_common) == [4, 4]
+  assert list(rescued.accuracy_no_leak_common) == [1.0, 1.0] and list(rescued.gain_no_leak_common_points) == [
+    100.0,
+    100.0,
+  ]
+  assert list(rescued.gain_no_leak_common_ci_low) == [100.0, 100.0] and list(
+    rescued.gain_no_leak_common_ci_high
+  ) == [
+    100.0,
+    100.0,
+  ]
+  short = c[c.student == "s-a"]
+  assert list(short.n_no_leak_common) == [0, 0] and short.accuracy_no_leak_common.isna().all()
+  s = analysis.summarize(df, n_boot=50).set_index(["student", "policy"])
+  assert s.loc[
+    ("s-c", "step:1"), ["n_no_leak", "gain_no_leak_points", "gain_no_leak_ci_low", "gain_no_leak_ci_high"]
+  ].tolist() == [4, 100.0, 100.0, 100.0]
+  assert s.loc[("s-a", "step:1"), "n_no_leak"] == 0 and math.isnan(
+    s.loc[("s-a", "step:1"), "accuracy_no_leak"]
+  )
