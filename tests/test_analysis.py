@@ -50,8 +50,19 @@ def test_bootstrap_degenerate_cases() -> None:
   low, high = analysis.paired_bootstrap_ci([1, 1, 0, 1], [0, 1, 0, 0], n_boot=200, seed=0, groups=["a"] * 4)
   assert low == pytest.approx(0.5) and high == pytest.approx(0.5)
   assert all(math.isnan(x) for x in analysis.paired_bootstrap_ci([], [], n_boot=10, seed=0))
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match=r"^need two 1-d arrays of equal length, got \(2,\) and \(1,\)$"):
     analysis.paired_bootstrap_ci([1, 0], [1], n_boot=10, seed=0)
+  with pytest.raises(ValueError, match="one entry per pair"):
+    analysis.paired_bootstrap_ci([1, 0], [1, 1], n_boot=10, seed=0, groups=["a"])
+
+
+def test_bootstrap_defaults_are_2000_resamples_from_seed_0() -> None:
+  rng = np.random.default_rng(5)
+  pol, base = rng.random(97) < 0.6, rng.random(97) < 0.4  # endpoints between resampled values
+  ci = analysis.paired_bootstrap_ci(pol, base)
+  assert ci == analysis.paired_bootstrap_ci(pol, base, n_boot=2000, seed=0)
+  assert ci != analysis.paired_bootstrap_ci(pol, base, n_boot=2001, seed=0)
+  assert ci != analysis.paired_bootstrap_ci(pol, base, n_boot=2000, seed=1)
 
 
 # --------------------------------------------------------------------------- summarize
