@@ -12,7 +12,7 @@ from model.config import DecoderConfig
 from model.hf_export import ExportError, export_hf
 from model.hf_export import main as export_main
 from model.hf_import import load_config, load_model
-from model.lm import forward, init_params, unstack_layers
+from model.lm import forward, init_params, to_layout
 
 TOKENS = np.array([[1, 5, 9, 13, 4, 7, 30, 2], [1, 8, 8, 20, 11, 3, 6, 12]], np.int32)  # [B=2, C=8]
 
@@ -67,7 +67,7 @@ def test_run_options_do_not_block_export(tmp_path, tok_dir):
   cfg = _cfg()
   params = init_params(cfg, jax.random.key(1))
   run_cfg = cfg.replace(scan_layers=False, decode_block=0)
-  export_hf(tmp_path, run_cfg, unstack_layers(params, cfg.num_layers), tokenizer=tok_dir)
+  export_hf(tmp_path, run_cfg, to_layout(params, run_cfg), tokenizer=tok_dir)
   lm = load_model(tmp_path)
   assert lm.cfg == cfg
   for a, b in zip(jax.tree.leaves(lm.params), jax.tree.leaves(params)):

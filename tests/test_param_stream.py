@@ -142,15 +142,20 @@ def test_sharded_load_equals_the_checkpoint_tensors(llama_dir, tmp_path):
   assert "SHARDED_OK" in r.stdout, r.stderr[-4000:]
 
 
-def test_host_memory_stays_near_one_tensor(tmp_path):
+@pytest.mark.parametrize("layer_params", ["stacked", "per_layer"])
+def test_host_memory_stays_near_one_tensor(tmp_path, layer_params):
   """Host (numpy) allocations while loading peak at a few tensors, never at the params or a stacked copy.
 
-  Device buffers are XLA's, not traced; on this CPU they are the params themselves. The old path
-  (every tensor read, then np.stack per param) peaks above the params, far over the bound.
+  Device buffers are XLA's, not traced; on this CPU they are the params themselves. A per-layer param
+  may keep the numpy block it was read into as its device buffer (XLA:CPU takes aligned host arrays
+  without a copy): that is the param, not a transient, so what the params still hold once loaded
+  (released when they are) is not counted. The old path (every tensor read, then np.stack per param)
+  peaks above the params, far over the bound.
   """
   d = tmp_path / "m"
   tiny_models.make_hf_model(d, "llama", hidden_size=256, intermediate_size=1024, num_hidden_layers=8)
   cfg, _ = load_config(d)
+  cfg = cfg.replace(layer_params=layer_params)
   load_params(d, cfg)  # warm: compile the zeros and the layer writes outside the trace
   params_bytes = sum(x.nbytes for x in jax.tree.leaves(load_params(d, cfg)))
   largest = 4 * 256 * 1024  # an MLP tensor, float32
@@ -160,11 +165,14 @@ def test_host_memory_stays_near_one_tensor(tmp_path):
   try:
     params = load_params(d, cfg)
     jax.block_until_ready(params)
-    _, peak = tracemalloc.get_traced_memory()
+    loaded, peak = tracemalloc.get_traced_memory()
+    del params
+    held_by_params = loaded - tracemalloc.get_traced_memory()[0]
   finally:
     tracemalloc.stop()
-  assert peak <= bound, (
-    f"peak {peak / 2**20:.1f} MiB > {bound / 2**20:.1f} MiB (params {params_bytes / 2**20:.1f} MiB)"
+  assert peak - held_by_params <= bound, (
+    f"peak {peak / 2**20:.1f} MiB ({held_by_params / 2**20:.1f} MiB of it the params' own buffers) > "
+    f"{bound / 2**20:.1f} MiB (params {params_bytes / 2**20:.1f} MiB)"
   )
 
 
