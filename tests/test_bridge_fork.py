@@ -131,3 +131,31 @@ def test_the_teacher_keeps_each_rows_cache(models, policy):
     assert a.teacher_read < b.teacher_read if a.round_trips > 1 else a.teacher_read == b.teacher_read
   if policy in ("step:1,n=2", "always"):
     assert any(r.round_trips > 1 for r in kept)
+
+
+def test_a_call_starts_from_rows_of_several_calls_caches(models):
+  """Rows of two earlier calls' caches (other buffer lengths), a row cut back, and a row with no
+  cache, in one call: the same tokens as a call from nothing, each row reusing exactly the common
+  prefix of what its cache held and what it now is."""
+  from decode.bridge.row_caches import CachedRow, starting_rows
+  from decode.host.guided import GuidedDecoder
+
+  dec = GuidedDecoder(models[0])
+  p = dec.encode(bridge_models.PROMPTS)
+  (a0, a1), first = dec.generate_keeping_caches(DecodeRequest(p[:2], "never", 6, max_len=32))
+  (b0,), second = dec.generate_keeping_caches(DecodeRequest(p[2:3], "never", 9, max_len=48))
+  prefixes = [a0.token_ids[:2] + [a1.token_ids[0]], a1.token_ids, b0.token_ids, []]  # row 0 cut back
+  held = [CachedRow(first, 0), CachedRow(first, 1), CachedRow(second, 0), None]
+  rows = [list(q) + list(x) for q, x in zip(p, prefixes)]
+  caches, reused = starting_rows(held, rows, 4, 64)
+  brute = []
+  for h, r in zip(held, rows):
+    k = 0
+    while h is not None and k < min(len(h.tokens), len(r)) - 1 and h.tokens[k] == r[k]:
+      k += 1
+    brute.append(k)
+  assert reused == brute and reused[0] == len(p[0]) + 2 and reused[3] == 0
+  request = DecodeRequest(p, "never", 12, prefixes=prefixes, max_len=64, batch_size=4)
+  assert [r.token_ids for r in dec.generate(request.replace(caches=caches))] == [
+    r.token_ids for r in dec.generate(request)
+  ]
