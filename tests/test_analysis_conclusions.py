@@ -251,3 +251,26 @@ def test_every_table_bootstraps_2000_resamples_from_seed_0_by_default(table) -> 
   df = pd.DataFrame(rows)
   pd.testing.assert_frame_equal(table(df), table(df, n_boot=2000, seed=0))
   assert not table(df).equals(table(df, n_boot=2000, seed=1))  # the seed reaches the CIs
+
+
+def test_matched_controls_table_order_labels_and_columns() -> None:
+  """Controls sorted by configuration, trigger and control (maxprob's rows come first here, entropy's
+  row comes first in the table); a control whose trigger has no rows is skipped, not the end of the
+  table; each row names its configuration; no controls: an empty table with the columns."""
+  from experiments.report.controls import CONTROL_COLUMNS
+
+  rows = []
+  for trigger, control in (
+    ("maxprob:q=0.5", "random:0.3"),
+    ("entropy:q=0.5", "random:0.4"),
+    ("entropy:q=0.1", "random:0.9"),
+  ):
+    for i in range(4):
+      if trigger != "entropy:q=0.1":  # the last control's trigger never ran
+        rows.append(row(trigger, i, True, row_id=f"{trigger}|{i}"))
+      rows.append(row(control, i, i < 2, matched_to=trigger, row_id=f"{control}|{i}"))
+  c = matched_controls(analysis.prepare(pd.DataFrame(rows)), n_boot=10)
+  assert list(zip(c.trigger, c.control)) == [("entropy:q=0.5", "random:0.4"), ("maxprob:q=0.5", "random:0.3")]
+  assert set(c.student) == {"student-small"} and set(c.task) == {"synthetic"} and list(c.n) == [4, 4]
+  empty = matched_controls(analysis.prepare(pd.DataFrame([r for r in rows if "matched_to" not in r])))
+  assert empty.empty and list(empty.columns) == CONTROL_COLUMNS
