@@ -46,6 +46,8 @@ def test_tiny_benchmark_json(capsys):
   assert result["compiles_during_timing_b1"] == 0 and result["compiles_during_timing_b16"] == 0
   assert result["guided_recompiled_during_timing"] is False
   assert result["sweep_fork_equals_separate"] is True
+  assert result["bridge_fork_equals_plain"] is True and result["bridge_cache_rows_equal"] is True
+  assert result["bridge_teacher_read_ratio"] < 1  # the teacher's row caches: fewer tokens read
   assert result["guided_lockstep_outputs_equal_lazy"] is True
   assert result["greedy_match_b1"] is True
   assert result["guided_teacher_calls"]["never"] == 0
