@@ -187,3 +187,15 @@ def test_gain_ci_is_the_paired_bootstrap_with_the_given_resamples() -> None:
   low, high = analysis.paired_bootstrap_ci(pol, base, n_boot=7, seed=3, groups=[f"p{i}" for i in range(N)])
   assert (s.gain_ci_low, s.gain_ci_high) == (100 * low, 100 * high)
   assert (low, high) != analysis.paired_bootstrap_ci(pol, base, n_boot=2000, seed=3)
+
+
+def test_bootstrap_of_one_resample_and_of_many_groups() -> None:
+  # One resample of one group holding both pairs: the CI is that resample's mean, +0.5.
+  assert analysis.paired_bootstrap_ci([1, 1], [0, 1], n_boot=1, seed=0, groups=["a", "a"]) == (0.5, 0.5)
+  # More groups than one chunk of resamples holds (2_000_000 // 2500 = 800 rows a chunk): every
+  # resample is still drawn, and the same seed gives the same CI.
+  rng = np.random.default_rng(2)
+  pol, base = rng.random(2500) < 0.5, rng.random(2500) < 0.5
+  low, high = analysis.paired_bootstrap_ci(pol, base, n_boot=2000, seed=0)
+  assert low < pol.mean() - base.mean() < high
+  assert (low, high) == analysis.paired_bootstrap_ci(pol, base, n_boot=2000, seed=0)
