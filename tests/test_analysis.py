@@ -52,7 +52,7 @@ def test_bootstrap_degenerate_cases() -> None:
   assert all(math.isnan(x) for x in analysis.paired_bootstrap_ci([], [], n_boot=10, seed=0))
   with pytest.raises(ValueError, match=r"^need two 1-d arrays of equal length, got \(2,\) and \(1,\)$"):
     analysis.paired_bootstrap_ci([1, 0], [1], n_boot=10, seed=0)
-  with pytest.raises(ValueError, match="one entry per pair"):
+  with pytest.raises(ValueError, match="^groups must have one entry per pair$"):
     analysis.paired_bootstrap_ci([1, 0], [1, 1], n_boot=10, seed=0, groups=["a"])
 
 
