@@ -111,18 +111,25 @@ RULE_FIELDS = (
 ).split()
 
 
-def test_random_rows_record_the_same_fields_through_the_loop_and_the_bridge(tmp_path):
+@pytest.fixture(scope="module")
+def shared_tokenizer_pair(tmp_path_factory):
+  """A student and a teacher with one tokenizer: the loop and the bridge can both decode them."""
+  root = tmp_path_factory.mktemp("shared")
+  s_dir, t_dir = root / "s", root / "t"
+  bridge_models.make_model(s_dir, seed=21, hidden=32, layers=2)
+  bridge_models.make_model(t_dir, seed=22, hidden=48, layers=3)
+  for d in (s_dir, t_dir):
+    bridge_models.make_tokenizer(d, list(range(bridge_models.WORDS)))
+  return load_model(s_dir), load_model(t_dir)
+
+
+def test_random_rows_record_the_same_fields_through_the_loop_and_the_bridge(shared_tokenizer_pair):
   """One policy rule: a pair sharing a tokenizer, decoded by the one loop and by the text bridge
   (teacher in text), gives random:P rows (and their never baseline) the same fields, including
   which step starts record an uncertainty (random rows: none; never rows: every one)."""
   from decode.bridge.teachers import LocalTeacher
 
-  s_dir, t_dir = tmp_path / "s", tmp_path / "t"
-  bridge_models.make_model(s_dir, seed=21, hidden=32, layers=2)
-  bridge_models.make_model(t_dir, seed=22, hidden=48, layers=3)
-  for d in (s_dir, t_dir):
-    bridge_models.make_tokenizer(d, list(range(bridge_models.WORDS)))
-  student, teacher = load_model(s_dir), load_model(t_dir)
+  student, teacher = shared_tokenizer_pair
   loop, bridge = GuidedDecoder(student, teacher), BridgeDecoder(student, LocalTeacher(teacher))
   prompts = bridge_models.PROMPTS * 2
   policies = ["random:0.5"] * 6 + ["never", "random:0.5,budget=1"]
@@ -244,19 +251,14 @@ def test_cut_at_stop_counts_the_tokens_up_to_the_stop_string():
     assert cut_at_stop(tok, ids, stops) == (text[:at], stop, used), (ids, stops)
 
 
-def test_rows_stop_at_the_answer_through_the_bridge_as_in_the_loop(tmp_path):
+def test_rows_stop_at_the_answer_through_the_bridge_as_in_the_loop(shared_tokenizer_pair):
   """The stop rule through the text bridge: a pair sharing a tokenizer, by the loop and by the bridge,
   gives the same rows, cut where their answer is complete, including where a teacher's step of text
   goes on past the stop (the bridge drops the rest, as the loop never writes it)."""
   from decode.bridge.teachers import LocalTeacher
   from decode.core.stop_rule import StopRule
 
-  s_dir, t_dir = tmp_path / "s", tmp_path / "t"
-  bridge_models.make_model(s_dir, seed=21, hidden=32, layers=2)
-  bridge_models.make_model(t_dir, seed=22, hidden=48, layers=3)
-  for d in (s_dir, t_dir):
-    bridge_models.make_tokenizer(d, list(range(bridge_models.WORDS)))
-  student, teacher = load_model(s_dir), load_model(t_dir)
+  student, teacher = shared_tokenizer_pair
   prompts = bridge_models.PROMPTS * 2
   policies = ["never", "step:1", "step:2", "always", "never", "step:1", "step:2", "random:0.5"]
   request = DecodeRequest(
