@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.sweep.store import CorruptResultsError
+from experiments.sweep.store import RESULTS_GLOB, CorruptResultsError, results_files
 from model.errors import UserError
 
-RESULTS_GLOB = "results*.jsonl"
 CONFIG_KEYS = ["task", "student", "teacher", "checkpoint"]
 GROUP_KEYS = CONFIG_KEYS + ["policy"]
 UNIT_KEYS = ["seed", "problem_id"]
@@ -57,18 +55,6 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
   "round_trips": None,
 }
 NO_LABEL = ""  # the stand-in for a missing teacher/checkpoint label (None never matches in joins)
-
-
-def _results_files(output_dir: Path) -> list[Path]:
-  """results.jsonl first, then results-1, results-2, ... in numeric order (first wins on dups)."""
-
-  def order(path: Path) -> tuple[int, int, str]:
-    m = re.fullmatch(r"results(?:-(\d+))?\.jsonl", path.name)
-    if m is None:
-      return (1, 0, path.name)
-    return (0, int(m.group(1) or -1), path.name)
-
-  return sorted((p for p in output_dir.glob(RESULTS_GLOB) if p.is_file()), key=order)
 
 
 def read_jsonl_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -107,7 +93,7 @@ def read_jsonl_rows(path: str | Path) -> list[dict[str, Any]]:
 def load_results(output_dir: str | Path) -> pd.DataFrame:
   """Merge every results*.jsonl in `output_dir`; duplicate row_ids keep their first occurrence."""
   output_dir = Path(output_dir)
-  files = _results_files(output_dir)
+  files = results_files(output_dir)
   if not files:
     raise FileNotFoundError(f"no {RESULTS_GLOB} files in {output_dir}")
   rows = [row for path in files for row in read_jsonl_rows(path)]

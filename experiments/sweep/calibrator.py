@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Iterable
 
 from decode.core.policy import Policy
 from experiments.sweep.calibration import calibrate, matched_control, realized_rate
 from experiments.sweep.grid import SweepRow
-from experiments.sweep.store import ResultsStore, complete_rows
+from experiments.sweep.store import ResultsStore, complete_rows, results_files
 from experiments.sweep.thresholds import (
   CalibrationBook,
   control_rows,
@@ -39,16 +38,6 @@ from experiments.sweep.thresholds import (
 
 POLL_S = 1.0  # a waiting process looks again this often
 NOTICE_EVERY_S = 300.0  # and repeats what it waits for this often
-
-
-def results_files(output_dir: Path) -> list[Path]:
-  """results.jsonl, results-1.jsonl, results-2.jsonl, ...: process order, the same in every process."""
-
-  def process(p: Path) -> int:
-    tail = p.stem[len("results") :].lstrip("-")
-    return int(tail) if tail.isdigit() else 0
-
-  return sorted(Path(output_dir).glob("results*.jsonl"), key=lambda p: (process(p), p.name))
 
 
 def ids_source(ids: Iterable[str]) -> dict:

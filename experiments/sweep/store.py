@@ -15,12 +15,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from experiments.files import atomic_write_bytes
 from experiments.sweep.lock import WriterLock
 from model.errors import UserError
+
+RESULTS_GLOB = "results*.jsonl"  # results.jsonl (process 0), results-1.jsonl, ...
+
+
+def results_files(output_dir: str | os.PathLike) -> list[Path]:
+  """An output dir's results files in process order: results.jsonl first, then results-1, results-2, ...
+  numerically (the same order in every process; where rows repeat, the first file wins)."""
+
+  def order(path: Path) -> tuple[int, int, str]:
+    m = re.fullmatch(r"results(?:-(\d+))?\.jsonl", path.name)
+    if m is None:
+      return (1, 0, path.name)
+    return (0, int(m.group(1) or -1), path.name)
+
+  return sorted((p for p in Path(output_dir).glob(RESULTS_GLOB) if p.is_file()), key=order)
 
 
 class CorruptResultsError(UserError):
