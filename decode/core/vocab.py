@@ -34,15 +34,15 @@ def token_texts(tokenizer) -> list[str]:
   return [tokenizer.decode([i]) for i in range(len(tokenizer))]
 
 
-def token_surfaces(tokenizer) -> list[str]:
+def token_surfaces(tokenizer, alone: list[str] | None = None) -> list[str]:
   """Text of every id as it reads after other text (special tokens in their literal form).
 
   Decoded after an anchor token, minus the anchor's own text (incremental detokenisation): a piece
   that decodes without its leading space alone (SentencePiece's "\u2581is", a WordPiece decoder's
   joining space) reads " is", as in the row's text. Falls back to the id on its own where the pair
-  does not start with the anchor's text.
+  does not start with the anchor's text. `alone`: token_texts(tokenizer), where the caller has it.
   """
-  alone = token_texts(tokenizer)
+  alone = token_texts(tokenizer) if alone is None else alone
   special = set(getattr(tokenizer, "all_special_ids", []))
   anchor = next((i for i, t in enumerate(alone) if t.strip() and t == t.strip() and i not in special), None)
   if anchor is None:
@@ -72,7 +72,7 @@ def build_masks(
   for i in eos_ids(tokenizer, extra_eos):
     if 0 <= i < len(texts):  # -1 means "none" in some configs; never wrap to the last token
       eos[i] = True
-  stops = None if stop is None or stop.empty else build_stop_table(stop, token_surfaces(tokenizer))
+  stops = None if stop is None or stop.empty else build_stop_table(stop, token_surfaces(tokenizer, texts))
   return VocabMasks(delimiter=delim, content=content, eos=eos, stops=stops)
 
 
