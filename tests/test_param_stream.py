@@ -159,7 +159,7 @@ def test_host_memory_stays_near_one_tensor(tmp_path, layer_params):
   load_params(d, cfg)  # warm: compile the zeros and the layer writes outside the trace
   params_bytes = sum(x.nbytes for x in jax.tree.leaves(load_params(d, cfg)))
   largest = 4 * 256 * 1024  # an MLP tensor, float32
-  bound = 3 * largest + (4 << 20)  # a few tensors in flight + 4 MiB of Python objects (jit caches, trees)
+  bound = 3 * largest + (6 << 20)  # a few tensors in flight + 6 MiB of Python objects (jit caches, trees)
   assert params_bytes > 3 * bound  # the rule is only tested if holding the params would break it
   tracemalloc.start()
   try:
