@@ -41,7 +41,13 @@ def restore_training_params(step_dir: str | os.PathLike, cfg: DecoderConfig, mes
         f"{step_dir}: the checkpoint holds no 'params' (saved by experiments.training.train?)"
       )
     inner = saved["params"].get("params", {}) if hasattr(saved["params"], "get") else {}
-    as_saved = cfg.replace(scan_layers=True, layer_params="stacked" if "layers" in inner else "per_layer")
+    block = inner.get("layers", inner.get("layers_0", {}))
+    fused = "qkv_proj" in (block.get("attn", {}) if hasattr(block, "get") else {})
+    as_saved = cfg.replace(
+      scan_layers=True,
+      layer_params="stacked" if "layers" in inner else "per_layer",
+      fused_projections="fused" if fused else "separate",
+    )
     want = flatten_dict(param_shapes(as_saved))
     got = flatten_dict(saved["params"])
     if set(want) != set(got):
@@ -63,7 +69,7 @@ def restore_training_params(step_dir: str | os.PathLike, cfg: DecoderConfig, mes
         partial_restore=True,
       ),
     )["params"]
-  if as_saved.stacked_params == cfg.stacked_params:
+  if (as_saved.stacked_params, as_saved.fuse_projections) == (cfg.stacked_params, cfg.fuse_projections):
     return restored
   return jax.device_put(to_layout(restored, cfg), unflatten_dict(target_shardings(cfg, mesh, rules)))
 

@@ -32,9 +32,11 @@ ACTIVATIONS = {
 NORMS = ("rms", "rms_f32", "gemma_rms", "layernorm", "layernorm_plain")
 
 # How a model runs, not what it is: no Hugging Face config carries these (export ignores them).
-RUNTIME_FIELDS = ("scan_layers", "layer_params", "decode_block")
+RUNTIME_FIELDS = ("scan_layers", "layer_params", "fused_projections", "decode_block")
 # How a scanned program holds its block params (DecoderConfig.layer_params); "auto" picks by backend.
 LAYER_PARAMS = ("auto", "stacked", "per_layer")
+# Whether q/k/v (and gate/up) are one weight each (DecoderConfig.fused_projections); "auto": with per-layer params.
+FUSED_PROJECTIONS = ("auto", "fused", "separate")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -110,6 +112,15 @@ class DecoderConfig:
   # own array at each dot (`model.layer_stack`), which reads it in place. "auto": per_layer on CPU,
   # stacked elsewhere (`stacked_params`). Same results; model.lm converts between the layouts.
   layer_params: str = "auto"
+  # "fused": each layer's q, k and v projections are one weight `attn/qkv_proj` [E, K, N/K + 2, D]
+  # (each kv head's query heads, then its key and value) and gate/up one `mlp/gate_up_proj`
+  # [E, 2, I], so a token runs 4 dots per layer instead of 7: at batch 1 on XLA:CPU each dot costs
+  # more than its bytes (model/fused_projections.py). Both group by kv head / MLP column, so the
+  # tensor-parallel rules split them as they split k/v and gate/up. "separate": HF's tensors one by
+  # one. "auto": fused with per-layer params (the CPU default), separate when stacked
+  # (`fuse_projections`). Checkpoints, export and the loaders' names are always separate; model.lm
+  # converts.
+  fused_projections: str = "auto"
   # One-token decode reads the cache in blocks of this many positions (or of gcd(T, this)), only up to
   # the batch's latest position (model.attention.decode_block, attend_blocks); 0: the whole buffer every
   # step. A speed knob: the same results up to float32 rounding of the online softmax.
@@ -125,6 +136,15 @@ class DecoderConfig:
     if self.layer_params == "auto":
       return jax.default_backend() != "cpu"
     return self.layer_params == "stacked"
+
+  @property
+  def fuse_projections(self) -> bool:
+    """True: q/k/v and gate/up are each one param (`qkv_proj`, `gate_up_proj`); see fused_projections."""
+    if self.fused_projections not in FUSED_PROJECTIONS:
+      raise ValueError(f"fused_projections={self.fused_projections!r}; use one of {FUSED_PROJECTIONS}")
+    if self.fused_projections == "auto":
+      return not self.stacked_params
+    return self.fused_projections == "fused"
 
   @property
   def jnp_dtype(self):

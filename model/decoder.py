@@ -99,19 +99,20 @@ def _norm(cfg: DecoderConfig, name: str) -> Norm:
 
 
 class Linear(nn.Module):
-  """nn.Dense's params (kernel [in, out], bias [out]) and math, also over per-layer params: in the
-  scanned body over per-layer params its kernel is a LayerStack, whose dot reads the current layer's
-  own array in place (model/layer_stack.py)."""
+  """nn.Dense's params (kernel [in, *features], bias [*features]) and math, also over per-layer
+  params: in the scanned body over per-layer params its kernel is a LayerStack, whose dot reads the
+  current layer's own array in place (model/layer_stack.py)."""
 
-  features: int
-  axes: tuple[str, str]  # logical axes of the kernel
+  features: int | tuple[int, ...]  # a tuple for a fused projection's grouped outputs
+  axes: tuple[str | None, ...]  # logical axes of the kernel
   use_bias: bool
   dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x):
-    """x [..., in] -> [..., features]."""
-    shape = (x.shape[-1], self.features)
+    """x [..., in] -> [..., *features]."""
+    features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+    shape = (x.shape[-1], *features)
     kernel = layer_stack.param(self, "kernel", _part(_init, self.axes), shape, self.dtype)
     x = x.astype(self.dtype)
     dims = (((x.ndim - 1,), (0,)), ((), ()))
@@ -121,12 +122,12 @@ class Linear(nn.Module):
       y = jax.lax.dot_general(x, kernel.astype(self.dtype), dims)
     if self.use_bias:
       init = _part(nn.initializers.zeros, self.axes[1:])
-      bias = layer_stack.value(layer_stack.param(self, "bias", init, (self.features,), self.dtype))
-      y += jnp.reshape(bias.astype(self.dtype), (1,) * (y.ndim - 1) + (-1,))
+      bias = layer_stack.value(layer_stack.param(self, "bias", init, features, self.dtype))
+      y += jnp.reshape(bias.astype(self.dtype), (1,) * (y.ndim - len(features)) + features)
     return y
 
 
-def _dense(features: int, axes: tuple[str, str], bias: bool, dtype, name: str) -> Linear:
+def _dense(features, axes: tuple[str | None, ...], bias: bool, dtype, name: str) -> Linear:
   return Linear(features, axes, bias, dtype, name=name)
 
 
@@ -144,18 +145,27 @@ class Attention(nn.Module):
     B, C, _ = x.shape
     N, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
-    def project(heads, axis, name, norm_name=None):
-      """x -> [B, C, heads, D]; OLMo clips the projection, OLMo 2 norms it across all heads."""
-      t = _dense(heads * D, ("embed", axis), cfg.qkv_bias, dt, name)(x)  # [B, C, heads * D]
+    if cfg.fuse_projections:  # one dot (model/fused_projections.py): [B, C, K, N/K + 2, D]
+      t = _dense((K, N // K + 2, D), ("embed", "kv_heads", None, "head_dim"), cfg.qkv_bias, dt, "qkv_proj")(x)
+      R = N // K
+      flat = {"q": t[..., :R, :], "k": t[..., R, :], "v": t[..., R + 1, :]}
+      flat = {name: y.reshape(B, C, -1) for name, y in flat.items()}  # [B, C, heads * D]
+    else:
+      flat = {
+        name: _dense(heads * D, ("embed", axis), cfg.qkv_bias, dt, f"{name}_proj")(x)  # [B, C, heads * D]
+        for name, heads, axis in (("q", N, "heads"), ("k", K, "kv_heads"), ("v", K, "kv_heads"))
+      }
+
+    def heads_of(name, heads):
+      """[B, C, heads * D] -> [B, C, heads, D]; OLMo clips the projection, OLMo 2 norms it across all heads."""
+      t = flat[name]
       if cfg.clip_qkv is not None:
         t = jnp.clip(t, -cfg.clip_qkv, cfg.clip_qkv)
-      if cfg.qk_norm_full and norm_name:
-        t = _norm(cfg, norm_name)(t)
+      if cfg.qk_norm_full and name != "v":
+        t = _norm(cfg, f"{name}_norm")(t)
       return t.reshape(B, C, heads, D)
 
-    q = project(N, "heads", "q_proj", "q_norm")
-    k = project(K, "kv_heads", "k_proj", "k_norm")
-    v = project(K, "kv_heads", "v_proj")
+    q, k, v = heads_of("q", N), heads_of("k", K), heads_of("v", K)
     if cfg.qk_norm:  # Qwen3: per head
       q, k = _norm(cfg, "q_norm")(q), _norm(cfg, "k_norm")(k)
     if not cfg.learned_positions:
@@ -192,7 +202,10 @@ class MLP(nn.Module):
     cfg, dt = self.cfg, self.cfg.jnp_dtype
     act = _ACTIVATIONS[cfg.activation]
     widen = functools.partial(_dense, cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, dt)
-    if cfg.gated_mlp:
+    if cfg.gated_mlp and cfg.fuse_projections:  # one dot (model/fused_projections.py)
+      y = _dense((2, cfg.intermediate_size), ("embed", None, "mlp"), cfg.mlp_bias, dt, "gate_up_proj")(x)
+      h = act(y[..., 0, :]) * y[..., 1, :]  # [B, C, I]
+    elif cfg.gated_mlp:
       gate, up = widen(name="gate_proj")(x), widen(name="up_proj")(x)  # [B, C, I]
       h = act(gate) * up
     else:

@@ -157,7 +157,7 @@ def _gpt2_kwargs(cfg: DecoderConfig) -> dict[str, Any]:
 
 def _tensors(cfg: DecoderConfig, params, dtype) -> dict[str, jnp.ndarray]:
   """HF tensor name -> array in storage dtype (kernels transposed to HF's [out, in], fused tensors joined)."""
-  tree = stack_layers(params if "params" in params else {"params": params})["params"]
+  tree = stack_layers(params if "params" in params else {"params": params}, cfg)["params"]
   out, parts, transposed = {}, {}, {}
   for path, arr in flatten_dict(tree).items():
     src = hf_tensor_source(path, cfg)

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from model import fused_projections
 from model.config import DecoderConfig
 from model.decoder import Decoder
 from model.kv_cache import KVCache, init_cache
@@ -81,18 +82,36 @@ def unstack_layers(params, num_layers: int):
   return {"params": tree}
 
 
-def stack_layers(params):
-  """The inverse of unstack_layers (a no-op on params that are already stacked)."""
+def stack_layers(params, cfg: DecoderConfig | None = None):
+  """The inverse of unstack_layers (a no-op on params that are already stacked). With cfg, fused
+  projections are split first (model/fused_projections.py): the layout checkpoints and export use."""
   tree = dict(params["params"])
+  if cfg is not None:
+    tree = _map_blocks(tree, lambda block: fused_projections.split(block, cfg))
   names = sorted((k for k in tree if k.startswith("layers_")), key=lambda k: int(k.split("_")[1]))
   if not names:
-    return params
+    return {"params": tree}
   layers = [tree.pop(k) for k in names]
   tree["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
   return {"params": tree}
 
 
 def to_layout(params, cfg: DecoderConfig):
-  """params in either layout -> the one cfg's program reads (cfg.stacked_params)."""
-  stacked = stack_layers(params)
-  return stacked if cfg.stacked_params else unstack_layers(stacked, cfg.num_layers)
+  """params in any layout -> the one cfg's program reads: stacked or per layer
+  (cfg.stacked_params), projections fused or separate (cfg.fuse_projections). Only the conversions
+  needed run: fusing per-layer params restacks nothing."""
+  tree = params["params"]
+  if ("layers" in tree) != cfg.stacked_params:
+    stacked = stack_layers(params, cfg)
+    params = stacked if cfg.stacked_params else unstack_layers(stacked, cfg.num_layers)
+  convert = fused_projections.fuse if cfg.fuse_projections else fused_projections.split
+  return {"params": _map_blocks(params["params"], lambda block: convert(block, cfg))}
+
+
+def _map_blocks(tree: dict, fn) -> dict:
+  """fn over each block tree ('layers', or 'layers_i'), one at a time, so a layer's old arrays can
+  be freed before the next is converted."""
+  out = dict(tree)
+  for name in [k for k in tree if k == "layers" or k.startswith("layers_")]:
+    out[name] = fn(out[name])
+  return out

@@ -20,6 +20,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
+from model import fused_projections
 from model import sharding as sharding_lib
 from model.config import DecoderConfig
 from model.errors import ModelLoadError
@@ -63,8 +64,12 @@ def stream_params(cfg: DecoderConfig, weights: Weights, mesh=None, rules=()):
   """Params tree {'params': ...} in cfg's layout (scanned or not) and dtype, each leaf on its sharding.
 
   Every tensor name is checked to exist before anything is read; each tensor's shape is checked
-  against the one cfg implies when it is first read.
+  against the one cfg implies when it is first read. Fused projections (cfg.fuse_projections) are
+  read as HF's separate tensors, then fused a layer at a time on the devices.
   """
+  if cfg.fuse_projections:
+    separate = stream_params(cfg.replace(fused_projections="separate"), weights, mesh, rules)
+    return _fuse_blocks(separate, cfg, mesh, rules)
   abstract = abstract_params(cfg)
   shapes = flatten_dict(nn.unbox(abstract))
   shardings = target_shardings(cfg, mesh, rules, abstract)
@@ -84,6 +89,20 @@ def stream_params(cfg: DecoderConfig, weights: Weights, mesh=None, rules=()):
       read = functools.partial(_read_block, weights, src, spec.shape, names[0], dtype=spec.dtype)
       out[path] = _device_array(spec.shape, shardings[path], read)
   return unflatten_dict(out)
+
+
+def _fuse_blocks(params, cfg: DecoderConfig, mesh, rules):
+  """Separate projections -> fused (model/fused_projections.py), one block tree at a time, each
+  fused leaf straight into its sharding; a layer's separate arrays are dropped as it is done."""
+  shardings = unflatten_dict(target_shardings(cfg, mesh, rules))["params"]
+  tree = dict(params["params"])
+  del params
+  names = [k for k in tree if k == "layers" or k.startswith("layers_")]
+  # One program for every layer: per-layer trees share their shapes and shardings.
+  fuse = jax.jit(functools.partial(fused_projections.fuse, cfg=cfg), out_shardings=shardings[names[0]])
+  for name in names:
+    tree[name] = fuse(tree.pop(name))
+  return {"params": tree}
 
 
 def _source(

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from experiments.bench.hlo_probe import weight_copies
+from experiments.bench.hlo_probe import block_weight_shapes, weight_copies
 from model.config import DecoderConfig
 from model.kv_cache import init_cache
 from model.lm import forward, init_params, to_layout
@@ -47,10 +47,26 @@ def test_auto_layout_is_per_layer_on_cpu_and_validated():
 def test_per_layer_decode_step_copies_no_weight():
   stacked_cfg = CFG.replace(layer_params="stacked")
   params = init_params(stacked_cfg, jax.random.key(0))
-  weight_shapes = {tuple(x.shape[1:]) for x in jax.tree.leaves(params["params"]["layers"]) if x.ndim >= 3}
-  per_layer_cfg = CFG.replace(layer_params="per_layer")
-  copied = weight_copies(_decode_step_hlo(per_layer_cfg, to_layout(params, per_layer_cfg)), weight_shapes)
-  assert copied == []
-  # The counter sees the copies where they are: one per block weight (q, k, v, o, gate, up, down).
+  fused_cfg = stacked_cfg.replace(fused_projections="fused")
+  fused = to_layout(params, fused_cfg)
+  weight_shapes = block_weight_shapes(params) | block_weight_shapes(fused)
+  assert (64, 2, 4, 16) in weight_shapes and (64, 2, 160) in weight_shapes  # qkv, gate_up
+  for projections in ("fused", "separate"):  # per-layer params fuse by default ("auto")
+    per_layer_cfg = CFG.replace(layer_params="per_layer", fused_projections=projections)
+    copied = weight_copies(_decode_step_hlo(per_layer_cfg, to_layout(params, per_layer_cfg)), weight_shapes)
+    assert copied == [], projections
+  # The counter sees the copies where they are: one per block weight (q, k, v, o, gate, up, down),
+  # or per fused one (qkv, o, gate_up, down).
   stacked = weight_copies(_decode_step_hlo(stacked_cfg, params), weight_shapes)
   assert len(stacked) == 7, stacked
+  stacked_fused = weight_copies(_decode_step_hlo(fused_cfg, fused), weight_shapes)
+  assert len(stacked_fused) == 4, stacked_fused
+
+
+def test_fused_projections_default_and_validation():
+  assert CFG.fuse_projections  # auto on CPU: per-layer params, fused
+  assert not CFG.replace(layer_params="stacked").fuse_projections
+  assert CFG.replace(layer_params="stacked", fused_projections="fused").fuse_projections
+  assert not CFG.replace(fused_projections="separate").fuse_projections
+  with pytest.raises(ValueError, match="fused_projections"):
+    _ = CFG.replace(fused_projections="qkv").fuse_projections

@@ -134,8 +134,13 @@ TP_SCRIPT = textwrap.dedent("""
     ref = run(ref_lm, ref_lm.init_cache(4, 8))
     mesh = make_mesh({"data": 2, "model": 4})
     lm = load_model(d, mesh=mesh, rules=TENSOR_PARALLEL)
-    q = lm.params["params"]["layers_0"]["attn"]["q_proj"]["kernel"]  # [E, N * D]: per layer on CPU
-    assert q.sharding.spec == jax.sharding.PartitionSpec(None, "model"), q.sharding.spec
+    # Per layer and fused on CPU: [E, K, N / K + 2, D]; K = 2 kv heads do not divide model = 4, so
+    # the model axis splits head_dim (model.sharding.FALLBACKS), as it does the cache.
+    qkv = lm.params["params"]["layers_0"]["attn"]["qkv_proj"]["kernel"]
+    assert qkv.shape[1] == 2, qkv.shape
+    assert qkv.sharding.spec == jax.sharding.PartitionSpec(None, None, None, "model"), qkv.sharding.spec
+    gate_up = lm.params["params"]["layers_0"]["mlp"]["gate_up_proj"]["kernel"]  # [E, 2, I]
+    assert gate_up.sharding.spec == jax.sharding.PartitionSpec(None, None, "model"), gate_up.sharding.spec
     cache = lm.init_cache(4, 8)
     cache = jax.device_put(cache, cache_sharding(cache, mesh, TENSOR_PARALLEL))
     np.testing.assert_allclose(run(lm, cache), ref, atol=1e-5, rtol=1e-5)

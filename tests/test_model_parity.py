@@ -8,7 +8,7 @@ import tiny_models
 import torch
 
 from model.hf_import import load_model
-from model.lm import forward, stack_layers, unstack_layers
+from model.lm import forward, to_layout
 
 VARIANTS = {
   "llama": ("llama", {}),
@@ -247,24 +247,35 @@ def test_greedy_generation_equals_hf_generate(pair):
 
 
 def test_layer_layouts_give_the_same_logits_and_cache(machinery_pair):
-  """The three programs over the same weights: scanned over stacked params, scanned over per-layer
-  params (the CPU default: a switch per dot picks the layer's array) and unrolled, for a prefill
-  chunk and a one-token decode after it; the two param layouts convert both ways exactly."""
+  """The programs over the same weights: scanned over stacked params, scanned over per-layer params
+  (the CPU default: a switch per dot picks the layer's array) and unrolled, each with q/k/v and
+  gate/up separate and fused, for a prefill chunk and a one-token decode after it; the layouts
+  convert every way exactly."""
   _, lm = machinery_pair
-  per_layer = lm.params if "layers_0" in lm.params["params"] else unstack_layers(lm.params, lm.cfg.num_layers)
-  stacked = stack_layers(per_layer)
-  assert "layers_1" in per_layer["params"] and "layers" not in per_layer["params"]
-  assert "layers" in stacked["params"] and "layers_0" not in stacked["params"]
-  back = unstack_layers(stacked, lm.cfg.num_layers)
-  assert jax.tree.structure(back) == jax.tree.structure(per_layer)
-  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(per_layer)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  programs = {
-    "stacked": (lm.cfg.replace(scan_layers=True, layer_params="stacked"), stacked),
-    "per_layer": (lm.cfg.replace(scan_layers=True, layer_params="per_layer"), per_layer),
-    "unrolled": (lm.cfg.replace(scan_layers=False), per_layer),
+  base = lm.cfg.replace(fused_projections="separate")
+  configs = {
+    "stacked": base.replace(scan_layers=True, layer_params="stacked"),
+    "per_layer": base.replace(scan_layers=True, layer_params="per_layer"),
+    "unrolled": base.replace(scan_layers=False),
   }
-  assert programs["stacked"][0].stacked_params and not programs["per_layer"][0].stacked_params
+  configs.update({f"{k}_fused": c.replace(fused_projections="fused") for k, c in list(configs.items())})
+  assert configs["stacked"].stacked_params and not configs["per_layer"].stacked_params
+  assert lm.cfg.replace(layer_params="per_layer").fuse_projections  # "auto": fused with per-layer params
+  assert not lm.cfg.replace(layer_params="stacked").fuse_projections
+  programs = {name: (cfg, to_layout(lm.params, cfg)) for name, cfg in configs.items()}
+  per_layer, stacked = programs["per_layer"][1]["params"], programs["stacked_fused"][1]["params"]
+  assert "layers_1" in per_layer and "layers" not in per_layer and "q_proj" in per_layer["layers_0"]["attn"]
+  assert (
+    "layers" in stacked
+    and "qkv_proj" in stacked["layers"]["attn"]
+    and "q_proj" not in stacked["layers"]["attn"]
+  )
+  for name, (_, params) in programs.items():  # every layout converts back to every other exactly
+    for other, (cfg, want) in programs.items():
+      back = to_layout(params, cfg)
+      assert jax.tree.structure(back) == jax.tree.structure(want), (name, other)
+      for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{name} -> {other}")
   tokens = jnp.asarray(np.random.default_rng(5).integers(4, tiny_models.VOCAB, size=(2, 12)))
   zeros = jnp.zeros((2,), jnp.int32)
   outs = {}
@@ -272,6 +283,6 @@ def test_layer_layouts_give_the_same_logits_and_cache(machinery_pair):
     logits, cache = forward(cfg, params, tokens[:, :11], zeros, zeros + 11, lm.init_cache(2, 16))
     step, cache = forward(cfg, params, tokens[:, 11:], zeros + 11, zeros + 1, cache)
     outs[name] = (logits, step, cache)
-  for name in ("per_layer", "unrolled"):
+  for name in programs:
     for a, b in zip(jax.tree.leaves(outs[name]), jax.tree.leaves(outs["stacked"])):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5, err_msg=name)

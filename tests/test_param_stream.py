@@ -78,7 +78,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
       for k, x in flatten_dict(params).items():  # in the layout cfg asks for (stacked or per layer)
         assert x.sharding.is_equivalent_to(shardings[k], x.ndim), (k, x.sharding)
         assert x.dtype == dtype, (k, x.dtype)
-      got = flatten_dict(stack_layers(params)["params"])  # compared stacked
+      got = flatten_dict(stack_layers(params, cfg)["params"])  # compared stacked, projections separate
       assert set(got) == set(want), sorted(set(got) ^ set(want))
       for k, w in want.items():
         np.testing.assert_array_equal(np.asarray(got[k]), w.astype(dtype), err_msg=str(k))
@@ -117,7 +117,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
       with ocp.CheckpointManager(f"{tmp}/{layout}", options=opts) as m:
         m.save(5, args=ocp.args.StandardSave({"params": params, "opt_state": optax.adamw(1e-3).init(params)}))
       cfg = load_config(llama, "bfloat16")[0].replace(layer_params="stacked")
-      want = {k: np.asarray(v) for k, v in flatten_dict(stack_layers(params)["params"]).items()}
+      want = {k: np.asarray(v) for k, v in flatten_dict(stack_layers(params, trained)["params"]).items()}
       check(restore_training_params(f"{tmp}/{layout}/5", cfg, mesh, TENSOR_PARALLEL), cfg, want, ml_dtypes.bfloat16)
     print("SHARDED_OK")
 """)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -41,17 +42,32 @@ def student_config(layers: int):
 
 
 def programs(cfg, params) -> dict:
-  """name -> (config, params in its layout): the three ways to run the same block weights."""
+  """name -> (config, params in its layout): the ways to run the same block weights (per-layer
+  params fuse q/k/v and gate/up by default: `_separate` is the same program with 7 dots per layer)."""
   from model.lm import to_layout
 
   out = {}
   for name, c in (
     ("scan_stacked", cfg.replace(scan_layers=True, layer_params="stacked")),
     ("scan_per_layer", cfg.replace(scan_layers=True, layer_params="per_layer")),
+    (
+      "scan_per_layer_separate",
+      cfg.replace(scan_layers=True, layer_params="per_layer", fused_projections="separate"),
+    ),
     ("unrolled", cfg.replace(scan_layers=False)),
   ):
     out[name] = (c, to_layout(params, c))
   return out
+
+
+def block_weight_shapes(stacked_params) -> set[tuple[int, ...]]:
+  """One layer's shape of every block weight (kernels) in stacked params, and each as the 2-D
+  [in, out] matrix a dot sees (a fused kernel [E, K, R + 2, D] may be copied as [E, K * (R + 2) * D])."""
+  from flax.traverse_util import flatten_dict
+
+  block = flatten_dict(stacked_params["params"]["layers"])
+  shapes = {tuple(x.shape[1:]) for path, x in block.items() if path[-1] == "kernel"}
+  return shapes | {(s[0], math.prod(s[1:])) for s in shapes}
 
 
 def weight_copies(hlo: str, weight_shapes: set[tuple[int, ...]]) -> list[str]:
@@ -80,12 +96,12 @@ def probe(batch: int, layers: int, max_len: int, dump: Path | None, time_steps: 
   import numpy as np
 
   from model.kv_cache import init_cache
-  from model.lm import forward, init_params
+  from model.lm import forward, init_params, to_layout
 
   cfg = student_config(layers)
   params = init_params(cfg.replace(layer_params="stacked"), jax.random.key(0))
-  block = params["params"]["layers"]
-  weight_shapes = {tuple(x.shape[1:]) for x in jax.tree.leaves(block) if x.ndim >= 3}
+  fused = to_layout(params, cfg.replace(layer_params="stacked", fused_projections="fused"))
+  weight_shapes = block_weight_shapes(params) | block_weight_shapes(fused)
   result: dict = {"batch": batch, "layers": layers, "buffer_len": max_len, "backend": jax.default_backend()}
   steps = {}
   for name, (c, p) in programs(cfg, params).items():
@@ -140,7 +156,7 @@ def main(argv=None) -> None:
   ap.add_argument("--dump", type=Path, default=None, help="write each program's optimised HLO here")
   args = ap.parse_args(argv)
   result = probe(args.batch, args.layers, args.max_len, args.dump, args.time)
-  for name in ("scan_stacked", "scan_per_layer", "unrolled"):
+  for name in ("scan_stacked", "scan_per_layer", "scan_per_layer_separate", "unrolled"):
     r = result[name]
     print(
       f"{name}: {r['weight_copies_per_layer_per_step']:.0f} weight copies per layer per step, "
