@@ -18,44 +18,56 @@ from experiments.bench import models as bm
 from experiments.bench.models import Context, cpu_count, interleaved, log, median, timed
 
 
+class CopyBandwidth:
+  """Bytes read + written per second by numpy copies of a size_mb float32 array, with one thread and
+  with `threads` threads each copying a slice; the roofline uses the larger. `sample` runs one copy
+  of each, so a caller can interleave samples with what it divides by them (a shared machine's
+  bandwidth drifts as much as its decode speed)."""
+
+  def __init__(self, size_mb: int, threads: int):
+    n = size_mb * 2**20 // 4
+    self.size_mb, self.threads = size_mb, threads
+    self.src, self.dst = np.ones(n, np.float32), np.zeros(n, np.float32)
+    np.copyto(self.dst, self.src)  # first touch
+    self.bounds = np.linspace(0, n, threads + 1).astype(int)
+    self.pool = concurrent.futures.ThreadPoolExecutor(threads)
+    self.t_one: list[float] = []
+    self.t_many: list[float] = []
+
+  def _slice(self, i: int) -> None:
+    lo, hi = self.bounds[i], self.bounds[i + 1]
+    np.copyto(self.dst[lo:hi], self.src[lo:hi])
+
+  def sample(self) -> None:
+    t0 = time.perf_counter()
+    np.copyto(self.dst, self.src)
+    t1 = time.perf_counter()
+    list(self.pool.map(self._slice, range(self.threads)))
+    t2 = time.perf_counter()
+    self.t_one.append(t1 - t0)
+    self.t_many.append(t2 - t1)
+
+  def result(self) -> dict:
+    self.pool.shutdown()
+    moved = 2 * self.src.nbytes
+    single, multi = moved / median(self.t_one), moved / median(self.t_many)
+    best = moved / min(self.t_one + self.t_many)  # other tenants only ever lower it: the least disturbed copy
+    return {
+      "membw_1thread_GBps": single / 1e9,
+      f"membw_{self.threads}threads_GBps": multi / 1e9,
+      "membw_GBps": max(single, multi) / 1e9,
+      "membw_best_GBps": best / 1e9,
+      "membw_array_MB": self.size_mb,
+      "membw_samples": len(self.t_one),
+    }
+
+
 def memory_bandwidth(size_mb: int, repeats: int, threads: int) -> dict:
-  """Bytes read + written per second by numpy copies of a size_mb float32 array (median of repeats),
-  with one thread and with `threads` threads each copying a slice; the roofline uses the larger."""
-  n = size_mb * 2**20 // 4
-  src = np.ones(n, np.float32)
-  dst = np.zeros(n, np.float32)
-  np.copyto(dst, src)  # first touch
-  moved = 2 * src.nbytes
-
-  def one():
-    t0 = time.perf_counter()
-    np.copyto(dst, src)
-    return time.perf_counter() - t0
-
-  bounds = np.linspace(0, n, threads + 1).astype(int)
-  pool = concurrent.futures.ThreadPoolExecutor(threads)
-
-  def many():
-    t0 = time.perf_counter()
-    list(
-      pool.map(
-        lambda i: np.copyto(dst[bounds[i] : bounds[i + 1]], src[bounds[i] : bounds[i + 1]]), range(threads)
-      )
-    )
-    return time.perf_counter() - t0
-
-  t_one = [one() for _ in range(repeats)]
-  t_many = [many() for _ in range(repeats)]
-  pool.shutdown()
-  single, multi = moved / median(t_one), moved / median(t_many)
-  best = moved / min(t_one + t_many)  # other tenants only ever lower it: the least disturbed copy
-  return {
-    "membw_1thread_GBps": single / 1e9,
-    f"membw_{threads}threads_GBps": multi / 1e9,
-    "membw_GBps": max(single, multi) / 1e9,
-    "membw_best_GBps": best / 1e9,
-    "membw_array_MB": size_mb,
-  }
+  """CopyBandwidth's result over `repeats` samples taken back to back."""
+  bw = CopyBandwidth(size_mb, threads)
+  for _ in range(repeats):
+    bw.sample()
+  return bw.result()
 
 
 def hf_greedy(model, prompts: list[list[int]], new_tokens: int):
@@ -87,6 +99,7 @@ def bench_decode(ctx: Context, result: dict) -> None:
 
   p = ctx.preset
   dec = GuidedDecoder(ctx.student, None)
+  bw = CopyBandwidth(p.membw_mb, cpu_count())  # sampled between the batch-1 runs (the roofline's)
   for b in (1, p.batch):
     prompts = ctx.prompts[:b]
     ours = lambda: dec.generate(
@@ -99,7 +112,8 @@ def bench_decode(ctx: Context, result: dict) -> None:
     c0 = dec.compiles
     hf_greedy(ctx.hf_student, prompts, 2)
     log(f"decode b{b}: warm-up (compile) {warm_s:.1f}s; timing {p.decode_repeats}x ours and HF interleaved")
-    times, outs = interleaved({"ours": ours, "hf": hf}, p.decode_repeats)
+    fns = {"ours": ours, "hf": hf, **({"membw": lambda: [bw.sample() for _ in range(2)]} if b == 1 else {})}
+    times, outs = interleaved(fns, max(p.decode_repeats, (p.membw_repeats + 1) // 2 if b == 1 else 0))
     ours_rows, hf_rows = outs["ours"], outs["hf"]
     ours_tokens = [len(r.token_ids) for r in ours_rows]
     hf_tokens = [len(r) for r in hf_rows]
@@ -132,16 +146,23 @@ def bench_decode(ctx: Context, result: dict) -> None:
 
   result["hf_attn_implementation"] = getattr(ctx.hf_student.config, "_attn_implementation", None)
   result["layer_params"] = "stacked" if ctx.student.cfg.stacked_params else "per_layer"
-  result.update(decode_roofline(ctx.student, p.prompt_len, p.max_new_tokens, p.membw_mb, p.membw_repeats))
+  result["fused_projections"] = ctx.student.cfg.fuse_projections  # q/k/v and gate/up one dot each
+  result.update(decode_roofline(ctx.student, p.prompt_len, p.max_new_tokens, bw.result()))
   result["student_kv_bytes_per_token_our_loop_reads"] = _kv_bytes_per_position(ctx.student.cfg) * ctx.max_len
   result["decode_roofline_fraction_b1"] = result["ours_b1_tokens_per_s"] / result["roofline_tokens_per_s_b1"]
+  # The same over the bytes a step does read: an untied input embedding table gives one row a token.
+  result["decode_roofline_fraction_b1_bytes_read"] = (
+    result["ours_b1_tokens_per_s"] * result["decode_bytes_read_per_token_b1"] / (result["membw_GBps"] * 1e9)
+  )
   # Same with the best single copy instead of the median (a shared machine's bandwidth swings).
   result["decode_roofline_fraction_b1_best_bw"] = (
     result["ours_b1_tokens_per_s"] * result["decode_bytes_per_token_b1"] / (result["membw_best_GBps"] * 1e9)
   )
   log(
     f"roofline b1: {result['membw_GBps']:.1f} GB/s / {result['decode_bytes_per_token_b1'] / 1e6:.1f} MB "
-    f"per token = {result['roofline_tokens_per_s_b1']:.1f} tok/s; ours at {result['decode_roofline_fraction_b1']:.2f}"
+    f"per token = {result['roofline_tokens_per_s_b1']:.1f} tok/s; ours at {result['decode_roofline_fraction_b1']:.2f} "
+    f"({result['decode_roofline_fraction_b1_bytes_read']:.2f} over the "
+    f"{result['decode_bytes_read_per_token_b1'] / 1e6:.1f} MB read)"
   )
   result["_student_only_decoder"] = dec
 
@@ -150,18 +171,22 @@ def _kv_bytes_per_position(cfg) -> int:
   return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * np.dtype(cfg.dtype).itemsize
 
 
-def decode_roofline(lm, prompt_len: int, new_tokens: int, membw_mb: int, membw_repeats: int) -> dict:
+def decode_roofline(lm, prompt_len: int, new_tokens: int, bw: dict) -> dict:
   """The batch-1 decode roofline of `lm`: every step must read all params and the valid KV cache
-  once; copy bandwidth (memory_bandwidth) over those bytes, averaged over the steps, is tokens/s."""
+  once; copy bandwidth (`bw`, CopyBandwidth's result) over those bytes, averaged over the steps, is
+  tokens/s. That is the usual count (model bandwidth utilisation); `decode_bytes_read_per_token_b1`
+  also leaves out an untied input embedding table, of which a token reads one row."""
   param_bytes = _param_bytes(lm.params)
   kv_per_pos = _kv_bytes_per_position(lm.cfg)
   mean_ctx = prompt_len + (new_tokens + 1) / 2  # positions attended, averaged over the steps
   bytes_per_token = param_bytes + kv_per_pos * mean_ctx
-  bw = memory_bandwidth(membw_mb, membw_repeats, cpu_count())
+  embed = 0 if lm.cfg.tie_word_embeddings else _param_bytes(lm.params["params"]["embed_tokens"])
+  row = embed // lm.cfg.vocab_size
   return {
     **bw,
     "student_param_bytes": param_bytes,
     "student_kv_bytes_per_token_mean": kv_per_pos * mean_ctx,
     "decode_bytes_per_token_b1": bytes_per_token,
+    "decode_bytes_read_per_token_b1": bytes_per_token - embed + row,
     "roofline_tokens_per_s_b1": bw["membw_GBps"] * 1e9 / bytes_per_token,
   }

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from decode.api import DecodeRequest
-from experiments.bench.models import Context, log, random_prompts, timed
+from experiments.bench.models import Context, cpu_count, log, random_prompts, timed
 
 # Widths of a real same-tokenizer pair (Qwen2.5-0.5B student, Qwen2.5-1.5B teacher).
 STUDENT = dict(hidden_size=896, num_heads=14, num_kv_heads=2, head_dim=64, intermediate_size=4864)
@@ -121,9 +121,10 @@ def bench_compile_depth(result: dict, full: bool, tiny: bool = False) -> None:
 
 
 def bench_scan_decode(ctx: Context, result: dict) -> None:
-  """Decode time of the student's three layer programs over the same weights, interleaved: scanned
-  over per-layer params (the CPU default), scanned over stacked params (XLA:CPU copies every layer's
-  weights per token) and unrolled; each as a ratio to the default's time."""
+  """Decode time of the student's layer programs over the same weights, interleaved: scanned over
+  per-layer params with fused projections (the CPU default), scanned over stacked params (XLA:CPU
+  copies every layer's weights per token), unrolled, and the default with q/k/v and gate/up apart;
+  each as a ratio to the default's time."""
   from decode.host.guided import GuidedDecoder
   from model.lm import to_layout
 
@@ -133,6 +134,7 @@ def bench_scan_decode(ctx: Context, result: dict) -> None:
     ("default", {}),
     ("stacked", dict(scan_layers=True, layer_params="stacked")),
     ("unrolled", dict(scan_layers=False)),
+    ("separate", dict(fused_projections="separate")),  # the default's layout, q/k/v and gate/up apart
   ):
     cfg = s.cfg.replace(**kw)
     decoders[name] = GuidedDecoder(dataclasses.replace(s, cfg=cfg, params=to_layout(s.params, cfg)), None)
@@ -154,9 +156,11 @@ def bench_scan_decode(ctx: Context, result: dict) -> None:
     t = {k: float(np.median(v)) for k, v in times.items()}
     result[f"decode_stacked_over_default_time_b{batch}"] = t["stacked"] / t["default"]
     result[f"decode_unrolled_over_default_time_b{batch}"] = t["unrolled"] / t["default"]
+    result[f"decode_separate_over_default_time_b{batch}"] = t["separate"] / t["default"]
     log(
       f"realsize: batch {batch} decode time over the default program ({result['realsize_default_layer_params']}): stacked "
-      f"{t['stacked'] / t['default']:.2f}x, unrolled {t['unrolled'] / t['default']:.2f}x"
+      f"{t['stacked'] / t['default']:.2f}x, unrolled {t['unrolled'] / t['default']:.2f}x, "
+      f"projections separate {t['separate'] / t['default']:.2f}x"
     )
 
 
@@ -303,7 +307,7 @@ def bench_realsize_decode(result: dict, root, preset) -> None:
   import transformers
 
   from decode.host.guided import GuidedDecoder
-  from experiments.bench.decode import decode_roofline, hf_greedy
+  from experiments.bench.decode import decode_roofline, hf_greedy, memory_bandwidth
   from experiments.bench.models import interleaved, median
   from model.hf_import import load_model
 
@@ -322,6 +326,7 @@ def bench_realsize_decode(result: dict, root, preset) -> None:
   dec = GuidedDecoder(ours, None)
   max_len = dec.buffer_length(p.prompt_len, n_new)
   result["realsize_layer_params"] = "stacked" if ours.cfg.stacked_params else "per_layer"
+  result["realsize_fused_projections"] = ours.cfg.fuse_projections
   for b in (1, p.batch):
     rows = prompts[:b]
     req = lambda n, rows=rows: DecodeRequest(rows, "never", max_new_tokens=n, max_len=max_len)
@@ -348,7 +353,9 @@ def bench_realsize_decode(result: dict, root, preset) -> None:
       f"realsize decode b{b}: ours {b * n_new / t_ours:.1f} tok/s, HF {b * n_new / t_hf:.1f} tok/s, "
       f"speedup {t_hf / t_ours:.2f}, greedy match {match}/{b} (load {os.getloadavg()[0]:.1f})"
     )
-  roof = decode_roofline(ours, p.prompt_len, n_new, p.membw_mb, p.membw_repeats)
+  roof = decode_roofline(
+    ours, p.prompt_len, n_new, memory_bandwidth(p.membw_mb, p.membw_repeats, cpu_count())
+  )
   result.update({f"realsize_{k}": v for k, v in roof.items()})
   result["realsize_decode_roofline_fraction_b1"] = (
     result["realsize_ours_b1_tokens_per_s"] / roof["roofline_tokens_per_s_b1"]
