@@ -6,6 +6,8 @@ compile per sweep, equal token counts, fork == separate, and greedy parity with 
 
 import json
 
+import pytest
+
 from experiments.bench import models as bench_models
 from experiments.bench import run as bench
 
@@ -53,3 +55,15 @@ def test_tiny_benchmark_json(capsys):
   assert result["guided_teacher_calls"]["never"] == 0
   for name in bench.TARGETS:
     assert isinstance(result[name], (int, float)) and result[name] > 0, name
+  # load: our loader (safetensors, GGUF) and transformers side by side, each in a fresh process
+  assert set(result["load_runs"]) == {"ours_float32", "transformers_float32", "ours_gguf_float32"}
+  assert len({r["params_gib"] for r in result["load_runs"].values()}) == 1  # the same model, whichever loader
+  for r in result["load_runs"].values():
+    assert r["seconds"] > 0 and r["peak_rss_gib"] >= r["load_rss_gib"] >= 0
+  # pod: the plan against the arithmetic (tests/test_bench_load_pod.py checks the formula)
+  plan, arith = result["pod_plan"], result["pod_arithmetic"]
+  assert result["pod_compile_s"] > 0 and plan["fits"]
+  assert plan["weights_gib"] == pytest.approx(arith["weights_gib"], rel=0.05)  # norms replicated
+  assert plan["teacher_cache_gib"] == pytest.approx(arith["teacher_cache_gib"], rel=1e-3)  # JSON: 6 places
+  assert result["pod_replicated_student_gib"] > plan["per_device_gib"] - plan["temporaries_gib"]
+  assert result["fused_projections"] is True and result["layer_params"] == "per_layer"  # the CPU default
