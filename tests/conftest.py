@@ -12,6 +12,16 @@ import tiny_models
 
 from model.hf_import import load_model
 
+# The longest modules (minutes each on 2 cores), scheduled first: `make test` hands whole modules to
+# its 2 workers in collection order (--dist loadfile), and a long module collected last would run
+# alone on one worker while the other sits idle.
+LONG_MODULES = ("test_scale_out.py", "test_bench.py", "test_model_parity.py", "test_param_stream.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONG_MODULES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def pair_dir(tmp_path_factory):
