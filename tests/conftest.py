@@ -12,10 +12,18 @@ import tiny_models
 
 from model.hf_import import load_model
 
-# The longest modules (minutes each on 2 cores), scheduled first: `make test` hands whole modules to
-# its 2 workers in collection order (--dist loadfile), and a long module collected last would run
-# alone on one worker while the other sits idle.
-LONG_MODULES = ("test_scale_out.py", "test_bench.py", "test_model_parity.py", "test_param_stream.py")
+# The longest modules (one to four minutes each on 2 cores, `make test --durations`), scheduled
+# first: `make test` hands whole modules to its 2 workers in collection order (--dist loadfile
+# --no-loadscope-reorder; xdist would otherwise order them by test count, which ran the 2-test bench
+# module last, alone on one worker while the other sat idle).
+LONG_MODULES = (
+  "test_bench.py",
+  "test_scale_out.py",
+  "test_sweep.py",
+  "test_train.py",
+  "test_sweep_growth.py",
+  "test_model_parity.py",
+)
 
 
 def pytest_collection_modifyitems(items):
