@@ -22,7 +22,7 @@ demo: install
 PYTEST_WORKERS ?= 2
 
 test: install lint
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15 tests
 
 # ruff is pinned in the test extras: one style, enforced wherever `make test` runs (CI included).
 lint: install

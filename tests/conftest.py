@@ -12,24 +12,6 @@ import tiny_models
 
 from model.hf_import import load_model
 
-# The longest modules (one to four minutes each on 2 cores, `make test --durations`), scheduled
-# first: `make test` hands whole modules to its 2 workers in collection order (--dist loadfile
-# --no-loadscope-reorder; xdist would otherwise order them by test count, which ran the 2-test bench
-# module last, alone on one worker while the other sat idle).
-LONG_MODULES = (
-  "test_bench.py",
-  "test_scale_out.py",
-  "test_sweep.py",
-  "test_train.py",
-  "test_sweep_growth.py",
-  "test_model_parity.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-  rank = {name: i for i, name in enumerate(LONG_MODULES)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
-
 
 @pytest.fixture(scope="session")
 def pair_dir(tmp_path_factory):
