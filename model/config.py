@@ -32,11 +32,14 @@ ACTIVATIONS = {
 NORMS = ("rms", "rms_f32", "gemma_rms", "layernorm", "layernorm_plain")
 
 # How a model runs, not what it is: no Hugging Face config carries these (export ignores them).
-RUNTIME_FIELDS = ("scan_layers", "layer_params", "fused_projections", "decode_block")
+RUNTIME_FIELDS = ("scan_layers", "layer_params", "fused_projections", "decode_block", "matvec_slices")
 # How a scanned program holds its block params (DecoderConfig.layer_params); "auto" picks by backend.
 LAYER_PARAMS = ("auto", "stacked", "per_layer")
 # Whether q/k/v (and gate/up) are one weight each (DecoderConfig.fused_projections); "auto": with per-layer params.
 FUSED_PROJECTIONS = ("auto", "fused", "separate")
+# Slices of a one-row dot on a single CPU device (DecoderConfig.matvec_slices "auto"): 2 and 4
+# measured alike on 2 cores, 8 slower; more slices than threads lets a slow thread's share move.
+MATVEC_SLICES_CPU = 4
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -125,6 +128,11 @@ class DecoderConfig:
   # the batch's latest position (model.attention.decode_block, attend_blocks); 0: the whole buffer every
   # step. A speed knob: the same results up to float32 rounding of the online softmax.
   decode_block: int = 128
+  # A one-row dot (batch-1 decode) runs batched over this many slices of its weight's outer dim, so
+  # XLA:CPU spreads it over its threads instead of one core (model/matvec.py). None ("auto"): 4 on a
+  # single CPU device (measured best on 2 cores: BENCHMARKS.md), 1 (plain dots) elsewhere; 1: off.
+  # A speed knob: the same results up to float32 summation order.
+  matvec_slices: int | None = None
 
   @property
   def stacked_params(self) -> bool:
@@ -145,6 +153,19 @@ class DecoderConfig:
     if self.fused_projections == "auto":
       return not self.stacked_params
     return self.fused_projections == "fused"
+
+  @property
+  def matvec_split(self) -> int:
+    """Slices of a one-row dot (model/matvec.py); see matvec_slices."""
+    if self.matvec_slices is None:
+      return MATVEC_SLICES_CPU if jax.default_backend() == "cpu" and jax.local_device_count() == 1 else 1
+    if (
+      isinstance(self.matvec_slices, bool)
+      or not isinstance(self.matvec_slices, int)
+      or self.matvec_slices < 1
+    ):
+      raise ValueError(f"matvec_slices={self.matvec_slices!r}; use None (auto) or a positive integer")
+    return self.matvec_slices
 
   @property
   def jnp_dtype(self):

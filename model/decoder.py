@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from model import layer_stack
+from model import layer_stack, matvec
 from model.attention import attend, attend_blocks, decode_block
 from model.config import DecoderConfig
 from model.kv_cache import KVCache, write_chunk
@@ -107,6 +107,7 @@ class Linear(nn.Module):
   axes: tuple[str | None, ...]  # logical axes of the kernel
   use_bias: bool
   dtype: jnp.dtype
+  slices: int = 1  # a one-row x's dot runs over this many slices of `in` (model/matvec.py)
 
   @nn.compact
   def __call__(self, x):
@@ -115,11 +116,11 @@ class Linear(nn.Module):
     shape = (x.shape[-1], *features)
     kernel = layer_stack.param(self, "kernel", _part(_init, self.axes), shape, self.dtype)
     x = x.astype(self.dtype)
-    dims = (((x.ndim - 1,), (0,)), ((), ()))
+    dot = functools.partial(matvec.dot_in_out, slices=self.slices)
     if isinstance(kernel, layer_stack.LayerStack):
-      y = kernel.dot(x, dims)
+      y = kernel.dot(dot, x)
     else:
-      y = jax.lax.dot_general(x, kernel.astype(self.dtype), dims)
+      y = dot(x, kernel.astype(self.dtype))
     if self.use_bias:
       init = _part(nn.initializers.zeros, self.axes[1:])
       bias = layer_stack.value(layer_stack.param(self, "bias", init, features, self.dtype))
@@ -127,8 +128,8 @@ class Linear(nn.Module):
     return y
 
 
-def _dense(features, axes: tuple[str | None, ...], bias: bool, dtype, name: str) -> Linear:
-  return Linear(features, axes, bias, dtype, name=name)
+def _dense(cfg: DecoderConfig, features, axes: tuple[str | None, ...], bias: bool, name: str) -> Linear:
+  return Linear(features, axes, bias, cfg.jnp_dtype, cfg.matvec_split, name=name)
 
 
 class Attention(nn.Module):
@@ -141,18 +142,20 @@ class Attention(nn.Module):
     Writes this layer's keys/values into cache[layer] in place. rows [b]: the cache rows x belongs
     to (None: all of them, b == B).
     """
-    cfg, dt = self.cfg, self.cfg.jnp_dtype
+    cfg = self.cfg
     B, C, _ = x.shape
     N, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
     if cfg.fuse_projections:  # one dot (model/fused_projections.py): [B, C, K, N/K + 2, D]
-      t = _dense((K, N // K + 2, D), ("embed", "kv_heads", None, "head_dim"), cfg.qkv_bias, dt, "qkv_proj")(x)
+      t = _dense(cfg, (K, N // K + 2, D), ("embed", "kv_heads", None, "head_dim"), cfg.qkv_bias, "qkv_proj")(
+        x
+      )
       R = N // K
       flat = {"q": t[..., :R, :], "k": t[..., R, :], "v": t[..., R + 1, :]}
       flat = {name: y.reshape(B, C, -1) for name, y in flat.items()}  # [B, C, heads * D]
     else:
       flat = {
-        name: _dense(heads * D, ("embed", axis), cfg.qkv_bias, dt, f"{name}_proj")(x)  # [B, C, heads * D]
+        name: _dense(cfg, heads * D, ("embed", axis), cfg.qkv_bias, f"{name}_proj")(x)  # [B, C, heads * D]
         for name, heads, axis in (("q", N, "heads"), ("k", K, "kv_heads"), ("v", K, "kv_heads"))
       }
 
@@ -189,7 +192,7 @@ class Attention(nn.Module):
         k_layer, v_layer = keys[layer, rows], values[layer, rows]  # [b, K, S, D]
       out = attend(q, k_layer, v_layer, positions, window, scale, cfg.attn_softcap)  # [b, C, N, D]
     out = out.reshape(B, C, N * D)
-    out = _dense(cfg.hidden_size, ("heads", "embed"), cfg.o_bias, dt, "o_proj")(out)
+    out = _dense(cfg, cfg.hidden_size, ("heads", "embed"), cfg.o_bias, "o_proj")(out)
     return out, KVCache(keys=keys, values=values)
 
 
@@ -199,18 +202,18 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     """x [B, C, E] -> [B, C, E]: down(act(gate) * up), or down(act(up)) without a gate (GPT-2)."""
-    cfg, dt = self.cfg, self.cfg.jnp_dtype
+    cfg = self.cfg
     act = _ACTIVATIONS[cfg.activation]
-    widen = functools.partial(_dense, cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, dt)
+    widen = functools.partial(_dense, cfg, cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias)
     if cfg.gated_mlp and cfg.fuse_projections:  # one dot (model/fused_projections.py)
-      y = _dense((2, cfg.intermediate_size), ("embed", None, "mlp"), cfg.mlp_bias, dt, "gate_up_proj")(x)
+      y = _dense(cfg, (2, cfg.intermediate_size), ("embed", None, "mlp"), cfg.mlp_bias, "gate_up_proj")(x)
       h = act(y[..., 0, :]) * y[..., 1, :]  # [B, C, I]
     elif cfg.gated_mlp:
       gate, up = widen(name="gate_proj")(x), widen(name="up_proj")(x)  # [B, C, I]
       h = act(gate) * up
     else:
       h = act(widen(name="up_proj")(x))
-    return _dense(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, dt, "down_proj")(h)
+    return _dense(cfg, cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, "down_proj")(h)
 
 
 class Block(nn.Module):
@@ -278,14 +281,7 @@ class Decoder(nn.Module):
         name="embed_positions",
       )
     if not cfg.tie_word_embeddings:
-      self.lm_head = nn.Dense(
-        cfg.vocab_size,
-        use_bias=False,
-        dtype=cfg.jnp_dtype,
-        param_dtype=cfg.jnp_dtype,
-        kernel_init=_part(_init, ("embed", "vocab")),
-        name="lm_head",
-      )
+      self.lm_head = _dense(cfg, cfg.vocab_size, ("embed", "vocab"), False, "lm_head")
 
   def __call__(self, tokens, start, lengths, cache: KVCache, rows=None):
     """tokens [b, C] int32; start [b]; lengths [b] (valid tokens per row).
@@ -330,8 +326,9 @@ class Decoder(nn.Module):
 
   def logits(self, hidden):
     """hidden [B, C, E] -> float32 logits [B, C, V]."""
-    if self.cfg.tie_word_embeddings:
-      out = self.embed.attend(hidden)
+    if self.cfg.tie_word_embeddings:  # nn.Embed.attend's product, over matvec slices of the vocabulary
+      table = self.embed.embedding.astype(self.cfg.jnp_dtype)  # [V, E]
+      out = matvec.dot_out_in(hidden.astype(self.cfg.jnp_dtype), table, self.cfg.matvec_split)
     else:
       out = self.lm_head(hidden)
     out = out.astype(jnp.float32)

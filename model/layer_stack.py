@@ -31,9 +31,10 @@ class LayerStack:
   def dtype(self):
     return self.arrays[0].dtype
 
-  def dot(self, x: jax.Array, dimension_numbers) -> jax.Array:
-    """lax.dot_general(x, this layer's array): each branch reads its own layer's array in place."""
-    branches = [lambda x, w=w: jax.lax.dot_general(x, w, dimension_numbers) for w in self.arrays]
+  def dot(self, dot, x: jax.Array) -> jax.Array:
+    """dot(x, this layer's array), `dot` a product with the weight: each branch reads its own
+    layer's array in place."""
+    branches = [lambda x, w=w: dot(x, w) for w in self.arrays]
     return jax.lax.switch(self.index, branches, x)
 
   def value(self) -> jax.Array:

@@ -67,3 +67,4 @@ def test_tiny_benchmark_json(capsys):
   assert plan["teacher_cache_gib"] == pytest.approx(arith["teacher_cache_gib"], rel=1e-3)  # JSON: 6 places
   assert result["pod_replicated_student_gib"] > plan["per_device_gib"] - plan["temporaries_gib"]
   assert result["fused_projections"] is True and result["layer_params"] == "per_layer"  # the CPU default
+  assert result["matvec_slices"] == 4  # one-row dots over slices: the default on one CPU device

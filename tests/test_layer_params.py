@@ -51,10 +51,14 @@ def test_per_layer_decode_step_copies_no_weight():
   fused = to_layout(params, fused_cfg)
   weight_shapes = block_weight_shapes(params) | block_weight_shapes(fused)
   assert (64, 2, 4, 16) in weight_shapes and (64, 2, 160) in weight_shapes  # qkv, gate_up
+  assert (4, 16, 2, 4, 16) in weight_shapes  # qkv as the slices a one-row dot reads (model/matvec.py)
   for projections in ("fused", "separate"):  # per-layer params fuse by default ("auto")
-    per_layer_cfg = CFG.replace(layer_params="per_layer", fused_projections=projections)
-    copied = weight_copies(_decode_step_hlo(per_layer_cfg, to_layout(params, per_layer_cfg)), weight_shapes)
-    assert copied == [], projections
+    for slices in (None, 1):  # one-row dots over matvec slices (auto on one CPU device: 4), plain dots
+      per_layer_cfg = CFG.replace(
+        layer_params="per_layer", fused_projections=projections, matvec_slices=slices
+      )
+      copied = weight_copies(_decode_step_hlo(per_layer_cfg, to_layout(params, per_layer_cfg)), weight_shapes)
+      assert copied == [], (projections, slices)
   # The counter sees the copies where they are: one per block weight (q, k, v, o, gate, up, down),
   # or per fused one (qkv, o, gate_up, down).
   stacked = weight_copies(_decode_step_hlo(stacked_cfg, params), weight_shapes)

@@ -43,7 +43,8 @@ def student_config(layers: int):
 
 def programs(cfg, params) -> dict:
   """name -> (config, params in its layout): the ways to run the same block weights (per-layer
-  params fuse q/k/v and gate/up by default: `_separate` is the same program with 7 dots per layer)."""
+  params fuse q/k/v and gate/up by default: `_separate` is the same program with 7 dots per layer;
+  one-row dots run over matvec slices by default on one CPU device: `_unsliced` runs plain dots)."""
   from model.lm import to_layout
 
   out = {}
@@ -54,6 +55,7 @@ def programs(cfg, params) -> dict:
       "scan_per_layer_separate",
       cfg.replace(scan_layers=True, layer_params="per_layer", fused_projections="separate"),
     ),
+    ("scan_per_layer_unsliced", cfg.replace(scan_layers=True, layer_params="per_layer", matvec_slices=1)),
     ("unrolled", cfg.replace(scan_layers=False)),
   ):
     out[name] = (c, to_layout(params, c))
@@ -61,13 +63,18 @@ def programs(cfg, params) -> dict:
 
 
 def block_weight_shapes(stacked_params) -> set[tuple[int, ...]]:
-  """One layer's shape of every block weight (kernels) in stacked params, and each as the 2-D
-  [in, out] matrix a dot sees (a fused kernel [E, K, R + 2, D] may be copied as [E, K * (R + 2) * D])."""
+  """One layer's shape of every block weight (kernels) in stacked params, each as the 2-D [in, out]
+  matrix a dot sees (a fused kernel [E, K, R + 2, D] may be copied as [E, K * (R + 2) * D]), and
+  each as the [s, in / s, out] slices a one-row dot reads (model/matvec.py)."""
   from flax.traverse_util import flatten_dict
 
   block = flatten_dict(stacked_params["params"]["layers"])
   shapes = {tuple(x.shape[1:]) for path, x in block.items() if path[-1] == "kernel"}
-  return shapes | {(s[0], math.prod(s[1:])) for s in shapes}
+  flat = {(s[0], math.prod(s[1:])) for s in shapes}
+  sliced = {
+    (k, s[0] // k, *out) for s in shapes | flat for k in (2, 4, 8) if s[0] % k == 0 for out in (s[1:],)
+  }
+  return shapes | flat | sliced
 
 
 def weight_copies(hlo: str, weight_shapes: set[tuple[int, ...]]) -> list[str]:
@@ -104,6 +111,7 @@ def probe(batch: int, layers: int, max_len: int, dump: Path | None, time_steps: 
   weight_shapes = block_weight_shapes(params) | block_weight_shapes(fused)
   result: dict = {"batch": batch, "layers": layers, "buffer_len": max_len, "backend": jax.default_backend()}
   steps = {}
+  result["programs"] = list(programs(cfg, params))
   for name, (c, p) in programs(cfg, params).items():
 
     def step(p, tok, start, cache, c=c):
@@ -156,7 +164,7 @@ def main(argv=None) -> None:
   ap.add_argument("--dump", type=Path, default=None, help="write each program's optimised HLO here")
   args = ap.parse_args(argv)
   result = probe(args.batch, args.layers, args.max_len, args.dump, args.time)
-  for name in ("scan_stacked", "scan_per_layer", "scan_per_layer_separate", "unrolled"):
+  for name in result["programs"]:
     r = result[name]
     print(
       f"{name}: {r['weight_copies_per_layer_per_step']:.0f} weight copies per layer per step, "

@@ -123,8 +123,8 @@ def bench_compile_depth(result: dict, full: bool, tiny: bool = False) -> None:
 def bench_scan_decode(ctx: Context, result: dict) -> None:
   """Decode time of the student's layer programs over the same weights, interleaved: scanned over
   per-layer params with fused projections (the CPU default), scanned over stacked params (XLA:CPU
-  copies every layer's weights per token), unrolled, and the default with q/k/v and gate/up apart;
-  each as a ratio to the default's time."""
+  copies every layer's weights per token), unrolled, the default with q/k/v and gate/up apart, and
+  the default with plain one-row dots (no matvec slices); each as a ratio to the default's time."""
   from decode.host.guided import GuidedDecoder
   from model.lm import to_layout
 
@@ -135,6 +135,7 @@ def bench_scan_decode(ctx: Context, result: dict) -> None:
     ("stacked", dict(scan_layers=True, layer_params="stacked")),
     ("unrolled", dict(scan_layers=False)),
     ("separate", dict(fused_projections="separate")),  # the default's layout, q/k/v and gate/up apart
+    ("unsliced", dict(matvec_slices=1)),  # the default with plain one-row dots (model/matvec.py)
   ):
     cfg = s.cfg.replace(**kw)
     decoders[name] = GuidedDecoder(dataclasses.replace(s, cfg=cfg, params=to_layout(s.params, cfg)), None)
@@ -157,10 +158,11 @@ def bench_scan_decode(ctx: Context, result: dict) -> None:
     result[f"decode_stacked_over_default_time_b{batch}"] = t["stacked"] / t["default"]
     result[f"decode_unrolled_over_default_time_b{batch}"] = t["unrolled"] / t["default"]
     result[f"decode_separate_over_default_time_b{batch}"] = t["separate"] / t["default"]
+    result[f"decode_unsliced_over_default_time_b{batch}"] = t["unsliced"] / t["default"]
     log(
       f"realsize: batch {batch} decode time over the default program ({result['realsize_default_layer_params']}): stacked "
       f"{t['stacked'] / t['default']:.2f}x, unrolled {t['unrolled'] / t['default']:.2f}x, "
-      f"projections separate {t['separate'] / t['default']:.2f}x"
+      f"projections separate {t['separate'] / t['default']:.2f}x, plain one-row dots {t['unsliced'] / t['default']:.2f}x"
     )
 
 
@@ -327,6 +329,7 @@ def bench_realsize_decode(result: dict, root, preset) -> None:
   max_len = dec.buffer_length(p.prompt_len, n_new)
   result["realsize_layer_params"] = "stacked" if ours.cfg.stacked_params else "per_layer"
   result["realsize_fused_projections"] = ours.cfg.fuse_projections
+  result["realsize_matvec_slices"] = ours.cfg.matvec_split  # one-row dots over slices (model/matvec.py)
   for b in (1, p.batch):
     rows = prompts[:b]
     req = lambda n, rows=rows: DecodeRequest(rows, "never", max_new_tokens=n, max_len=max_len)
