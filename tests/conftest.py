@@ -6,11 +6,26 @@ shared by all decoders; its cache is keyed by model configs and shapes). The gui
 `delimiter` and `decoder` (tests/guided_cases.py) are here too, as they span four modules.
 """
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import guided_cases
+import jax
 import pytest
 import tiny_models
 
 from model.hf_import import load_model
+
+# One persistent XLA compilation cache per test run for the processes tests start (CLI runs, resumed
+# and grown sweeps, two-process runs: they inherit os.environ and compile the same loop again and
+# again), shared by both xdist workers. Off in the test processes themselves: their tests count the
+# compilations a decoder causes (decode.core.loop.counting_compiles), which a cache hit would hide.
+jax.config.update("jax_enable_compilation_cache", False)
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the run (xdist's controller)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="test-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

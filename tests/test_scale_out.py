@@ -4,7 +4,7 @@ Determinism: the same config and seeds give the same rows, every field, whether 
 one device, on 8 fake devices (rows over 'data', the teacher tensor-parallel over 'model'), or split
 over two processes; each run is its own process, so this is also run-after-run reproducibility.
 
-The module's processes share one persistent compilation cache (a temporary directory): a process whose
+The processes share the run's persistent compilation cache (tests/conftest.py): a process whose
 programs an earlier one compiled (the two-process sweeps after the single-process one) loads them
 instead of compiling again. Each run still traces and lowers its own program; the cache hands back
 the executable of the same program, so every comparison below is between runs of the same program.
@@ -22,15 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sweep_configs import write_config_file
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """JAX_COMPILATION_CACHE_DIR for every subprocess this module starts (they copy os.environ)."""
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax_cache")))
-    yield
-
 
 MESH_SCRIPT = textwrap.dedent("""
     import dataclasses, os, sys, json
