@@ -37,8 +37,9 @@ RUNTIME_FIELDS = ("scan_layers", "layer_params", "fused_projections", "decode_bl
 LAYER_PARAMS = ("auto", "stacked", "per_layer")
 # Whether q/k/v (and gate/up) are one weight each (DecoderConfig.fused_projections); "auto": with per-layer params.
 FUSED_PROJECTIONS = ("auto", "fused", "separate")
-# Slices of a one-row dot on a single CPU device (DecoderConfig.matvec_slices "auto"): 2 and 4
-# measured alike on 2 cores, 8 slower; more slices than threads lets a slow thread's share move.
+# Slices of a one-row dot on a single CPU device (DecoderConfig.matvec_slices "auto"). On 2 cores the
+# bench student's batch-1 step took 0.81x the plain-dot time with 4, 0.84x with 2, 0.90x with 8
+# (experiments/bench/BENCHMARKS.md, "Matvecs on every core").
 MATVEC_SLICES_CPU = 4
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -129,8 +130,8 @@ class DecoderConfig:
   # step. A speed knob: the same results up to float32 rounding of the online softmax.
   decode_block: int = 128
   # A one-row dot (batch-1 decode) runs batched over this many slices of its weight's outer dim, so
-  # XLA:CPU spreads it over its threads instead of one core (model/matvec.py). None ("auto"): 4 on a
-  # single CPU device (measured best on 2 cores: BENCHMARKS.md), 1 (plain dots) elsewhere; 1: off.
+  # XLA:CPU spreads it over its threads instead of one core (model/matvec.py). None ("auto"):
+  # MATVEC_SLICES_CPU on a single CPU device, 1 (plain dots) elsewhere; 1: off.
   # A speed knob: the same results up to float32 summation order.
   matvec_slices: int | None = None
 
