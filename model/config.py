@@ -131,7 +131,8 @@ class DecoderConfig:
   decode_block: int = 128
   # A one-row dot (batch-1 decode) runs batched over this many slices of its weight's outer dim, so
   # XLA:CPU spreads it over its threads instead of one core (model/matvec.py). None ("auto"):
-  # MATVEC_SLICES_CPU on a single CPU device, 1 (plain dots) elsewhere; 1: off.
+  # MATVEC_SLICES_CPU when the run has one device and it is a CPU (with several, even in other
+  # processes, arrays may be sharded and slicing them could move data), else 1 (plain dots); 1: off.
   # A speed knob: the same results up to float32 summation order.
   matvec_slices: int | None = None
 
@@ -159,7 +160,7 @@ class DecoderConfig:
   def matvec_split(self) -> int:
     """Slices of a one-row dot (model/matvec.py); see matvec_slices."""
     if self.matvec_slices is None:
-      return MATVEC_SLICES_CPU if jax.default_backend() == "cpu" and jax.local_device_count() == 1 else 1
+      return MATVEC_SLICES_CPU if jax.default_backend() == "cpu" and jax.device_count() == 1 else 1
     if (
       isinstance(self.matvec_slices, bool)
       or not isinstance(self.matvec_slices, int)

@@ -126,6 +126,7 @@ TP_SCRIPT = textwrap.dedent("""
     from model.sharding import make_mesh, cache_sharding
     assert len(jax.devices()) == 8
     d = sys.argv[1]
+    assert load_model(d).cfg.matvec_split == 1  # several devices: one-row dots stay plain (model/matvec.py)
     tokens = np.arange(4, 36).reshape(4, 8)
     def run(lm, cache):
       z = jnp.zeros((4,), jnp.int32)
