@@ -147,9 +147,8 @@ def bench_decode(ctx: Context, result: dict) -> None:
   result["hf_attn_implementation"] = getattr(ctx.hf_student.config, "_attn_implementation", None)
   result["layer_params"] = "stacked" if ctx.student.cfg.stacked_params else "per_layer"
   result["fused_projections"] = ctx.student.cfg.fuse_projections  # q/k/v and gate/up one dot each
-  result["matvec_slices"] = (
-    ctx.student.cfg.matvec_split
-  )  # a one-row dot over this many slices (model/matvec.py)
+  # a one-row dot runs over this many slices of its weight (model/matvec.py)
+  result["matvec_slices"] = ctx.student.cfg.matvec_split
   result.update(decode_roofline(ctx.student, p.prompt_len, p.max_new_tokens, bw.result()))
   result["student_kv_bytes_per_token_our_loop_reads"] = _kv_bytes_per_position(ctx.student.cfg) * ctx.max_len
   result["decode_roofline_fraction_b1"] = result["ours_b1_tokens_per_s"] / result["roofline_tokens_per_s_b1"]

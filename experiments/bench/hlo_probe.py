@@ -71,9 +71,7 @@ def block_weight_shapes(stacked_params) -> set[tuple[int, ...]]:
   block = flatten_dict(stacked_params["params"]["layers"])
   shapes = {tuple(x.shape[1:]) for path, x in block.items() if path[-1] == "kernel"}
   flat = {(s[0], math.prod(s[1:])) for s in shapes}
-  sliced = {
-    (k, s[0] // k, *out) for s in shapes | flat for k in (2, 4, 8) if s[0] % k == 0 for out in (s[1:],)
-  }
+  sliced = {(k, s[0] // k, *s[1:]) for s in shapes | flat for k in (2, 4, 8) if s[0] % k == 0}
   return shapes | flat | sliced
 
 
